@@ -1,0 +1,1 @@
+"""Deployable bundles: manifest, hashes, model card; verification."""

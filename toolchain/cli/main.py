@@ -1,0 +1,114 @@
+"""The `edgec` command: the verb table and error handling.
+
+Each verb is a module in this package with ``HELP`` (one line), ``IMPLEMENTED``, and, when
+implemented, ``add_arguments(parser)`` and ``run(args) -> exit code``. Heavy imports happen inside
+``run`` so that ``edgec --help`` is instant. Exit codes: 0 success, 1 error in the input or a
+failed stage (a message, never a traceback), 2 usage error or a verb not implemented yet,
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import textwrap
+import sys
+from types import ModuleType
+
+from toolchain import __version__
+from toolchain.errors import EdgecError, NotImplementedYet
+
+VERBS = (
+    "build", "teacher", "distill", "quantize", "search", "export", "profile",
+    "bundle", "run", "agent", "devices", "eval", "report",
+)  # fmt: skip
+
+DESCRIPTION = (
+    "edgec: compress a transformer (distil, quantize, search) for an edge device, export it, "
+    "measure it, and ship one verified bundle per latency/memory budget."
+)
+
+
+def verb_module(verb: str) -> ModuleType:
+    return importlib.import_module(f"toolchain.cli.{verb}")
+
+
+def _common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    # At the top level the defaults are set; under a verb they are SUPPRESSed so a flag given
+    # before the verb is not reset by the verb's parser.
+    default = {} if top else {"default": argparse.SUPPRESS}
+    parser.add_argument("-q", "--quiet", action="store_true", **default,
+                        help="only warnings and errors; no progress output")
+    parser.add_argument("-v", "--verbose", action="count", **({"default": 0} if top else default),
+                        help="more detail (debug logging)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    modules = {verb: verb_module(verb) for verb in VERBS}
+    lines = ["verbs:"]
+    for verb, mod in modules.items():
+        todo = "" if mod.IMPLEMENTED else "  [not implemented yet]"
+        lines.append(f"  {verb:<10} {mod.HELP}{todo}")
+    lines += ["", "Run `edgec VERB --help` for a verb's options."]
+    parser = argparse.ArgumentParser(
+        prog="edgec",
+        usage="edgec [-h] [--version] [-q] [-v] VERB [options]",
+        description=textwrap.fill(DESCRIPTION, width=100),
+        epilog="\n".join(lines),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"edgec {__version__}")
+    _common_options(parser, top=True)
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", help=argparse.SUPPRESS)
+    parser.verb_parsers = {}  # type: ignore[attr-defined]
+    for verb, mod in modules.items():
+        if mod.IMPLEMENTED:
+            p = sub.add_parser(verb, description=mod.__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+            mod.add_arguments(p)
+        else:
+            p = sub.add_parser(
+                verb, formatter_class=argparse.RawDescriptionHelpFormatter,
+                description=f"{mod.HELP}.\n\nNot implemented yet. Planned form:\n  {mod.PLANNED}",
+            )
+        _common_options(p, top=False)
+        parser.verb_parsers[verb] = p  # type: ignore[attr-defined]
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `edgec` console script; returns the exit code."""
+    parser = build_parser()
+    # Verbs not implemented yet accept any arguments (and then say they are not implemented).
+    args, extra = parser.parse_known_args(argv)
+    if args.verb is None:
+        parser.print_help(sys.stderr)
+        return 2
+    mod = verb_module(args.verb)
+    if extra and mod.IMPLEMENTED:
+        parser.verb_parsers[args.verb].error(f"unrecognized arguments: {' '.join(extra)}")
+    from toolchain.log import setup_logging
+
+    setup_logging(verbosity=args.verbose, quiet=args.quiet)
+    try:
+        if not mod.IMPLEMENTED:
+            raise NotImplementedYet(
+                f"edgec {args.verb}: not implemented yet (planned: {mod.PLANNED})"
+            )
+        return int(mod.run(args) or 0)
+    except NotImplementedYet as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    except EdgecError as e:
+        print(f"edgec: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("edgec: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `edgec devices | head -3`
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

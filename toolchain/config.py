@@ -1,0 +1,381 @@
+"""Stage configs (one frozen dataclass per stage) and the recipe that describes a whole build.
+
+A recipe is one YAML file::
+
+    teacher: default              # 'default' = the installed all-MiniLM-L6-v2, or a local HF dir
+    task: sst2
+    device: jetson                # a profile name or alias (see `edgec devices`)
+    budgets: [tight, balanced]    # names from the device profile, or {name, latency_ms, memory_mb}
+    distill: {mapping: rail, temperature: 2.0}
+    quantize: {weight_bits: 4}
+
+Every key is checked: an unknown key, a wrong type or an out-of-range value raises
+:class:`~toolchain.errors.ConfigError` naming the file, line, key path and what was expected.
+
+Example::
+
+    >>> recipe = load_recipe("recipe.yaml", overrides={"device": "raspberry-pi-5"})
+    >>> recipe.quantize.weight_bits
+    4
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from toolchain import schema
+from toolchain.errors import ConfigError
+
+DATA_DIR_ENV = "EDGEC_DATA_DIR"
+RECIPE_VERSION = 1
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(message, key=key)
+
+
+def _in_range(obj, key: str, lo: float | None = None, hi: float | None = None) -> None:
+    """Raise ConfigError(key=...) unless lo <= obj.key <= hi (None means unbounded)."""
+    value = getattr(obj, key)
+    if value is None:
+        return
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        lo_s = "-inf" if lo is None else f"{lo:g}"
+        hi_s = "inf" if hi is None else f"{hi:g}"
+        raise ConfigError(f"must be in [{lo_s}, {hi_s}], got {value:g}", key=key)
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """Base of every stage config; ``version`` is bumped when a field changes meaning, so that
+    run-directory records made under the old meaning are not reused."""
+
+    version: int = 1
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    """A latency/memory budget: p``percentile`` latency at (``batch``, ``seq_len``), peak memory."""
+
+    name: str
+    latency_ms: float
+    memory_mb: float
+    percentile: float = 90.0
+    batch: int = 1
+    seq_len: int = 128
+    description: str = ""
+
+    def __post_init__(self):
+        _check(bool(re.fullmatch(r"[a-z0-9][a-z0-9_-]*", self.name)), "name",
+               f"budget names are lower-case words (a-z, 0-9, '-', '_'), got {self.name!r}")
+        _in_range(self, "latency_ms", lo=1e-3)
+        _in_range(self, "memory_mb", lo=1)
+        _in_range(self, "percentile", lo=50, hi=100)
+        _in_range(self, "batch", lo=1)
+        _in_range(self, "seq_len", lo=1, hi=8192)
+
+
+@dataclass(frozen=True)
+class DataConfig(StageConfig):
+    """Data cleaning before training (each rule can be switched off to measure its effect)."""
+
+    clean: bool = True
+    dedup_exact: bool = True
+    dedup_near: bool = True
+    near_duplicate_threshold: float = 0.9  # Jaccard similarity of word shingles
+    drop_label_conflicts: bool = True
+    min_chars: int = 1
+    max_chars: int = 2000
+
+    def __post_init__(self):
+        _in_range(self, "near_duplicate_threshold", lo=0.5, hi=1.0)
+        _in_range(self, "min_chars", lo=0)
+        _in_range(self, "max_chars", lo=1)
+        _check(self.max_chars >= self.min_chars, "max_chars",
+               f"must be >= min_chars ({self.min_chars}), got {self.max_chars}")
+
+
+@dataclass(frozen=True)
+class TeacherConfig(StageConfig):
+    """Fine-tuning of the teacher on the task."""
+
+    epochs: float = 3.0
+    learning_rate: float = 5e-5
+    batch_size: int = 32
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.01
+    max_seq_len: int = 128
+    max_train_samples: int | None = None
+    max_steps: int | None = None
+    eval_every: int = 500
+    early_stopping_patience: int = 3
+
+    def __post_init__(self):
+        _in_range(self, "epochs", lo=0.01, hi=1000)
+        _in_range(self, "learning_rate", lo=1e-8, hi=1.0)
+        _in_range(self, "batch_size", lo=1, hi=65536)
+        _in_range(self, "warmup_ratio", lo=0.0, hi=1.0)
+        _in_range(self, "weight_decay", lo=0.0, hi=1.0)
+        _in_range(self, "max_seq_len", lo=8, hi=8192)
+        _in_range(self, "max_train_samples", lo=1)
+        _in_range(self, "max_steps", lo=1)
+        _in_range(self, "eval_every", lo=1)
+        _in_range(self, "early_stopping_patience", lo=0)
+
+
+@dataclass(frozen=True)
+class GAConfig:
+    """Genetic-algorithm search of the teacher-to-student layer mapping."""
+
+    population: int = 12
+    generations: int = 6
+    crossover_rate: float = 0.8
+    mutation_rate: float = 0.2
+    proxy_fraction: float = 0.1  # share of the training data for each fitness run
+    proxy_steps: int = 200
+
+    def __post_init__(self):
+        _in_range(self, "population", lo=2, hi=10000)
+        _in_range(self, "generations", lo=1, hi=10000)
+        _in_range(self, "crossover_rate", lo=0.0, hi=1.0)
+        _in_range(self, "mutation_rate", lo=0.0, hi=1.0)
+        _in_range(self, "proxy_fraction", lo=1e-4, hi=1.0)
+        _in_range(self, "proxy_steps", lo=1)
+
+
+STUDENT_SHAPE = re.compile(r"L(\d+):H(\d+):A(\d+):F(\d+)")
+
+
+@dataclass(frozen=True)
+class DistillConfig(StageConfig):
+    """Knowledge distillation of a student from the teacher."""
+
+    student_shape: str | None = None  # "L3:H384:A12:F1536"; None = chosen by the search stage
+    init: Literal["random", "truncation", "etd-rand", "etd-impt"] = "etd-impt"
+    mapping: Literal["none", "uniform", "last", "rail", "ga"] = "rail"
+    temperature: float = 2.0
+    kd_weight: float = 0.5  # logit-KD share; the hard-label loss gets 1 - kd_weight
+    hidden_weight: float = 1.0
+    attention_weight: float = 0.0
+    embedding_weight: float = 0.0
+    steps: int = 2000
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    ga: GAConfig = field(default_factory=GAConfig)
+
+    def __post_init__(self):
+        if self.student_shape is not None:
+            m = STUDENT_SHAPE.fullmatch(self.student_shape)
+            _check(m is not None, "student_shape",
+                   f"expected 'L<layers>:H<hidden>:A<heads>:F<ffn>' (e.g. L3:H384:A12:F1536), "
+                   f"got {self.student_shape!r}")
+            layers, hidden, heads, ffn = (int(g) for g in m.groups())
+            _check(min(layers, hidden, heads, ffn) >= 1, "student_shape",
+                   f"every size must be >= 1, got {self.student_shape!r}")
+            _check(hidden % heads == 0, "student_shape",
+                   f"hidden size {hidden} must be divisible by the head count {heads}")
+        _in_range(self, "temperature", lo=0.05, hi=100)
+        _in_range(self, "kd_weight", lo=0.0, hi=1.0)
+        for key in ("hidden_weight", "attention_weight", "embedding_weight"):
+            _in_range(self, key, lo=0.0)
+        _in_range(self, "steps", lo=1)
+        _in_range(self, "batch_size", lo=1, hi=65536)
+        _in_range(self, "learning_rate", lo=1e-8, hi=1.0)
+
+
+@dataclass(frozen=True)
+class QuantizeConfig(StageConfig):
+    """LSQ quantization trained under distillation (KDLSQ)."""
+
+    method: Literal["kdlsq", "rtn", "none"] = "kdlsq"
+    weight_bits: int = 4
+    act_bits: int = 8
+    avg_bits: float | None = None  # mixed precision: allocate per-layer widths to this average
+    quantize_embeddings: bool = False
+    exclude: tuple[str, ...] = ("*classifier*",)  # fnmatch on module names
+    overrides: dict[str, int] = field(default_factory=dict)  # glob -> weight bits
+    steps: int = 1000
+    learning_rate: float = 5e-5
+    block_size: int = 32
+
+    def __post_init__(self):
+        _in_range(self, "weight_bits", lo=2, hi=8)
+        _in_range(self, "act_bits", lo=4, hi=8)
+        _in_range(self, "avg_bits", lo=2, hi=8)
+        for pattern, bits in self.overrides.items():
+            _check(2 <= bits <= 8, f"overrides.{pattern}", f"must be in [2, 8], got {bits}")
+        _in_range(self, "steps", lo=1)
+        _in_range(self, "learning_rate", lo=1e-9, hi=1.0)
+        _check(self.block_size in (16, 32, 64, 128, 256), "block_size",
+               f"must be one of 16, 32, 64, 128, 256, got {self.block_size}")
+
+
+@dataclass(frozen=True)
+class SearchConfig(StageConfig):
+    """NAS-BERT supernet training and per-budget evolutionary search."""
+
+    supernet_steps: int = 2000
+    population: int = 32
+    generations: int = 10
+    mutation_rate: float = 0.3
+    crossover_rate: float = 0.5
+    eval_samples: int = 512  # validation subset for the inherited-weight accuracy estimate
+    measure_top_k: int = 3  # candidates measured for real per budget
+
+    def __post_init__(self):
+        _in_range(self, "supernet_steps", lo=1)
+        _in_range(self, "population", lo=2, hi=100000)
+        _in_range(self, "generations", lo=1, hi=10000)
+        _in_range(self, "mutation_rate", lo=0.0, hi=1.0)
+        _in_range(self, "crossover_rate", lo=0.0, hi=1.0)
+        _in_range(self, "eval_samples", lo=1)
+        _in_range(self, "measure_top_k", lo=0)
+
+
+@dataclass(frozen=True)
+class ExportConfig(StageConfig):
+    """ONNX / TensorRT export with parity checks."""
+
+    format: Literal["auto", "fp32", "fp16", "int8-qdq", "nbits"] = "auto"
+    opset: int = 17
+    accuracy_level: int = 4  # MatMulNBits: 4 = int8 activations
+    parity_samples: int = 256
+    min_label_agreement: float = 0.995
+
+    def __post_init__(self):
+        # onnxruntime 1.31 officially runs ai.onnx up to opset 26 (see shared/reference/stack.md).
+        _in_range(self, "opset", lo=14, hi=26)
+        _check(self.accuracy_level in (0, 1, 2, 3, 4), "accuracy_level",
+               f"must be one of 0, 1, 2, 3, 4, got {self.accuracy_level}")
+        _in_range(self, "parity_samples", lo=1)
+        _in_range(self, "min_label_agreement", lo=0.0, hi=1.0)
+
+
+@dataclass(frozen=True)
+class ProfileConfig(StageConfig):
+    """Latency and memory measurement (protocol fields override the device profile's)."""
+
+    target: str | None = None  # http://HOST:9600 of an `edgec agent`; None = this host or predicted
+    token_file: str | None = None
+    warmup: int | None = None
+    iterations: int | None = None
+    repeats: int | None = None
+    threads: int | None = None
+
+    def __post_init__(self):
+        if self.target is not None:
+            _check(bool(re.match(r"https?://[^/\s]+", self.target)), "target",
+                   f"expected a URL such as http://HOST:9600, got {self.target!r}")
+        for key in ("warmup", "repeats"):
+            _in_range(self, key, lo=0)
+        _in_range(self, "iterations", lo=1)
+        _in_range(self, "threads", lo=1, hi=1024)
+
+
+@dataclass(frozen=True)
+class BundleConfig(StageConfig):
+    """Deployable bundle per budget."""
+
+    tarball: bool = True
+    model_card: bool = True
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A whole build: teacher, task, data, device, budgets and per-stage settings."""
+
+    version: int = RECIPE_VERSION
+    name: str | None = None
+    teacher: str = "default"
+    task: str = "sst2"
+    data_dir: str | None = None
+    device: str = "jetson"
+    budgets: tuple[str | BudgetSpec, ...] = ()  # () = every budget of the device
+    seed: int = 0
+    output: str | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher_finetune: TeacherConfig = field(default_factory=TeacherConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
+    bundle: BundleConfig = field(default_factory=BundleConfig)
+
+    def __post_init__(self):
+        _check(self.version == RECIPE_VERSION, "version",
+               f"this edgec reads recipe version {RECIPE_VERSION}, got {self.version}")
+        _check(bool(self.task.strip()), "task", "must not be empty")
+        _check(bool(self.teacher.strip()), "teacher",
+               "must be 'default' or a local Hugging Face model directory")
+        _in_range(self, "seed", lo=0, hi=2**32 - 1)
+        names = [b if isinstance(b, str) else b.name for b in self.budgets]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        _check(not dupes, "budgets", f"budget names must be unique, repeated: {', '.join(dupes)}")
+
+
+def load_recipe(path: str | Path | None = None, *, overrides: dict | None = None) -> Recipe:
+    """Load and validate a recipe YAML (or the defaults when ``path`` is None).
+
+    Args:
+        path: recipe file; None gives the default recipe.
+        overrides: dotted keys that win over the file, e.g. ``{"device": "raspberry-pi-5",
+            "distill.mapping": "uniform"}`` (how CLI options reach the recipe). None values are
+            ignored, so unset CLI options keep the file's value.
+
+    Returns:
+        The validated :class:`Recipe`; device and budgets are checked by :func:`resolve_recipe`.
+    """
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if path is None:
+        return schema.from_yaml_text(Recipe, "", file="<defaults>", overrides=overrides)
+    return schema.from_yaml_file(Recipe, path, overrides=overrides)
+
+
+def resolve_recipe(recipe: Recipe, *, file: str | None = None) -> tuple[Recipe, list[str]]:
+    """Fill what a recipe leaves implicit, checking it against the device profile.
+
+    The device alias is resolved to its profile name, named budgets are replaced by the profile's
+    full budget specs (``()`` becomes every budget of the device), and ``data_dir`` falls back to
+    ``$EDGEC_DATA_DIR``.
+
+    Returns:
+        ``(effective recipe, notes)`` where notes are human-readable lines (e.g. alias resolution).
+    """
+    from toolchain.profile.devices import resolve_device  # profiles import config: no cycle at load
+
+    resolution = resolve_device(recipe.device)
+    profile = resolution.profile
+    notes = [resolution.note] if resolution.note else []
+    by_name = {b.name: b for b in profile.budgets}
+    budgets: list[BudgetSpec] = []
+    for item in recipe.budgets or tuple(by_name):
+        if isinstance(item, BudgetSpec):
+            budgets.append(item)
+        elif item in by_name:
+            budgets.append(by_name[item])
+        else:
+            hint = schema.closest(item, by_name)
+            did = f" (did you mean '{hint[0]}'?)" if hint else ""
+            raise ConfigError(
+                f"device {profile.name} has no budget '{item}'{did}; its budgets: "
+                f"{', '.join(by_name)}; or give a custom one as {{name, latency_ms, memory_mb}}",
+                key="budgets",
+                file=file,
+            )
+    data_dir = recipe.data_dir or os.environ.get(DATA_DIR_ENV) or None
+    effective = replace(recipe, device=profile.name, budgets=tuple(budgets), data_dir=data_dir)
+    return effective, notes
+
+
+def recipe_to_yaml(recipe: Recipe, *, header: str = "") -> str:
+    """Serialise a recipe as YAML in field order (what ``edgec build --print-recipe`` prints)."""
+    text = yaml.safe_dump(schema.to_dict(recipe), sort_keys=False, default_flow_style=False)
+    return (header + text) if header else text

@@ -1,0 +1,1 @@
+"""Knowledge distillation: losses, layer mappings (uniform, last, RAIL-KD, GA), student init."""

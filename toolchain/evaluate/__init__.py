@@ -1,0 +1,1 @@
+"""Evaluation beyond accuracy: loyalty to the teacher, robustness, perplexity."""

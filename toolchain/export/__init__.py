@@ -1,0 +1,1 @@
+"""ONNX and TensorRT export with parity checks against PyTorch."""

@@ -1,0 +1,1 @@
+"""NAS-BERT supernet, block-wise distillation and per-budget evolutionary search."""

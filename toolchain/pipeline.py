@@ -1,0 +1,388 @@
+"""The stage graph and the run directory: atomic stage outputs, stage records, resume.
+
+A run directory (``runs/<name>/``) holds one folder per stage. A stage writes into a temporary
+folder (``.<stage>.tmp-*``) that is renamed to ``<stage>/`` only after the stage function returned
+and its ``stage.json`` record was written, so a stage that raises or is killed leaves no folder that
+looks complete. Re-running skips every stage whose record matches (same config, seed and inputs,
+where inputs include the upstream stages' output hashes) and resumes at the first that does not.
+
+Training stages may keep checkpoints in ``ctx.checkpoint_dir``: it survives a failure or a kill
+(so the next attempt resumes inside the stage) and is deleted once the stage completes.
+
+Example::
+
+    def train(ctx: StageContext) -> dict:
+        (ctx.out_dir / "model.txt").write_text("weights")
+        return {"accuracy": 0.9}
+
+    run = RunDir("runs/demo")
+    run.run([Stage("train", train, config={"lr": 1e-3})])   # runs
+    run.run([Stage("train", train, config={"lr": 1e-3})])   # skipped: record matches
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from toolchain import __version__
+from toolchain.errors import EdgecError, StageError
+
+log = logging.getLogger(__name__)
+
+RECORD_NAME = "stage.json"
+RECORD_SCHEMA = 1
+_TMP_TAG = ".tmp-"
+_OLD_TAG = ".old-"
+
+
+@dataclass
+class StageContext:
+    """What a stage function gets: where to write, its config and its inputs."""
+
+    name: str
+    run_dir: Path
+    out_dir: Path  # temporary folder; becomes run_dir/<name> on success
+    checkpoint_dir: Path  # survives failures; removed on success
+    config: Any
+    seed: int
+    inputs: dict[str, Path]  # upstream stage name -> its completed folder
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a pipeline.
+
+    Args:
+        name: folder name in the run directory (a-z, 0-9, '-', '_').
+        fn: ``fn(ctx) -> metrics dict | None``; writes its outputs under ``ctx.out_dir``.
+        config: a stage config dataclass or any JSON-able value; part of the record's identity.
+        depends: names of earlier stages whose outputs this stage reads.
+        inputs: external files or folders (a model directory, a data file) hashed into the record.
+    """
+
+    name: str
+    fn: Callable[[StageContext], dict | None]
+    config: Any = None
+    depends: tuple[str, ...] = ()
+    inputs: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class StageResult:
+    name: str
+    status: str  # "ran" or "skipped"
+    path: Path
+    record: dict
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {"__type__": type(value).__name__, **_jsonable(dataclasses.asdict(value))}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise TypeError(f"stage config holds a {type(value).__name__}, which has no JSON form")
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def hash_path(path: Path) -> str:
+    """Content hash of a file, or of a folder (relative paths and file contents, sorted)."""
+    path = Path(path)
+    if path.is_file():
+        return _sha256_file(path)
+    if not path.is_dir():
+        raise EdgecError(f"stage input not found: {path}")
+    h = hashlib.sha256()
+    for p in sorted(q for q in path.rglob("*") if q.is_file()):
+        h.update(p.relative_to(path).as_posix().encode() + b"\0" + _sha256_file(p).encode())
+    return h.hexdigest()
+
+
+def _list_outputs(folder: Path) -> dict[str, dict]:
+    out = {}
+    for p in sorted(q for q in folder.rglob("*") if q.is_file()):
+        rel = p.relative_to(folder).as_posix()
+        if rel != RECORD_NAME:
+            out[rel] = {"size": p.stat().st_size, "sha256": _sha256_file(p)}
+    return out
+
+
+def _versions() -> dict[str, str]:
+    """Versions of the stack; only modules already imported are asked (importing costs seconds)."""
+    versions = {"edgec": __version__, "python": platform.python_version()}
+    for mod in ("torch", "transformers", "onnx", "onnxruntime", "numpy"):
+        if mod in sys.modules:
+            versions[mod] = getattr(sys.modules[mod], "__version__", "?")
+    return versions
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class RunDir:
+    """A run directory, locked for the lifetime of this object.
+
+    Opening it takes an exclusive lock (a second ``edgec build`` on the same folder is refused)
+    and removes what a killed earlier run left behind (temporary stage folders).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock_file = (self.path / ".lock").open("a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise EdgecError(
+                f"run directory {self.path} is in use by another edgec process; wait for it to "
+                "finish or pick another output directory"
+            ) from None
+        self._lock_file.seek(0)
+        self._lock_file.truncate()
+        self._lock_file.write(f"{os.getpid()}\n")
+        self._lock_file.flush()
+        self._clean_leftovers()
+
+    def close(self) -> None:
+        if not self._lock_file.closed:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # -- records ---------------------------------------------------------------------------
+    def stage_dir(self, name: str) -> Path:
+        return self.path / name
+
+    def checkpoint_dir(self, name: str, input_hash: str) -> Path:
+        return self.path / ".checkpoints" / f"{name}-{input_hash[:16]}"
+
+    def record(self, name: str) -> dict | None:
+        """The stage's record, or None if the stage has no complete output."""
+        path = self.stage_dir(name) / RECORD_NAME
+        try:
+            record = json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        return record if record.get("status") == "complete" else None
+
+    def input_hash(self, stage: Stage, seed: int) -> str:
+        """Identity of a stage run: config, seed, upstream outputs, external input contents."""
+        upstream = {}
+        for dep in stage.depends:
+            rec = self.record(dep)
+            if rec is None:
+                raise StageError(f"stage '{stage.name}' needs '{dep}', which has not completed")
+            upstream[dep] = rec["output_hash"]
+        ident = {
+            "stage": stage.name,
+            "config": _jsonable(stage.config),
+            "seed": seed,
+            "upstream": upstream,
+            "inputs": {str(p): hash_path(Path(p)) for p in stage.inputs},
+        }
+        blob = json.dumps(ident, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    # -- running ---------------------------------------------------------------------------
+    def run(
+        self, stages: Sequence[Stage], *, seed: int = 0, force: Iterable[str] = ()
+    ) -> list[StageResult]:
+        """Run ``stages`` in order, skipping those whose record matches.
+
+        Args:
+            stages: in dependency order (a stage may depend only on stages before it).
+            seed: recorded and part of every stage's identity.
+            force: stage names to re-run even if their record matches (``--force-stage``).
+
+        Raises:
+            StageError: a stage failed (its partial output is removed) or the graph is invalid.
+        """
+        force = set(force)
+        names = [s.name for s in stages]
+        unknown = force - set(names)
+        if unknown:
+            raise StageError(
+                f"--force-stage {', '.join(sorted(unknown))}: no such stage; stages: "
+                + ", ".join(names)
+            )
+        self._check_graph(stages)
+        results = []
+        for stage in stages:
+            ihash = self.input_hash(stage, seed)
+            record = self.record(stage.name)
+            if stage.name not in force and record and record.get("input_hash") == ihash:
+                if self._outputs_present(stage.name, record):
+                    log.info("stage %s: up to date, skipped", stage.name)
+                    results.append(
+                        StageResult(stage.name, "skipped", self.stage_dir(stage.name), record)
+                    )
+                    continue
+                log.warning("stage %s: outputs changed on disk since its record; re-running",
+                            stage.name)
+            record = self._run_one(stage, ihash, seed)
+            results.append(StageResult(stage.name, "ran", self.stage_dir(stage.name), record))
+        return results
+
+    def _check_graph(self, stages: Sequence[Stage]) -> None:
+        seen: set[str] = set()
+        for stage in stages:
+            if stage.name in seen:
+                raise StageError(f"stage '{stage.name}' appears twice")
+            if not stage.name or not all(c.isalnum() or c in "-_" for c in stage.name):
+                raise StageError(f"stage name {stage.name!r}: use a-z, 0-9, '-', '_'")
+            for dep in stage.depends:
+                if dep not in seen:
+                    raise StageError(
+                        f"stage '{stage.name}' depends on '{dep}', which does not run before it"
+                    )
+            seen.add(stage.name)
+
+    def _outputs_present(self, name: str, record: dict) -> bool:
+        folder = self.stage_dir(name)
+        return all(
+            (folder / rel).is_file() and (folder / rel).stat().st_size == meta["size"]
+            for rel, meta in record.get("outputs", {}).items()
+        )
+
+    def _run_one(self, stage: Stage, ihash: str, seed: int) -> dict:
+        tmp = self.path / f".{stage.name}{_TMP_TAG}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        ckpt = self.checkpoint_dir(stage.name, ihash)
+        ckpt.mkdir(parents=True, exist_ok=True)
+        ctx = StageContext(
+            name=stage.name,
+            run_dir=self.path,
+            out_dir=tmp,
+            checkpoint_dir=ckpt,
+            config=stage.config,
+            seed=seed,
+            inputs={dep: self.stage_dir(dep) for dep in stage.depends},
+        )
+        log.info("stage %s: running", stage.name)
+        started = dt.datetime.now(dt.timezone.utc)
+        t0 = time.perf_counter()
+        try:
+            returned = stage.fn(ctx)
+            metrics = {**ctx.metrics, **(returned or {})}
+            record = {
+                "schema": RECORD_SCHEMA,
+                "stage": stage.name,
+                "status": "complete",
+                "config": _jsonable(stage.config),
+                "input_hash": ihash,
+                "depends": list(stage.depends),
+                "inputs": [str(p) for p in stage.inputs],
+                "outputs": _list_outputs(tmp),
+                "metrics": _jsonable(metrics),
+                "seed": seed,
+                "wall_s": round(time.perf_counter() - t0, 3),
+                "started": started.isoformat(timespec="seconds"),
+                "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "versions": _versions(),
+                "host": platform.node(),
+            }
+            record["output_hash"] = hashlib.sha256(
+                json.dumps(record["outputs"], sort_keys=True).encode()
+            ).hexdigest()
+            self._write_record(tmp, record)
+            self._commit(tmp, self.stage_dir(stage.name))
+        except BaseException as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                log.warning("stage %s: interrupted; its partial output was removed", stage.name)
+                raise
+            if isinstance(e, EdgecError):
+                raise StageError(f"stage '{stage.name}' failed: {e}") from e
+            raise StageError(
+                f"stage '{stage.name}' failed with {type(e).__name__}: {e} "
+                "(its partial output was removed; re-run to resume from this stage)"
+            ) from e
+        self._drop_checkpoints(stage.name)
+        log.info("stage %s: done in %.1f s", stage.name, record["wall_s"])
+        return record
+
+    def _drop_checkpoints(self, name: str) -> None:
+        """After success, remove the stage's checkpoints (also those of older configs)."""
+        root = self.path / ".checkpoints"
+        if not root.is_dir():
+            return
+        for p in root.iterdir():
+            head, _, tail = p.name.rpartition("-")
+            if head == name and len(tail) == 16:
+                shutil.rmtree(p, ignore_errors=True)
+
+    @staticmethod
+    def _write_record(folder: Path, record: dict) -> None:
+        path = folder / RECORD_NAME
+        with path.open("w") as f:
+            json.dump(record, f, indent=2, sort_keys=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _commit(self, tmp: Path, final: Path) -> None:
+        """Replace ``final`` by ``tmp`` with renames only (each rename is atomic)."""
+        old = None
+        if final.exists():
+            old = self.path / f".{final.name}{_OLD_TAG}{uuid.uuid4().hex[:8]}"
+            os.rename(final, old)
+        os.rename(tmp, final)
+        _fsync_dir(self.path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def _clean_leftovers(self) -> None:
+        """Remove temporary and superseded stage folders left by a killed run (we hold the lock,
+        so no live process owns them)."""
+        for p in self.path.iterdir():
+            if p.name.startswith(".") and (_TMP_TAG in p.name or _OLD_TAG in p.name) and p.is_dir():
+                log.info("removing leftover %s from an interrupted run", p.name)
+                shutil.rmtree(p, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Device profiles and (later) latency/memory measurement and prediction."""

@@ -1,0 +1,388 @@
+"""Device profiles: the schema of ``profiles/*.yaml``, loading, aliases and name resolution.
+
+A profile holds a device's hardware facts (each with its source), its runtimes and precisions,
+its software stack, the measurement protocol and named latency/memory budgets. Facts come from
+``shared/reference/devices.md``; a fact that no source confirms is left out (null) rather than
+guessed. The host profile (``facts_from_host: true``) reads its hardware from the running machine.
+
+Example::
+
+    >>> res = resolve_device("jetson")
+    >>> res.profile.name, res.note
+    ('jetson-orin-nano-8gb', "'jetson' is an alias: using profile jetson-orin-nano-8gb ...")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from toolchain import schema
+from toolchain.config import BudgetSpec
+from toolchain.errors import ConfigError, UnknownDeviceError
+
+PROFILE_SCHEMA_VERSION = 1
+PROFILE_PATH_ENV = "EDGEC_PROFILE_PATH"  # extra profile folders, os.pathsep-separated
+REFERENCE_TAG = re.compile(r"\bS\d+[a-z]?\b")
+HOST_SOURCE = "read from the running machine"
+
+Precision = Literal["fp32", "fp16", "bf16", "int8", "int4", "int2"]
+RuntimeName = Literal["onnxruntime-cpu", "onnxruntime-cuda", "tensorrt", "pytorch"]
+Kind = Literal["embedded-gpu", "embedded-cpu", "host-cpu", "server-gpu"]
+
+
+def _check_sources(section) -> None:
+    """Every fact that has a value names its source; ``sources`` names no unknown fact."""
+    fields = {
+        f.name: f
+        for f in dataclasses.fields(section)
+        if f.name != "sources" and not dataclasses.is_dataclass(getattr(section, f.name))
+        and f.name not in ("cpu", "gpu", "memory")  # sub-sections carry their own sources
+    }
+    facts = list(fields)
+    for name, f in fields.items():
+        value = getattr(section, name)
+        if value in (None, (), "", f.default):
+            continue  # nothing claimed
+        if not section.sources.get(name, "").strip():
+            raise ConfigError(f"fact '{name}' has no source: add sources.{name}", key="sources")
+    for name in section.sources:
+        if name not in facts:
+            hint = schema.closest(name, facts)
+            did = f" (did you mean '{hint[0]}'?)" if hint else ""
+            raise ConfigError(f"source given for unknown fact '{name}'{did}", key="sources")
+
+
+@dataclass(frozen=True)
+class CpuFacts:
+    model: str
+    cores: int
+    isa: str
+    max_ghz: float | None = None
+    features: tuple[str, ...] = ()  # ISA extensions that matter for inference (dotprod, avx512_vnni)
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.cores < 1:
+            raise ConfigError(f"must be >= 1, got {self.cores}", key="cores")
+        _check_sources(self)
+
+
+@dataclass(frozen=True)
+class GpuFacts:
+    model: str
+    arch: str
+    compute_capability: str
+    cuda_cores: int | None = None
+    tensor_cores: int | None = None
+    max_mhz: float | None = None
+    int8_tops_dense: float | None = None  # GPU only, dense (NVIDIA headlines are sparse GPU+DLA)
+    fp16_tflops_dense: float | None = None
+    fp32_tflops: float | None = None
+    dla: str | None = None
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not re.fullmatch(r"\d+\.\d+", self.compute_capability):
+            raise ConfigError(
+                f"expected MAJOR.MINOR such as 8.7, got {self.compute_capability!r}",
+                key="compute_capability",
+            )
+        for key in ("int8_tops_dense", "fp16_tflops_dense", "fp32_tflops", "max_mhz"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise ConfigError(f"must be > 0, got {value}", key=key)
+        _check_sources(self)
+
+    @property
+    def sm(self) -> str:
+        """``sm_87`` for compute capability 8.7."""
+        return "sm_" + self.compute_capability.replace(".", "")
+
+
+@dataclass(frozen=True)
+class MemoryFacts:
+    size_gb: float
+    type: str
+    bandwidth_gbps: float | None = None
+    shared_with_gpu: bool = False
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.size_gb <= 0:
+            raise ConfigError(f"must be > 0, got {self.size_gb}", key="size_gb")
+        if self.bandwidth_gbps is not None and self.bandwidth_gbps <= 0:
+            raise ConfigError(f"must be > 0, got {self.bandwidth_gbps}", key="bandwidth_gbps")
+        _check_sources(self)
+
+
+@dataclass(frozen=True)
+class Hardware:
+    memory: MemoryFacts
+    cpu: CpuFacts | None = None  # None where the host CPU varies (a datacenter GPU)
+    gpu: GpuFacts | None = None
+    power_modes: tuple[str, ...] = ()
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        _check_sources(self)
+
+
+@dataclass(frozen=True)
+class SoftwareStack:
+    name: str
+    source: str
+    os: str | None = None
+    l4t: str | None = None
+    cuda: str | None = None
+    tensorrt: str | None = None
+    cudnn: str | None = None
+    python: str | None = None
+    onnxruntime: str | None = None
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: RuntimeName
+    precisions: tuple[Precision, ...]
+    notes: str = ""
+
+    def __post_init__(self):
+        if not self.precisions:
+            raise ConfigError("list at least one precision", key="precisions")
+
+
+@dataclass(frozen=True)
+class MeasurementProtocol:
+    warmup: int = 20
+    iterations: int = 200
+    repeats: int = 5
+    batch: int = 1
+    seq_len: int = 128
+    percentile: float = 90.0
+    threads: int | None = None  # CPU runtimes; None = all cores
+    notes: str = ""
+
+    def __post_init__(self):
+        for key, lo in (("warmup", 0), ("iterations", 1), ("repeats", 1), ("batch", 1),
+                        ("seq_len", 1), ("percentile", 50)):
+            if getattr(self, key) < lo:
+                raise ConfigError(f"must be >= {lo}, got {getattr(self, key)}", key=key)
+        if self.percentile > 100:
+            raise ConfigError(f"must be <= 100, got {self.percentile}", key="percentile")
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """One device: facts with sources, runtimes, software, protocol and named budgets."""
+
+    schema_version: int
+    name: str
+    kind: Kind
+    description: str
+    runtimes: tuple[Runtime, ...]
+    protocol: MeasurementProtocol
+    budgets: tuple[BudgetSpec, ...]
+    budget_rationale: str
+    references: dict[str, str]
+    hardware: Hardware | None = None
+    facts_from_host: bool = False
+    aliases: tuple[str, ...] = ()
+    software: tuple[SoftwareStack, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.schema_version != PROFILE_SCHEMA_VERSION:
+            raise ConfigError(
+                f"this edgec reads profile schema {PROFILE_SCHEMA_VERSION}, "
+                f"got {self.schema_version}",
+                key="schema_version",
+            )
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]*", self.name):
+            raise ConfigError(f"profile names are lower-case, got {self.name!r}", key="name")
+        if self.hardware is None and not self.facts_from_host:
+            raise ConfigError("missing 'hardware' (or set facts_from_host: true)", key="hardware")
+        if not self.runtimes:
+            raise ConfigError("list at least one runtime", key="runtimes")
+        if not 2 <= len(self.budgets) <= 3:
+            raise ConfigError(f"give 2-3 named budgets, got {len(self.budgets)}", key="budgets")
+        names = [b.name for b in self.budgets]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"budget names must be unique, got {names}", key="budgets")
+        self._check_citations()
+
+    def _check_citations(self) -> None:
+        cited: list[tuple[str, str]] = []
+        hw = self.hardware
+        sections = [] if hw is None else [("hardware", hw), ("hardware.cpu", hw.cpu),
+                                          ("hardware.memory", hw.memory), ("hardware.gpu", hw.gpu)]
+        for path, section in sections:
+            if section is None:
+                continue
+            cited += [(f"{path}.sources.{k}", v) for k, v in section.sources.items()]
+        cited += [(f"software[{i}].source", s.source) for i, s in enumerate(self.software)]
+        for key, text in cited:
+            if text.startswith(HOST_SOURCE):
+                continue
+            tags = REFERENCE_TAG.findall(text)
+            if not tags:
+                raise ConfigError(f"cite a reference tag (e.g. S3), got {text!r}", key=key)
+            missing = [t for t in tags if t not in self.references]
+            if missing:
+                raise ConfigError(
+                    f"cites {', '.join(missing)}, which 'references' does not define", key=key
+                )
+
+    # -- conveniences ----------------------------------------------------------------------
+    def budget(self, name: str) -> BudgetSpec:
+        for b in self.budgets:
+            if b.name == name:
+                return b
+        raise ConfigError(
+            f"device {self.name} has no budget '{name}'; its budgets: "
+            + ", ".join(b.name for b in self.budgets)
+        )
+
+    @property
+    def runtime_names(self) -> tuple[str, ...]:
+        return tuple(r.name for r in self.runtimes)
+
+    def memory_summary(self) -> str:
+        """``8 GB LPDDR5, 68 GB/s`` (or what is known)."""
+        if self.hardware is None:
+            return "?"
+        mem = self.hardware.memory
+        text = f"{mem.size_gb:g} GB {mem.type}"
+        if mem.bandwidth_gbps:
+            text += f", {mem.bandwidth_gbps:g} GB/s"
+        return text
+
+
+@dataclass(frozen=True)
+class DeviceResolution:
+    """How a requested device name was resolved."""
+
+    profile: DeviceProfile
+    requested: str
+    via_alias: bool
+
+    @property
+    def note(self) -> str:
+        if not self.via_alias:
+            return ""
+        return (f"'{self.requested}' is an alias: using profile {self.profile.name} "
+                f"({self.profile.description})")
+
+
+def builtin_profiles_dir() -> Path:
+    """The profiles shipped with edgec: inside the installed package, or ``profiles/`` of a
+    source checkout (editable install)."""
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "device_profiles"
+    if installed.is_dir():
+        return installed
+    return package.parent / "profiles"
+
+
+def profile_dirs() -> tuple[Path, ...]:
+    """Folders searched for profiles: ``$EDGEC_PROFILE_PATH`` entries first, then the built-ins."""
+    extra = [Path(p) for p in os.environ.get(PROFILE_PATH_ENV, "").split(os.pathsep) if p]
+    return (*extra, builtin_profiles_dir())
+
+
+def load_profile_file(path: str | Path) -> DeviceProfile:
+    """Load and validate one profile YAML; the host profile gets this machine's facts."""
+    path = Path(path)
+    profile = schema.from_yaml_file(DeviceProfile, path)
+    if profile.name != path.stem:
+        raise ConfigError(
+            f"profile name '{profile.name}' must match its file name '{path.stem}'",
+            key="name",
+            file=str(path),
+        )
+    if profile.facts_from_host:
+        from toolchain.profile.host import host_hardware, host_software
+
+        profile = dataclasses.replace(
+            profile, hardware=host_hardware(), software=(host_software(), *profile.software)
+        )
+    return profile
+
+
+@functools.lru_cache(maxsize=8)
+def _load_all(dirs: tuple[Path, ...]) -> dict[str, DeviceProfile]:
+    profiles: dict[str, DeviceProfile] = {}
+    aliases: dict[str, str] = {}
+    for folder in dirs:
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.glob("*.yaml")):
+            profile = load_profile_file(path)
+            if profile.name in profiles:
+                continue  # earlier folders override later ones
+            profiles[profile.name] = profile
+            for alias in profile.aliases:
+                if alias in aliases or alias in profiles:
+                    owner = aliases.get(alias, alias)
+                    raise ConfigError(
+                        f"alias '{alias}' is already used by profile {owner}",
+                        key="aliases",
+                        file=str(path),
+                    )
+                aliases[alias] = profile.name
+    if not profiles:
+        raise ConfigError(
+            "no device profiles found in " + ", ".join(str(d) for d in dirs)
+            + "; reinstall edgec or set EDGEC_PROFILE_PATH"
+        )
+    return profiles
+
+
+def list_profiles() -> list[DeviceProfile]:
+    """Every known profile, sorted by name."""
+    return sorted(_load_all(profile_dirs()).values(), key=lambda p: p.name)
+
+
+def resolve_device(name: str) -> DeviceResolution:
+    """Resolve a profile name, an alias, or a path to a profile YAML.
+
+    Raises:
+        UnknownDeviceError: listing the known names and aliases, closest first.
+    """
+    if name.endswith((".yaml", ".yml")) or os.sep in name:
+        return DeviceResolution(load_profile_file(name), name, via_alias=False)
+    profiles = _load_all(profile_dirs())
+    if name in profiles:
+        return DeviceResolution(profiles[name], name, via_alias=False)
+    for profile in profiles.values():
+        if name in profile.aliases:
+            return DeviceResolution(profile, name, via_alias=True)
+    raise UnknownDeviceError(_unknown_device_message(name, profiles))
+
+
+def get_profile(name: str) -> DeviceProfile:
+    """The profile for a name, alias or path (see :func:`resolve_device`)."""
+    return resolve_device(name).profile
+
+
+def _unknown_device_message(name: str, profiles: dict[str, DeviceProfile]) -> str:
+    def score(label: str) -> float:
+        a, b = name.lower(), label.lower()
+        return difflib.SequenceMatcher(None, a, b).ratio() + (0.5 if a in b or b in a else 0.0)
+
+    def best(p: DeviceProfile) -> float:
+        return max(score(label) for label in (p.name, *p.aliases))
+
+    ranked = sorted(profiles.values(), key=lambda p: (-best(p), p.name))
+    lines = []
+    for p in ranked:
+        aliases = f" (aliases: {', '.join(p.aliases)})" if p.aliases else ""
+        lines.append(f"  {p.name}{aliases}")
+    return (f"unknown device '{name}'. Known devices, closest first:\n" + "\n".join(lines)
+            + "\nRun `edgec devices` for details, or pass the path of a profile YAML.")

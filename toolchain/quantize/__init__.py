@@ -1,0 +1,1 @@
+"""LSQ / KDLSQ quantization-aware training and conversion to packed integer checkpoints."""
