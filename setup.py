@@ -40,8 +40,14 @@ def kernel_build_plan() -> tuple[list, dict, str]:
         import torch
         from torch.utils import cpp_extension
     except ImportError:
-        return [], {}, ("torch is not importable while building (install torch first and use "
-                        "pip install --no-build-isolation)")
+        return (
+            [],
+            {},
+            (
+                "torch is not importable while building (install torch first and use "
+                "pip install --no-build-isolation)"
+            ),
+        )
     if not torch.version.cuda:
         return [], {}, f"torch {torch.__version__} is a CPU build"
     nvcc = shutil.which("nvcc") or (
@@ -102,7 +108,8 @@ def main() -> None:
         long_description=(HERE / "README.md").read_text(encoding="utf-8"),
         long_description_content_type="text/markdown",
         python_requires=">=3.10",
-        packages=find_packages(include=["toolchain", "toolchain.*"]) + ["toolchain.device_profiles"],
+        packages=find_packages(include=["toolchain", "toolchain.*"])
+        + ["toolchain.device_profiles"],
         # profiles/ (data, at the top of the repo) is installed as toolchain/device_profiles/.
         package_dir={"toolchain.device_profiles": "profiles"},
         package_data={"toolchain.device_profiles": ["*.yaml"]},

@@ -73,8 +73,11 @@ class BudgetSpec:
     description: str = ""
 
     def __post_init__(self):
-        _check(bool(re.fullmatch(r"[a-z0-9][a-z0-9_-]*", self.name)), "name",
-               f"budget names are lower-case words (a-z, 0-9, '-', '_'), got {self.name!r}")
+        _check(
+            bool(re.fullmatch(r"[a-z0-9][a-z0-9_-]*", self.name)),
+            "name",
+            f"budget names are lower-case words (a-z, 0-9, '-', '_'), got {self.name!r}",
+        )
         _in_range(self, "latency_ms", lo=1e-3)
         _in_range(self, "memory_mb", lo=1)
         _in_range(self, "percentile", lo=50, hi=100)
@@ -98,8 +101,11 @@ class DataConfig(StageConfig):
         _in_range(self, "near_duplicate_threshold", lo=0.5, hi=1.0)
         _in_range(self, "min_chars", lo=0)
         _in_range(self, "max_chars", lo=1)
-        _check(self.max_chars >= self.min_chars, "max_chars",
-               f"must be >= min_chars ({self.min_chars}), got {self.max_chars}")
+        _check(
+            self.max_chars >= self.min_chars,
+            "max_chars",
+            f"must be >= min_chars ({self.min_chars}), got {self.max_chars}",
+        )
 
 
 @dataclass(frozen=True)
@@ -173,14 +179,23 @@ class DistillConfig(StageConfig):
     def __post_init__(self):
         if self.student_shape is not None:
             m = STUDENT_SHAPE.fullmatch(self.student_shape)
-            _check(m is not None, "student_shape",
-                   f"expected 'L<layers>:H<hidden>:A<heads>:F<ffn>' (e.g. L3:H384:A12:F1536), "
-                   f"got {self.student_shape!r}")
+            _check(
+                m is not None,
+                "student_shape",
+                f"expected 'L<layers>:H<hidden>:A<heads>:F<ffn>' (e.g. L3:H384:A12:F1536), "
+                f"got {self.student_shape!r}",
+            )
             layers, hidden, heads, ffn = (int(g) for g in m.groups())
-            _check(min(layers, hidden, heads, ffn) >= 1, "student_shape",
-                   f"every size must be >= 1, got {self.student_shape!r}")
-            _check(hidden % heads == 0, "student_shape",
-                   f"hidden size {hidden} must be divisible by the head count {heads}")
+            _check(
+                min(layers, hidden, heads, ffn) >= 1,
+                "student_shape",
+                f"every size must be >= 1, got {self.student_shape!r}",
+            )
+            _check(
+                hidden % heads == 0,
+                "student_shape",
+                f"hidden size {hidden} must be divisible by the head count {heads}",
+            )
         _in_range(self, "temperature", lo=0.05, hi=100)
         _in_range(self, "kd_weight", lo=0.0, hi=1.0)
         for key in ("hidden_weight", "attention_weight", "embedding_weight"):
@@ -213,8 +228,11 @@ class QuantizeConfig(StageConfig):
             _check(2 <= bits <= 8, f"overrides.{pattern}", f"must be in [2, 8], got {bits}")
         _in_range(self, "steps", lo=1)
         _in_range(self, "learning_rate", lo=1e-9, hi=1.0)
-        _check(self.block_size in (16, 32, 64, 128, 256), "block_size",
-               f"must be one of 16, 32, 64, 128, 256, got {self.block_size}")
+        _check(
+            self.block_size in (16, 32, 64, 128, 256),
+            "block_size",
+            f"must be one of 16, 32, 64, 128, 256, got {self.block_size}",
+        )
 
 
 @dataclass(frozen=True)
@@ -252,8 +270,11 @@ class ExportConfig(StageConfig):
     def __post_init__(self):
         # onnxruntime 1.31 officially runs ai.onnx up to opset 26 (see shared/reference/stack.md).
         _in_range(self, "opset", lo=14, hi=26)
-        _check(self.accuracy_level in (0, 1, 2, 3, 4), "accuracy_level",
-               f"must be one of 0, 1, 2, 3, 4, got {self.accuracy_level}")
+        _check(
+            self.accuracy_level in (0, 1, 2, 3, 4),
+            "accuracy_level",
+            f"must be one of 0, 1, 2, 3, 4, got {self.accuracy_level}",
+        )
         _in_range(self, "parity_samples", lo=1)
         _in_range(self, "min_label_agreement", lo=0.0, hi=1.0)
 
@@ -271,8 +292,11 @@ class ProfileConfig(StageConfig):
 
     def __post_init__(self):
         if self.target is not None:
-            _check(bool(re.match(r"https?://[^/\s]+", self.target)), "target",
-                   f"expected a URL such as http://HOST:9600, got {self.target!r}")
+            _check(
+                bool(re.match(r"https?://[^/\s]+", self.target)),
+                "target",
+                f"expected a URL such as http://HOST:9600, got {self.target!r}",
+            )
         for key in ("warmup", "repeats"):
             _in_range(self, key, lo=0)
         _in_range(self, "iterations", lo=1)
@@ -310,11 +334,17 @@ class Recipe:
     bundle: BundleConfig = field(default_factory=BundleConfig)
 
     def __post_init__(self):
-        _check(self.version == RECIPE_VERSION, "version",
-               f"this edgec reads recipe version {RECIPE_VERSION}, got {self.version}")
+        _check(
+            self.version == RECIPE_VERSION,
+            "version",
+            f"this edgec reads recipe version {RECIPE_VERSION}, got {self.version}",
+        )
         _check(bool(self.task.strip()), "task", "must not be empty")
-        _check(bool(self.teacher.strip()), "teacher",
-               "must be 'default' or a local Hugging Face model directory")
+        _check(
+            bool(self.teacher.strip()),
+            "teacher",
+            "must be 'default' or a local Hugging Face model directory",
+        )
         _in_range(self, "seed", lo=0, hi=2**32 - 1)
         names = [b if isinstance(b, str) else b.name for b in self.budgets]
         dupes = sorted({n for n in names if names.count(n) > 1})

@@ -37,13 +37,29 @@ def setup_logging(verbosity: int = 0, quiet: bool = False, *, bars: bool | None 
     logger = logging.getLogger("toolchain")
     logger.setLevel(level)
     if not any(getattr(h, "_edgec", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler._edgec = True  # type: ignore[attr-defined]
+        handler = _StderrHandler()
         handler.setFormatter(_Formatter())
         logger.addHandler(handler)
     logger.propagate = False
     _state["quiet"] = quiet
     _state["bars"] = bars
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the call (it may be replaced)."""
+
+    _edgec = True
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
 
 
 class _Formatter(logging.Formatter):
@@ -114,8 +130,10 @@ def format_progress(n: int, total: int | None, elapsed_s: float, desc: str, unit
     head = f"{desc}: " if desc else ""
     if total:
         eta = (total - n) / rate if rate > 0 else float("inf")
-        return (f"{head}{n}/{total} {unit} ({100 * n / total:.0f}%), {rate:.1f} {unit}/s, "
-                f"{_dur(elapsed_s)} elapsed, ETA {_dur(eta)}")
+        return (
+            f"{head}{n}/{total} {unit} ({100 * n / total:.0f}%), {rate:.1f} {unit}/s, "
+            f"{_dur(elapsed_s)} elapsed, ETA {_dur(eta)}"
+        )
     return f"{head}{n} {unit}, {rate:.1f} {unit}/s, {_dur(elapsed_s)} elapsed"
 
 

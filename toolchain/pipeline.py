@@ -265,8 +265,9 @@ class RunDir:
                         StageResult(stage.name, "skipped", self.stage_dir(stage.name), record)
                     )
                     continue
-                log.warning("stage %s: outputs changed on disk since its record; re-running",
-                            stage.name)
+                log.warning(
+                    "stage %s: outputs changed on disk since its record; re-running", stage.name
+                )
             record = self._run_one(stage, ihash, seed)
             results.append(StageResult(stage.name, "ran", self.stage_dir(stage.name), record))
         return results

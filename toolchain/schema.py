@@ -100,14 +100,19 @@ class _Loader:
         self.file = file
         self.lines = lines
 
+    def line_of(self, node: yaml.Node | None) -> int | None:
+        mark = getattr(node, "start_mark", None)
+        return mark.line + 1 if (mark is not None and self.lines) else None
+
     def error(self, msg: str, key: str, node: yaml.Node | None) -> ConfigError:
-        line = node.start_mark.line + 1 if (node is not None and self.lines) else None
-        return ConfigError(msg, key=key or None, file=self.file, line=line)
+        return ConfigError(msg, key=key or None, file=self.file, line=self.line_of(node))
 
     # -- dataclasses -----------------------------------------------------------------------
     def build(self, cls: type, node: yaml.Node, path: str, overrides: dict) -> Any:
         if not isinstance(node, yaml.MappingNode):
-            raise self.error(f"expected a mapping of {_describe(cls)}, got {_kind(node)}", path, node)
+            raise self.error(
+                f"expected a mapping of {_describe(cls)}, got {_kind(node)}", path, node
+            )
         fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
         hints = typing.get_type_hints(cls)
         values: dict[str, Any] = {}
@@ -128,16 +133,17 @@ class _Loader:
             key_nodes[key] = knode
         self.apply_overrides(cls, fields, hints, values, path, overrides)
         for name, f in fields.items():
-            if name not in values and f.default is dataclasses.MISSING and (
-                f.default_factory is dataclasses.MISSING
+            if (
+                name not in values
+                and f.default is dataclasses.MISSING
+                and (f.default_factory is dataclasses.MISSING)
             ):
                 raise self.error(f"missing required key '{name}'", path, node)
         try:
             return cls(**values)
         except ConfigError as e:
             field_node = key_nodes.get(e.key or "", node)
-            line = field_node.start_mark.line + 1 if self.lines else None
-            raise e.located(prefix=path, file=self.file, line=line) from None
+            raise e.located(prefix=path, file=self.file, line=self.line_of(field_node)) from None
 
     def apply_overrides(self, cls, fields, hints, values, path, overrides):
         """Apply dotted-key overrides (from the command line) on top of the file's values."""
@@ -153,7 +159,10 @@ class _Loader:
                 values[head] = loader.convert(hints[head], node, hpath, {})
             elif head not in values:  # nested keys into a section the file left out
                 empty = yaml.MappingNode("tag:yaml.org,2002:map", [])
-                values[head] = self.convert(hints[head], empty, hpath, _sub_overrides(overrides, head))
+                loader = _Loader("<command line>", lines=False)
+                values[head] = loader.convert(
+                    hints[head], empty, hpath, _sub_overrides(overrides, head)
+                )
 
     # -- values ----------------------------------------------------------------------------
     def convert(self, tp: Any, node: yaml.Node, path: str, overrides: dict) -> Any:
@@ -205,7 +214,7 @@ class _Loader:
         if len(errors) == 1:
             raise errors[0]
         # Report the error from the alternative matching the node's shape (mapping vs scalar).
-        for option, err in zip(options, errors):
+        for option, err in zip(options, errors, strict=True):
             if dataclasses.is_dataclass(option) == isinstance(node, yaml.MappingNode):
                 raise err
         expected = " or ".join(_describe(a) for a in args)

@@ -21,22 +21,42 @@ IMPLEMENTED = True  # --print-recipe works; running the stages is not implemente
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", metavar="R.yaml", help="recipe file (defaults when omitted)")
     parser.add_argument("--device", help="device profile name or alias (see `edgec devices`)")
-    parser.add_argument("--model", metavar="DIR",
-                        help="teacher: a local Hugging Face directory, or 'default' "
-                             "(the installed all-MiniLM-L6-v2)")
+    parser.add_argument(
+        "--model",
+        metavar="DIR",
+        help="teacher: a local Hugging Face directory, or 'default' "
+        "(the installed all-MiniLM-L6-v2)",
+    )
     parser.add_argument("--task", help="task name, e.g. sst2")
-    parser.add_argument("--data-dir", metavar="D",
-                        help="data folder with the layout of shared/data (default: $EDGEC_DATA_DIR)")
-    parser.add_argument("--budget", action="append", metavar="NAME",
-                        help="build only this budget of the device (repeatable)")
+    parser.add_argument(
+        "--data-dir",
+        metavar="D",
+        help="data folder with the layout of shared/data (default: $EDGEC_DATA_DIR)",
+    )
+    parser.add_argument(
+        "--budget",
+        action="append",
+        metavar="NAME",
+        help="build only this budget of the device (repeatable)",
+    )
     parser.add_argument("--seed", type=int, help="random seed")
-    parser.add_argument("--target", metavar="URL", help="edgec agent on the device (http://HOST:9600)")
+    parser.add_argument(
+        "--target", metavar="URL", help="edgec agent on the device (http://HOST:9600)"
+    )
     parser.add_argument("--token-file", metavar="F", help="token file for the agent")
     parser.add_argument("-o", "--output", metavar="OUT", help="run directory / output folder")
-    parser.add_argument("--force-stage", action="append", default=[], metavar="NAME",
-                        help="re-run this stage even if its record matches (repeatable)")
-    parser.add_argument("--print-recipe", action="store_true",
-                        help="print the effective recipe (defaults filled in) and exit")
+    parser.add_argument(
+        "--force-stage",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="re-run this stage even if its record matches (repeatable)",
+    )
+    parser.add_argument(
+        "--print-recipe",
+        action="store_true",
+        help="print the effective recipe (defaults filled in) and exit",
+    )
 
 
 def recipe_from_args(args: argparse.Namespace):
@@ -67,8 +87,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"edgec: {note}", file=sys.stderr)
     if args.print_recipe:
         source = args.recipe or "built-in defaults"
-        header = (f"# effective edgec {__version__} recipe (from {source}, command-line options "
-                  "applied, defaults filled in)\n")
+        header = (
+            f"# effective edgec {__version__} recipe (from {source}, command-line options "
+            "applied, defaults filled in)\n"
+        )
         sys.stdout.write(recipe_to_yaml(recipe, header=header))
         return 0
     raise NotImplementedYet(

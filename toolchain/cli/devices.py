@@ -1,7 +1,7 @@
 """`edgec devices`: list the device profiles, or show one with its facts, sources and budgets.
 
-    edgec devices [--json]
-    edgec devices show NAME [--json]
+edgec devices [--json]
+edgec devices show NAME [--json]
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION")
     show = sub.add_parser("show", help="one profile in full", description="Show one profile.")
     show.add_argument("name", help="profile name, alias (e.g. jetson) or path to a profile YAML")
-    show.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                      help="machine-readable output")
+    show.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,7 +66,7 @@ def profile_json(profile, *, full: bool = False) -> dict:
 
 def _table(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     return "\n".join(lines)
 
 
@@ -77,8 +78,10 @@ def render_table(profiles) -> str:
         if mem is not None and mem.bandwidth_gbps:
             memory += f" @ {mem.bandwidth_gbps:g} GB/s"
         rows.append([p.name, ",".join(p.aliases) or "-", p.kind, memory, ",".join(p.runtime_names)])
-    footer = (f"\n{len(profiles)} profiles. `edgec devices show NAME` gives the facts with their "
-              "sources, runtimes, protocol and budgets.")
+    footer = (
+        f"\n{len(profiles)} profiles. `edgec devices show NAME` gives the facts with their "
+        "sources, runtimes, protocol and budgets."
+    )
     return _table(rows) + footer
 
 
@@ -100,8 +103,12 @@ def _facts(prefix: str, section) -> list[list[str]]:
 
 def render_profile(p) -> str:
     wrap = textwrap.TextWrapper(width=100, initial_indent="  ", subsequent_indent="  ")
-    out = [f"{p.name}: {p.description}",
-           f"kind: {p.kind}   aliases: {', '.join(p.aliases) or '-'}", "", "Hardware"]
+    out = [
+        f"{p.name}: {p.description}",
+        f"kind: {p.kind}   aliases: {', '.join(p.aliases) or '-'}",
+        "",
+        "Hardware",
+    ]
     hw = p.hardware
     rows = [["  FACT", "VALUE", "SOURCE"]]
     for prefix, section in (("cpu.", hw.cpu), ("gpu.", hw.gpu), ("memory.", hw.memory), ("", hw)):
@@ -112,22 +119,33 @@ def render_profile(p) -> str:
     if p.software:
         out += ["", "Software"]
         for s in p.software:
-            parts = [f"{k} {getattr(s, k)}" for k in
-                     ("l4t", "os", "cuda", "tensorrt", "cudnn", "python", "onnxruntime")
-                     if getattr(s, k)]
+            parts = [
+                f"{k} {getattr(s, k)}"
+                for k in ("l4t", "os", "cuda", "tensorrt", "cudnn", "python", "onnxruntime")
+                if getattr(s, k)
+            ]
             out.append(f"  {s.name}: {', '.join(parts)}  [{s.source}]")
     pr = p.protocol
     threads = f", {pr.threads} threads" if pr.threads else ""
-    out += ["", "Measurement protocol",
-            f"  warm-up {pr.warmup}, {pr.iterations} timed runs x {pr.repeats} repeats, "
-            f"batch {pr.batch}, seq {pr.seq_len}, p{pr.percentile:g}{threads}"]
+    out += [
+        "",
+        "Measurement protocol",
+        f"  warm-up {pr.warmup}, {pr.iterations} timed runs x {pr.repeats} repeats, "
+        f"batch {pr.batch}, seq {pr.seq_len}, p{pr.percentile:g}{threads}",
+    ]
     if pr.notes:
         out += wrap.wrap(pr.notes)
     out += ["", "Budgets"]
     rows = [["  NAME", "LATENCY", "PEAK MEMORY", "FOR"]]
     for b in p.budgets:
-        rows.append([f"  {b.name}", f"p{b.percentile:g} <= {b.latency_ms:g} ms",
-                     f"<= {b.memory_mb:g} MB", b.description])
+        rows.append(
+            [
+                f"  {b.name}",
+                f"p{b.percentile:g} <= {b.latency_ms:g} ms",
+                f"<= {b.memory_mb:g} MB",
+                b.description,
+            ]
+        )
     out += [_table(rows)]
     out += wrap.wrap("How they were sized: " + p.budget_rationale)
     if p.references:

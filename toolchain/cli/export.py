@@ -1,4 +1,5 @@
-"""`edgec export`: export to ONNX (fp32, fp16, INT8 Q/DQ, MatMulNBits) or TensorRT, with parity checks.
+"""`edgec export`: export to ONNX (fp32, fp16, INT8 Q/DQ, MatMulNBits) or TensorRT, with parity
+checks.
 
 Not implemented yet: it lands with the issue
 "Export and bundles". Planned form::

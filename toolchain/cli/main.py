@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import textwrap
 import sys
+import textwrap
 from types import ModuleType
 
 from toolchain import __version__
@@ -37,10 +37,20 @@ def _common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     # At the top level the defaults are set; under a verb they are SUPPRESSed so a flag given
     # before the verb is not reset by the verb's parser.
     default = {} if top else {"default": argparse.SUPPRESS}
-    parser.add_argument("-q", "--quiet", action="store_true", **default,
-                        help="only warnings and errors; no progress output")
-    parser.add_argument("-v", "--verbose", action="count", **({"default": 0} if top else default),
-                        help="more detail (debug logging)")
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        **default,
+        help="only warnings and errors; no progress output",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        **({"default": 0} if top else default),
+        help="more detail (debug logging)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,12 +73,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.verb_parsers = {}  # type: ignore[attr-defined]
     for verb, mod in modules.items():
         if mod.IMPLEMENTED:
-            p = sub.add_parser(verb, description=mod.__doc__,
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
+            details = textwrap.dedent((mod.__doc__ or "").partition("\n")[2]).strip("\n")
+            p = sub.add_parser(
+                verb,
+                prog=f"edgec {verb}",
+                description=f"{mod.HELP}.\n\n{details}",
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+            )
             mod.add_arguments(p)
         else:
             p = sub.add_parser(
-                verb, formatter_class=argparse.RawDescriptionHelpFormatter,
+                verb,
+                prog=f"edgec {verb}",
+                formatter_class=argparse.RawDescriptionHelpFormatter,
                 description=f"{mod.HELP}.\n\nNot implemented yet. Planned form:\n  {mod.PLANNED}",
             )
         _common_options(p, top=False)

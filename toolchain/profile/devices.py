@@ -42,7 +42,8 @@ def _check_sources(section) -> None:
     fields = {
         f.name: f
         for f in dataclasses.fields(section)
-        if f.name != "sources" and not dataclasses.is_dataclass(getattr(section, f.name))
+        if f.name != "sources"
+        and not dataclasses.is_dataclass(getattr(section, f.name))
         and f.name not in ("cpu", "gpu", "memory")  # sub-sections carry their own sources
     }
     facts = list(fields)
@@ -65,7 +66,9 @@ class CpuFacts:
     cores: int
     isa: str
     max_ghz: float | None = None
-    features: tuple[str, ...] = ()  # ISA extensions that matter for inference (dotprod, avx512_vnni)
+    features: tuple[
+        str, ...
+    ] = ()  # ISA extensions that matter for inference (dotprod, avx512_vnni)
     sources: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -170,8 +173,14 @@ class MeasurementProtocol:
     notes: str = ""
 
     def __post_init__(self):
-        for key, lo in (("warmup", 0), ("iterations", 1), ("repeats", 1), ("batch", 1),
-                        ("seq_len", 1), ("percentile", 50)):
+        for key, lo in (
+            ("warmup", 0),
+            ("iterations", 1),
+            ("repeats", 1),
+            ("batch", 1),
+            ("seq_len", 1),
+            ("percentile", 50),
+        ):
             if getattr(self, key) < lo:
                 raise ConfigError(f"must be >= {lo}, got {getattr(self, key)}", key=key)
         if self.percentile > 100:
@@ -220,8 +229,16 @@ class DeviceProfile:
     def _check_citations(self) -> None:
         cited: list[tuple[str, str]] = []
         hw = self.hardware
-        sections = [] if hw is None else [("hardware", hw), ("hardware.cpu", hw.cpu),
-                                          ("hardware.memory", hw.memory), ("hardware.gpu", hw.gpu)]
+        sections = (
+            []
+            if hw is None
+            else [
+                ("hardware", hw),
+                ("hardware.cpu", hw.cpu),
+                ("hardware.memory", hw.memory),
+                ("hardware.gpu", hw.gpu),
+            ]
+        )
         for path, section in sections:
             if section is None:
                 continue
@@ -276,8 +293,10 @@ class DeviceResolution:
     def note(self) -> str:
         if not self.via_alias:
             return ""
-        return (f"'{self.requested}' is an alias: using profile {self.profile.name} "
-                f"({self.profile.description})")
+        return (
+            f"'{self.requested}' is an alias: using profile {self.profile.name} "
+            f"({self.profile.description})"
+        )
 
 
 def builtin_profiles_dir() -> Path:
@@ -338,7 +357,8 @@ def _load_all(dirs: tuple[Path, ...]) -> dict[str, DeviceProfile]:
                 aliases[alias] = profile.name
     if not profiles:
         raise ConfigError(
-            "no device profiles found in " + ", ".join(str(d) for d in dirs)
+            "no device profiles found in "
+            + ", ".join(str(d) for d in dirs)
             + "; reinstall edgec or set EDGEC_PROFILE_PATH"
         )
     return profiles
@@ -384,5 +404,8 @@ def _unknown_device_message(name: str, profiles: dict[str, DeviceProfile]) -> st
     for p in ranked:
         aliases = f" (aliases: {', '.join(p.aliases)})" if p.aliases else ""
         lines.append(f"  {p.name}{aliases}")
-    return (f"unknown device '{name}'. Known devices, closest first:\n" + "\n".join(lines)
-            + "\nRun `edgec devices` for details, or pass the path of a profile YAML.")
+    return (
+        f"unknown device '{name}'. Known devices, closest first:\n"
+        + "\n".join(lines)
+        + "\nRun `edgec devices` for details, or pass the path of a profile YAML."
+    )

@@ -15,9 +15,21 @@ from toolchain.profile.devices import HOST_SOURCE, CpuFacts, Hardware, MemoryFac
 
 # ISA extensions that change which kernels are fast for transformer inference.
 _INTERESTING_FLAGS = (
-    "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx_vnni",
-    "amx_tile", "amx_int8", "amx_bf16",  # x86
-    "asimd", "asimddp", "sve", "i8mm", "bf16",  # arm
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx_vnni",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",  # x86
+    "asimd",
+    "asimddp",
+    "sve",
+    "i8mm",
+    "bf16",  # arm
 )
 
 
