@@ -148,8 +148,21 @@ def test_data_dir_falls_back_to_env(tmp_path, monkeypatch):
     monkeypatch.setenv(config.DATA_DIR_ENV, str(tmp_path))
     recipe, _ = resolve_recipe(load_recipe(None))
     assert recipe.data_dir == str(tmp_path)
-    recipe, _ = resolve_recipe(load_recipe(None, overrides={"data_dir": "/explicit"}))
-    assert recipe.data_dir == "/explicit"
+    explicit = tmp_path / "explicit"
+    explicit.mkdir()
+    recipe, _ = resolve_recipe(load_recipe(None, overrides={"data_dir": str(explicit)}))
+    assert recipe.data_dir == str(explicit)
+
+
+def test_missing_data_dir_is_named_with_its_origin(tmp_path, monkeypatch):
+    monkeypatch.setenv(config.DATA_DIR_ENV, str(tmp_path / "gone"))
+    with pytest.raises(
+        ConfigError, match=r"data_dir: data folder not found: .*gone \(from \$EDGEC"
+    ):
+        resolve_recipe(load_recipe(None))
+    monkeypatch.delenv(config.DATA_DIR_ENV)
+    with pytest.raises(ConfigError, match=r"not found: /nope \(from data_dir\)"):
+        resolve_recipe(load_recipe(None, overrides={"data_dir": "/nope"}))
 
 
 def test_cli_style_overrides_ignore_none(tmp_path):

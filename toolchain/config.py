@@ -401,6 +401,14 @@ def resolve_recipe(recipe: Recipe, *, file: str | None = None) -> tuple[Recipe, 
                 file=file,
             )
     data_dir = recipe.data_dir or os.environ.get(DATA_DIR_ENV) or None
+    if data_dir is not None and not Path(data_dir).is_dir():
+        origin = "data_dir" if recipe.data_dir else f"${DATA_DIR_ENV}"
+        raise ConfigError(
+            f"data folder not found: {data_dir} (from {origin}); give a folder with the layout "
+            "of shared/data (glue/SST-2/train.tsv, conll2003/train.txt, ...)",
+            key="data_dir",
+            file=file,
+        )
     effective = replace(recipe, device=profile.name, budgets=tuple(budgets), data_dir=data_dir)
     return effective, notes
 

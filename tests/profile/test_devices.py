@@ -45,6 +45,7 @@ def test_profile_loads_and_is_complete(path: Path):
     assert p.runtimes and all(r.precisions for r in p.runtimes)
     assert p.hardware is not None and p.hardware.memory.size_gb > 0
     assert (p.protocol.batch, p.protocol.seq_len) == (1, 128)
+    assert p.software and all(s.source for s in p.software)
 
 
 @pytest.mark.parametrize("name", ["jetson-orin-nano-8gb", "jetson-agx-orin-64gb", "h100"])

@@ -29,7 +29,8 @@ from toolchain.errors import ConfigError, UnknownDeviceError
 
 PROFILE_SCHEMA_VERSION = 1
 PROFILE_PATH_ENV = "EDGEC_PROFILE_PATH"  # extra profile folders, os.pathsep-separated
-REFERENCE_TAG = re.compile(r"\bS\d+[a-z]?\b")
+# S<n>: shared/reference/devices.md sources; E<n>: checks made by edgec developers.
+REFERENCE_TAG = re.compile(r"\b[SE]\d+[a-z]?\b")
 HOST_SOURCE = "read from the running machine"
 
 Precision = Literal["fp32", "fp16", "bf16", "int8", "int4", "int2"]
