@@ -31,25 +31,10 @@ import yaml
 
 from toolchain import schema
 from toolchain.errors import ConfigError
+from toolchain.schema import check_range, require
 
 DATA_DIR_ENV = "EDGEC_DATA_DIR"
 RECIPE_VERSION = 1
-
-
-def _check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(message, key=key)
-
-
-def _in_range(obj, key: str, lo: float | None = None, hi: float | None = None) -> None:
-    """Raise ConfigError(key=...) unless lo <= obj.key <= hi (None means unbounded)."""
-    value = getattr(obj, key)
-    if value is None:
-        return
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        lo_s = "-inf" if lo is None else f"{lo:g}"
-        hi_s = "inf" if hi is None else f"{hi:g}"
-        raise ConfigError(f"must be in [{lo_s}, {hi_s}], got {value:g}", key=key)
 
 
 @dataclass(frozen=True)
@@ -73,16 +58,16 @@ class BudgetSpec:
     description: str = ""
 
     def __post_init__(self):
-        _check(
+        require(
             bool(re.fullmatch(r"[a-z0-9][a-z0-9_-]*", self.name)),
             "name",
             f"budget names are lower-case words (a-z, 0-9, '-', '_'), got {self.name!r}",
         )
-        _in_range(self, "latency_ms", lo=1e-3)
-        _in_range(self, "memory_mb", lo=1)
-        _in_range(self, "percentile", lo=50, hi=100)
-        _in_range(self, "batch", lo=1)
-        _in_range(self, "seq_len", lo=1, hi=8192)
+        check_range(self, "latency_ms", lo=1e-3)
+        check_range(self, "memory_mb", lo=1)
+        check_range(self, "percentile", lo=50, hi=100)
+        check_range(self, "batch", lo=1)
+        check_range(self, "seq_len", lo=1, hi=8192)
 
 
 @dataclass(frozen=True)
@@ -98,10 +83,10 @@ class DataConfig(StageConfig):
     max_chars: int = 2000
 
     def __post_init__(self):
-        _in_range(self, "near_duplicate_threshold", lo=0.5, hi=1.0)
-        _in_range(self, "min_chars", lo=0)
-        _in_range(self, "max_chars", lo=1)
-        _check(
+        check_range(self, "near_duplicate_threshold", lo=0.5, hi=1.0)
+        check_range(self, "min_chars", lo=0)
+        check_range(self, "max_chars", lo=1)
+        require(
             self.max_chars >= self.min_chars,
             "max_chars",
             f"must be >= min_chars ({self.min_chars}), got {self.max_chars}",
@@ -124,16 +109,16 @@ class TeacherConfig(StageConfig):
     early_stopping_patience: int = 3
 
     def __post_init__(self):
-        _in_range(self, "epochs", lo=0.01, hi=1000)
-        _in_range(self, "learning_rate", lo=1e-8, hi=1.0)
-        _in_range(self, "batch_size", lo=1, hi=65536)
-        _in_range(self, "warmup_ratio", lo=0.0, hi=1.0)
-        _in_range(self, "weight_decay", lo=0.0, hi=1.0)
-        _in_range(self, "max_seq_len", lo=8, hi=8192)
-        _in_range(self, "max_train_samples", lo=1)
-        _in_range(self, "max_steps", lo=1)
-        _in_range(self, "eval_every", lo=1)
-        _in_range(self, "early_stopping_patience", lo=0)
+        check_range(self, "epochs", lo=0.01, hi=1000)
+        check_range(self, "learning_rate", lo=1e-8, hi=1.0)
+        check_range(self, "batch_size", lo=1, hi=65536)
+        check_range(self, "warmup_ratio", lo=0.0, hi=1.0)
+        check_range(self, "weight_decay", lo=0.0, hi=1.0)
+        check_range(self, "max_seq_len", lo=8, hi=8192)
+        check_range(self, "max_train_samples", lo=1)
+        check_range(self, "max_steps", lo=1)
+        check_range(self, "eval_every", lo=1)
+        check_range(self, "early_stopping_patience", lo=0)
 
 
 @dataclass(frozen=True)
@@ -148,12 +133,12 @@ class GAConfig:
     proxy_steps: int = 200
 
     def __post_init__(self):
-        _in_range(self, "population", lo=2, hi=10000)
-        _in_range(self, "generations", lo=1, hi=10000)
-        _in_range(self, "crossover_rate", lo=0.0, hi=1.0)
-        _in_range(self, "mutation_rate", lo=0.0, hi=1.0)
-        _in_range(self, "proxy_fraction", lo=1e-4, hi=1.0)
-        _in_range(self, "proxy_steps", lo=1)
+        check_range(self, "population", lo=2, hi=10000)
+        check_range(self, "generations", lo=1, hi=10000)
+        check_range(self, "crossover_rate", lo=0.0, hi=1.0)
+        check_range(self, "mutation_rate", lo=0.0, hi=1.0)
+        check_range(self, "proxy_fraction", lo=1e-4, hi=1.0)
+        check_range(self, "proxy_steps", lo=1)
 
 
 STUDENT_SHAPE = re.compile(r"L(\d+):H(\d+):A(\d+):F(\d+)")
@@ -179,30 +164,30 @@ class DistillConfig(StageConfig):
     def __post_init__(self):
         if self.student_shape is not None:
             m = STUDENT_SHAPE.fullmatch(self.student_shape)
-            _check(
+            require(
                 m is not None,
                 "student_shape",
                 f"expected 'L<layers>:H<hidden>:A<heads>:F<ffn>' (e.g. L3:H384:A12:F1536), "
                 f"got {self.student_shape!r}",
             )
             layers, hidden, heads, ffn = (int(g) for g in m.groups())
-            _check(
+            require(
                 min(layers, hidden, heads, ffn) >= 1,
                 "student_shape",
                 f"every size must be >= 1, got {self.student_shape!r}",
             )
-            _check(
+            require(
                 hidden % heads == 0,
                 "student_shape",
                 f"hidden size {hidden} must be divisible by the head count {heads}",
             )
-        _in_range(self, "temperature", lo=0.05, hi=100)
-        _in_range(self, "kd_weight", lo=0.0, hi=1.0)
+        check_range(self, "temperature", lo=0.05, hi=100)
+        check_range(self, "kd_weight", lo=0.0, hi=1.0)
         for key in ("hidden_weight", "attention_weight", "embedding_weight"):
-            _in_range(self, key, lo=0.0)
-        _in_range(self, "steps", lo=1)
-        _in_range(self, "batch_size", lo=1, hi=65536)
-        _in_range(self, "learning_rate", lo=1e-8, hi=1.0)
+            check_range(self, key, lo=0.0)
+        check_range(self, "steps", lo=1)
+        check_range(self, "batch_size", lo=1, hi=65536)
+        check_range(self, "learning_rate", lo=1e-8, hi=1.0)
 
 
 @dataclass(frozen=True)
@@ -221,14 +206,14 @@ class QuantizeConfig(StageConfig):
     block_size: int = 32
 
     def __post_init__(self):
-        _in_range(self, "weight_bits", lo=2, hi=8)
-        _in_range(self, "act_bits", lo=4, hi=8)
-        _in_range(self, "avg_bits", lo=2, hi=8)
+        check_range(self, "weight_bits", lo=2, hi=8)
+        check_range(self, "act_bits", lo=4, hi=8)
+        check_range(self, "avg_bits", lo=2, hi=8)
         for pattern, bits in self.overrides.items():
-            _check(2 <= bits <= 8, f"overrides.{pattern}", f"must be in [2, 8], got {bits}")
-        _in_range(self, "steps", lo=1)
-        _in_range(self, "learning_rate", lo=1e-9, hi=1.0)
-        _check(
+            require(2 <= bits <= 8, f"overrides.{pattern}", f"must be in [2, 8], got {bits}")
+        check_range(self, "steps", lo=1)
+        check_range(self, "learning_rate", lo=1e-9, hi=1.0)
+        require(
             self.block_size in (16, 32, 64, 128, 256),
             "block_size",
             f"must be one of 16, 32, 64, 128, 256, got {self.block_size}",
@@ -248,13 +233,13 @@ class SearchConfig(StageConfig):
     measure_top_k: int = 3  # candidates measured for real per budget
 
     def __post_init__(self):
-        _in_range(self, "supernet_steps", lo=1)
-        _in_range(self, "population", lo=2, hi=100000)
-        _in_range(self, "generations", lo=1, hi=10000)
-        _in_range(self, "mutation_rate", lo=0.0, hi=1.0)
-        _in_range(self, "crossover_rate", lo=0.0, hi=1.0)
-        _in_range(self, "eval_samples", lo=1)
-        _in_range(self, "measure_top_k", lo=0)
+        check_range(self, "supernet_steps", lo=1)
+        check_range(self, "population", lo=2, hi=100000)
+        check_range(self, "generations", lo=1, hi=10000)
+        check_range(self, "mutation_rate", lo=0.0, hi=1.0)
+        check_range(self, "crossover_rate", lo=0.0, hi=1.0)
+        check_range(self, "eval_samples", lo=1)
+        check_range(self, "measure_top_k", lo=0)
 
 
 @dataclass(frozen=True)
@@ -269,14 +254,14 @@ class ExportConfig(StageConfig):
 
     def __post_init__(self):
         # onnxruntime 1.31 officially runs ai.onnx up to opset 26 (see shared/reference/stack.md).
-        _in_range(self, "opset", lo=14, hi=26)
-        _check(
+        check_range(self, "opset", lo=14, hi=26)
+        require(
             self.accuracy_level in (0, 1, 2, 3, 4),
             "accuracy_level",
             f"must be one of 0, 1, 2, 3, 4, got {self.accuracy_level}",
         )
-        _in_range(self, "parity_samples", lo=1)
-        _in_range(self, "min_label_agreement", lo=0.0, hi=1.0)
+        check_range(self, "parity_samples", lo=1)
+        check_range(self, "min_label_agreement", lo=0.0, hi=1.0)
 
 
 @dataclass(frozen=True)
@@ -292,15 +277,15 @@ class ProfileConfig(StageConfig):
 
     def __post_init__(self):
         if self.target is not None:
-            _check(
+            require(
                 bool(re.match(r"https?://[^/\s]+", self.target)),
                 "target",
                 f"expected a URL such as http://HOST:9600, got {self.target!r}",
             )
         for key in ("warmup", "repeats"):
-            _in_range(self, key, lo=0)
-        _in_range(self, "iterations", lo=1)
-        _in_range(self, "threads", lo=1, hi=1024)
+            check_range(self, key, lo=0)
+        check_range(self, "iterations", lo=1)
+        check_range(self, "threads", lo=1, hi=1024)
 
 
 @dataclass(frozen=True)
@@ -334,21 +319,21 @@ class Recipe:
     bundle: BundleConfig = field(default_factory=BundleConfig)
 
     def __post_init__(self):
-        _check(
+        require(
             self.version == RECIPE_VERSION,
             "version",
             f"this edgec reads recipe version {RECIPE_VERSION}, got {self.version}",
         )
-        _check(bool(self.task.strip()), "task", "must not be empty")
-        _check(
+        require(bool(self.task.strip()), "task", "must not be empty")
+        require(
             bool(self.teacher.strip()),
             "teacher",
             "must be 'default' or a local Hugging Face model directory",
         )
-        _in_range(self, "seed", lo=0, hi=2**32 - 1)
+        check_range(self, "seed", lo=0, hi=2**32 - 1)
         names = [b if isinstance(b, str) else b.name for b in self.budgets]
         dupes = sorted({n for n in names if names.count(n) > 1})
-        _check(not dupes, "budgets", f"budget names must be unique, repeated: {', '.join(dupes)}")
+        require(not dupes, "budgets", f"budget names must be unique, repeated: {', '.join(dupes)}")
 
 
 def load_recipe(path: str | Path | None = None, *, overrides: dict | None = None) -> Recipe:

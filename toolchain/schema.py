@@ -86,6 +86,23 @@ def closest(word: str, candidates: typing.Iterable[str], n: int = 3) -> list[str
     return difflib.get_close_matches(word, list(candidates), n=n, cutoff=0.5)
 
 
+def require(ok: bool, key: str, message: str) -> None:
+    """Raise ConfigError(message, key=key) unless ``ok`` (for dataclass ``__post_init__``)."""
+    if not ok:
+        raise ConfigError(message, key=key)
+
+
+def check_range(obj, key: str, lo: float | None = None, hi: float | None = None) -> None:
+    """Raise ConfigError(key=...) unless lo <= obj.key <= hi (None means unbounded)."""
+    value = getattr(obj, key)
+    if value is None:
+        return
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        lo_s = "-inf" if lo is None else f"{lo:g}"
+        hi_s = "inf" if hi is None else f"{hi:g}"
+        raise ConfigError(f"must be in [{lo_s}, {hi_s}], got {value:g}", key=key)
+
+
 _SCALAR_TAG = {
     "tag:yaml.org,2002:int": "an integer",
     "tag:yaml.org,2002:float": "a number",

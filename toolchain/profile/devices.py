@@ -26,6 +26,7 @@ from typing import Literal
 from toolchain import schema
 from toolchain.config import BudgetSpec
 from toolchain.errors import ConfigError, UnknownDeviceError
+from toolchain.schema import check_range, require
 
 PROFILE_SCHEMA_VERSION = 1
 PROFILE_PATH_ENV = "EDGEC_PROFILE_PATH"  # extra profile folders, os.pathsep-separated
@@ -40,13 +41,9 @@ Kind = Literal["embedded-gpu", "embedded-cpu", "host-cpu", "server-gpu"]
 
 def _check_sources(section) -> None:
     """Every fact that has a value names its source; ``sources`` names no unknown fact."""
-    fields = {
-        f.name: f
-        for f in dataclasses.fields(section)
-        if f.name != "sources"
-        and not dataclasses.is_dataclass(getattr(section, f.name))
-        and f.name not in ("cpu", "gpu", "memory")  # sub-sections carry their own sources
-    }
+    # cpu/gpu/memory are sub-sections (of Hardware) and carry their own sources.
+    skip = ("sources", "cpu", "gpu", "memory")
+    fields = {f.name: f for f in dataclasses.fields(section) if f.name not in skip}
     facts = list(fields)
     for name, f in fields.items():
         value = getattr(section, name)
@@ -73,8 +70,7 @@ class CpuFacts:
     sources: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.cores < 1:
-            raise ConfigError(f"must be >= 1, got {self.cores}", key="cores")
+        check_range(self, "cores", lo=1)
         _check_sources(self)
 
 
@@ -93,15 +89,13 @@ class GpuFacts:
     sources: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
-        if not re.fullmatch(r"\d+\.\d+", self.compute_capability):
-            raise ConfigError(
-                f"expected MAJOR.MINOR such as 8.7, got {self.compute_capability!r}",
-                key="compute_capability",
-            )
+        require(
+            bool(re.fullmatch(r"\d+\.\d+", self.compute_capability)),
+            "compute_capability",
+            f"expected MAJOR.MINOR such as 8.7, got {self.compute_capability!r}",
+        )
         for key in ("int8_tops_dense", "fp16_tflops_dense", "fp32_tflops", "max_mhz"):
-            value = getattr(self, key)
-            if value is not None and value <= 0:
-                raise ConfigError(f"must be > 0, got {value}", key=key)
+            check_range(self, key, lo=1e-6)
         _check_sources(self)
 
     @property
@@ -119,10 +113,8 @@ class MemoryFacts:
     sources: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.size_gb <= 0:
-            raise ConfigError(f"must be > 0, got {self.size_gb}", key="size_gb")
-        if self.bandwidth_gbps is not None and self.bandwidth_gbps <= 0:
-            raise ConfigError(f"must be > 0, got {self.bandwidth_gbps}", key="bandwidth_gbps")
+        check_range(self, "size_gb", lo=1e-3)
+        check_range(self, "bandwidth_gbps", lo=1e-3)
         _check_sources(self)
 
 
@@ -158,8 +150,7 @@ class Runtime:
     notes: str = ""
 
     def __post_init__(self):
-        if not self.precisions:
-            raise ConfigError("list at least one precision", key="precisions")
+        require(bool(self.precisions), "precisions", "list at least one precision")
 
 
 @dataclass(frozen=True)
@@ -174,18 +165,10 @@ class MeasurementProtocol:
     notes: str = ""
 
     def __post_init__(self):
-        for key, lo in (
-            ("warmup", 0),
-            ("iterations", 1),
-            ("repeats", 1),
-            ("batch", 1),
-            ("seq_len", 1),
-            ("percentile", 50),
-        ):
-            if getattr(self, key) < lo:
-                raise ConfigError(f"must be >= {lo}, got {getattr(self, key)}", key=key)
-        if self.percentile > 100:
-            raise ConfigError(f"must be <= 100, got {self.percentile}", key="percentile")
+        for key in ("iterations", "repeats", "batch", "seq_len", "threads"):
+            check_range(self, key, lo=1)
+        check_range(self, "warmup", lo=0)
+        check_range(self, "percentile", lo=50, hi=100)
 
 
 @dataclass(frozen=True)
@@ -208,23 +191,31 @@ class DeviceProfile:
     notes: tuple[str, ...] = ()
 
     def __post_init__(self):
-        if self.schema_version != PROFILE_SCHEMA_VERSION:
-            raise ConfigError(
-                f"this edgec reads profile schema {PROFILE_SCHEMA_VERSION}, "
-                f"got {self.schema_version}",
-                key="schema_version",
-            )
-        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]*", self.name):
-            raise ConfigError(f"profile names are lower-case, got {self.name!r}", key="name")
-        if self.hardware is None and not self.facts_from_host:
-            raise ConfigError("missing 'hardware' (or set facts_from_host: true)", key="hardware")
-        if not self.runtimes:
-            raise ConfigError("list at least one runtime", key="runtimes")
-        if not 2 <= len(self.budgets) <= 3:
-            raise ConfigError(f"give 2-3 named budgets, got {len(self.budgets)}", key="budgets")
+        require(
+            self.schema_version == PROFILE_SCHEMA_VERSION,
+            "schema_version",
+            f"this edgec reads profile schema {PROFILE_SCHEMA_VERSION}, got {self.schema_version}",
+        )
+        require(
+            bool(re.fullmatch(r"[a-z0-9][a-z0-9.-]*", self.name)),
+            "name",
+            f"profile names are lower-case, got {self.name!r}",
+        )
+        require(
+            self.hardware is not None or self.facts_from_host,
+            "hardware",
+            "missing 'hardware' (or set facts_from_host: true)",
+        )
+        require(bool(self.runtimes), "runtimes", "list at least one runtime")
+        require(
+            2 <= len(self.budgets) <= 3,
+            "budgets",
+            f"give 2-3 named budgets, got {len(self.budgets)}",
+        )
         names = [b.name for b in self.budgets]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"budget names must be unique, got {names}", key="budgets")
+        require(
+            len(set(names)) == len(names), "budgets", f"budget names must be unique, got {names}"
+        )
         self._check_citations()
 
     def _check_citations(self) -> None:
