@@ -162,10 +162,17 @@ class RunDir:
     and removes what a killed earlier run left behind (temporary stage folders).
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, state_prefix: str = ""):
+        """Open (and lock) the run directory ``path``.
+
+        Args:
+            state_prefix: prefix of the lock file and checkpoint folder; lets a single-stage verb
+                (``edgec teacher -o DIR``) use DIR's parent without claiming it whole.
+        """
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        self._lock_file = (self.path / ".lock").open("a+")
+        self._state = state_prefix
+        self._lock_file = (self.path / f"{state_prefix}.lock").open("a+")
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -202,7 +209,7 @@ class RunDir:
         return self.path / name
 
     def checkpoint_dir(self, name: str, input_hash: str) -> Path:
-        return self.path / ".checkpoints" / f"{name}-{input_hash[:16]}"
+        return self.path / f"{self._state}.checkpoints" / f"{name}-{input_hash[:16]}"
 
     def record(self, name: str) -> dict | None:
         """The stage's record, or None if the stage has no complete output."""
@@ -277,8 +284,9 @@ class RunDir:
         for stage in stages:
             if stage.name in seen:
                 raise StageError(f"stage '{stage.name}' appears twice")
-            if not stage.name or not all(c.isalnum() or c in "-_" for c in stage.name):
-                raise StageError(f"stage name {stage.name!r}: use a-z, 0-9, '-', '_'")
+            ok = all(c.isalnum() or c in "-_." for c in stage.name)
+            if not stage.name or stage.name.startswith(".") or not ok:
+                raise StageError(f"stage name {stage.name!r}: use a-z, 0-9, '-', '_', '.'")
             for dep in stage.depends:
                 if dep not in seen:
                     raise StageError(
@@ -352,7 +360,7 @@ class RunDir:
 
     def _drop_checkpoints(self, name: str) -> None:
         """After success, remove the stage's checkpoints (also those of older configs)."""
-        root = self.path / ".checkpoints"
+        root = self.path / f"{self._state}.checkpoints"
         if not root.is_dir():
             return
         for p in root.iterdir():
@@ -381,9 +389,30 @@ class RunDir:
             shutil.rmtree(old, ignore_errors=True)
 
     def _clean_leftovers(self) -> None:
-        """Remove temporary and superseded stage folders left by a killed run (we hold the lock,
-        so no live process owns them)."""
+        """Remove temporary and superseded stage folders left by a killed run: those whose owning
+        process (its pid is in the name) is gone, so a concurrent writer is never disturbed."""
         for p in self.path.iterdir():
-            if p.name.startswith(".") and (_TMP_TAG in p.name or _OLD_TAG in p.name) and p.is_dir():
+            if not (p.name.startswith(".") and p.is_dir()):
+                continue
+            if _TMP_TAG in p.name and not _pid_alive(p.name.split(_TMP_TAG, 1)[1]):
                 log.info("removing leftover %s from an interrupted run", p.name)
                 shutil.rmtree(p, ignore_errors=True)
+            elif _OLD_TAG in p.name:  # superseded output whose replacement was interrupted
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def _pid_alive(tail: str) -> bool:
+    """``tail`` is '<pid>-<random>' from a temporary folder name."""
+    try:
+        pid = int(tail.split("-", 1)[0])
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return False  # our own leftovers: nothing of ours is in flight while we open the dir
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

