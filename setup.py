@@ -83,6 +83,8 @@ RUNTIME_REQUIRES = [
     "pyyaml==6.0.3",
     "tqdm==4.70.1",
     "matplotlib==3.11.2",
+    "gguf==0.19.0",  # transformers reads GGUF decoders (SmolLM2) through gguf + accelerate
+    "accelerate==1.15.0",
 ]
 
 EXTRAS = {

@@ -70,3 +70,55 @@ def shared_data() -> Path:
         if c and Path(c, "glue").is_dir():
             return Path(c)
     pytest.skip("real data not found: set EDGEC_DATA_DIR to a copy of shared/data")
+
+
+TINY_WORDS = ["hello", "world", "good", "bad", "movie", "a", "the", "is", "was", "great", "awful"]
+
+
+@pytest.fixture
+def tiny_bert_dir(tmp_path) -> Path:
+    """A tiny 'pretrained' BERT (random weights) with a word-level tokenizer, saved as a Hugging
+    Face directory, for fast end-to-end tests."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path / "tiny-bert"
+    folder.mkdir()
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TINY_WORDS]) + "\n")
+    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(folder)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=5 + len(TINY_WORDS),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def tiny_gpt2(tmp_path):
+    """A tiny random GPT-2 LM (vocab: 26 letters and the byte-level space) as an adapter."""
+    import json
+
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+
+    from toolchain.models.adapters import adapter_for
+
+    chars = "abcdefghijklmnopqrstuvwxyz\u0120"  # U+0120: GPT-2's byte-level space
+    (tmp_path / "vocab.json").write_text(
+        json.dumps({"<|endoftext|>": 0, **{c: i + 1 for i, c in enumerate(chars)}})
+    )
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
+    tok = GPT2TokenizerFast(
+        vocab_file=str(tmp_path / "vocab.json"), merges_file=str(tmp_path / "merges.txt")
+    )
+    tok.pad_token = tok.eos_token
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=28, n_embd=32, n_layer=2, n_head=4, n_positions=64)
+    return adapter_for(GPT2LMHeadModel(config), tok)

@@ -155,6 +155,22 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Put the finished folder ``tmp`` in place of ``final`` with renames only (each atomic).
+
+    An existing ``final`` is moved aside first and deleted only after ``tmp`` took its place, so
+    at every moment ``final`` is either the old complete folder, absent, or the new one.
+    """
+    old = None
+    if final.exists():
+        old = final.parent / f".{final.name}{_OLD_TAG}{uuid.uuid4().hex[:8]}"
+        os.rename(final, old)
+    os.rename(tmp, final)
+    _fsync_dir(final.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 class RunDir:
     """A run directory, locked for the lifetime of this object.
 
@@ -342,7 +358,7 @@ class RunDir:
                 json.dumps(record["outputs"], sort_keys=True).encode()
             ).hexdigest()
             self._write_record(tmp, record)
-            self._commit(tmp, self.stage_dir(stage.name))
+            replace_dir(tmp, self.stage_dir(stage.name))
         except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
@@ -376,17 +392,6 @@ class RunDir:
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
-
-    def _commit(self, tmp: Path, final: Path) -> None:
-        """Replace ``final`` by ``tmp`` with renames only (each rename is atomic)."""
-        old = None
-        if final.exists():
-            old = self.path / f".{final.name}{_OLD_TAG}{uuid.uuid4().hex[:8]}"
-            os.rename(final, old)
-        os.rename(tmp, final)
-        _fsync_dir(self.path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
     def _clean_leftovers(self) -> None:
         """Remove temporary and superseded stage folders left by a killed run: those whose owning

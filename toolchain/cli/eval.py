@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 
 from toolchain.cli.teacher import add_task_arguments, task_from_args
 
@@ -36,11 +37,15 @@ def run(args: argparse.Namespace) -> int:
     from toolchain.models.loading import load_model
 
     spec = task_from_args(args)
+    adapter = load_model(args.model, head=head_for(spec))
+    adapter.model.to(pick_device(args.device))
+    if spec.kind == "classification" and not spec.labels:
+        # your own data without a train file: the label names the model was trained with
+        id2label = adapter.model.config.id2label
+        spec = replace(spec, labels=tuple(str(id2label[i]) for i in range(len(id2label))))
     examples = load_split(spec, args.split, args.data_dir)
     if args.max_samples:
         examples = examples[: args.max_samples]
-    adapter = load_model(args.model, head=head_for(spec))
-    adapter.model.to(pick_device(args.device))
     metrics = evaluate(
         adapter,
         spec,

@@ -121,8 +121,9 @@ def finetune(
     """
     device = pick_device(str(device) if device else None)
     model, tokenizer = adapter.model.to(device), adapter.tokenizer
-    if not train:
-        raise EdgecError(f"{spec.name}: no training examples")
+    if not train or not validation:
+        missing = "training" if not train else "validation"
+        raise EdgecError(f"{spec.name}: no {missing} examples")
     seed_everything(seed)
     if cfg.max_train_samples is not None and len(train) > cfg.max_train_samples:
         train = random.Random(seed).sample(train, cfg.max_train_samples)
@@ -172,7 +173,7 @@ def finetune(
             next(bar, None)
             if state.step % cfg.eval_every == 0 or state.step == total:
                 value = _evaluate(
-                    model, spec, validation, enc_val, pad_id, device, metric, state, float(loss)
+                    model, spec, validation, enc_val, pad_id, device, metric, state, loss.item()
                 )
                 if _better(metric, value, state.best):
                     state.best, state.best_step, state.bad_evals = value, state.step, 0

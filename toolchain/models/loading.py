@@ -18,13 +18,13 @@ import os
 import re
 import shutil
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 from toolchain.errors import ConfigError, EdgecError
 from toolchain.models.adapters import ModelAdapter, adapter_class
+from toolchain.pipeline import replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -206,13 +206,7 @@ def save_model(adapter: ModelAdapter, path: str | os.PathLike) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = None
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(target, old)
-    os.rename(tmp, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, target)
     return target
 
 

@@ -1,0 +1,169 @@
+"""`edgec teacher` and `edgec eval` end to end on a tiny model and tiny table data."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+WORDS = {1: ["good", "great"], 0: ["bad", "awful"]}
+
+
+def write_table(path, n: int, seed: int) -> None:
+    rng = random.Random(seed)
+    rows = ["text\tlabel"]
+    for _ in range(n):
+        label = rng.randint(0, 1)
+        words = rng.sample(["the", "movie", "is", "was", "a"], 3) + [rng.choice(WORDS[label])]
+        rng.shuffle(words)
+        rows.append(f"{' '.join(words)}\t{label}")
+    path.write_text("\n".join(rows) + "\n")
+
+
+@pytest.fixture
+def table(tmp_path):
+    write_table(tmp_path / "train.tsv", 400, 0)
+    write_table(tmp_path / "dev.tsv", 60, 1)
+    return tmp_path
+
+
+TRAIN = [
+    "--text-column",
+    "text",
+    "--label-column",
+    "label",
+    "--max-steps",
+    "60",
+    "--learning-rate",
+    "3e-3",
+    "--batch-size",
+    "16",
+    "--eval-every",
+    "20",
+    "--patience",
+    "0",
+    "--no-clean",  # the toy sentences repeat a lot; cleaning is tested in test_finetune
+]
+
+
+def test_teacher_then_eval_then_cached(edgec, tiny_bert_dir, table):
+    out = table / "teacher"
+    args = [
+        "teacher",
+        "--model",
+        str(tiny_bert_dir),
+        "--train-file",
+        str(table / "train.tsv"),
+        "--dev-file",
+        str(table / "dev.tsv"),
+        *TRAIN,
+        "-o",
+        str(out),
+    ]
+    first = edgec(*args, timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert f"{out}: fine-tuned" in first.stdout
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "metrics.json",
+        "stage.json",
+    ):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dev"]["accuracy"] > 0.9 and metrics["steps"] == 60
+
+    second = edgec(*args, timeout=600)
+    assert second.returncode == 0 and "up to date (cached)" in second.stdout
+
+    ev = edgec(
+        "eval",
+        str(out),
+        "--dev-file",
+        str(table / "dev.tsv"),
+        "--text-column",
+        "text",
+        "--label-column",
+        "label",
+        "--json",
+        timeout=600,
+    )
+    assert ev.returncode == 0, ev.stderr
+    result = json.loads(ev.stdout)
+    assert result["accuracy"] == pytest.approx(metrics["dev"]["accuracy"]) and result["n"] == 60
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["teacher", "-o", "x"], "name a task: --task sst2, or --train-file F"),
+        (
+            ["teacher", "--task", "sst2", "--train-file", "a.tsv", "-o", "x"],
+            "give either --task or --train-file/--dev-file, not both",
+        ),
+        (["teacher", "--task", "sst3", "-o", "x"], "unknown task 'sst3' (did you mean 'sst2'?)"),
+        (
+            ["teacher", "--train-file", "a.tsv", "-o", "x"],
+            "your own data needs --text-column (once or twice) and --label-column",
+        ),
+        (
+            ["teacher", "--task", "sst2", "--model", "./no/such/dir", "-o", "x"],
+            "model directory not found",
+        ),
+        (["eval", "./nope", "--task", "sst2"], "model directory not found"),
+    ],
+)
+def test_bad_input_is_one_clear_message(edgec, tmp_path, args, message):
+    proc = edgec(*args, env={"EDGEC_DATA_DIR": str(tmp_path)}, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_missing_data_file_names_path_and_format(edgec, tiny_bert_dir, tmp_path):
+    proc = edgec(
+        "teacher",
+        "--task",
+        "sst2",
+        "--model",
+        str(tiny_bert_dir),
+        "--data-dir",
+        str(tmp_path),
+        "-o",
+        str(tmp_path / "t"),
+    )
+    assert proc.returncode == 1
+    assert f"data file not found: {tmp_path}/glue/SST-2/train.tsv" in proc.stderr
+    assert "expected format: GLUE TSV" in proc.stderr
+    assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.slow
+def test_real_teacher_short_run_on_sst2(edgec, shared_data, tmp_path):
+    out = tmp_path / "minilm-sst2"
+    proc = edgec(
+        "teacher",
+        "--task",
+        "sst2",
+        "--data-dir",
+        str(shared_data),
+        "--max-steps",
+        "30",
+        "--max-train-samples",
+        "960",
+        "--eval-every",
+        "30",
+        "-o",
+        str(out),
+        "--json",
+        timeout=1200,
+    )
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads(proc.stdout)
+    assert metrics["steps"] == 30 and metrics["dev"]["n"] == 872
+    assert metrics["dev"]["accuracy"] > 0.6  # 30 steps already beat the 50% prior
+    ev = edgec(
+        "eval", str(out), "--task", "sst2", "--data-dir", str(shared_data), "--json", timeout=600
+    )
+    assert json.loads(ev.stdout)["accuracy"] == pytest.approx(metrics["dev"]["accuracy"])
