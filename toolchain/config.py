@@ -155,6 +155,8 @@ class DistillConfig(StageConfig):
     student_shape: str | None = None  # "L3:H384:A12:F1536"; None = chosen by the search stage
     init: Literal["random", "truncation", "etd-rand", "etd-impt"] = "etd-impt"
     mapping: Literal["none", "uniform", "last", "rail", "ga"] = "rail"
+    rail_variant: Literal["layer", "concat"] = "layer"  # RAIL-KD: per layer or concatenated
+    logit_loss: Literal["kl", "mse"] = "kl"
     temperature: float = 2.0
     kd_weight: float = 0.5  # logit-KD share; the hard-label loss gets 1 - kd_weight
     hidden_weight: float = 1.0
@@ -162,7 +164,15 @@ class DistillConfig(StageConfig):
     embedding_weight: float = 0.0
     steps: int = 2000
     batch_size: int = 32
+    grad_accumulation: int = 1
     learning_rate: float = 1e-4
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.01
+    max_seq_len: int = 128
+    eval_every: int = 200
+    eval_samples: int | None = 2000  # validation subset used during training (None = all)
+    early_stopping_patience: int = 0  # evaluations without improvement; 0 = off
+    importance_samples: int = 512  # ETD-Impt: examples used to score heads and neurons
     ga: GAConfig = field(default_factory=GAConfig)
 
     def __post_init__(self):
@@ -191,7 +201,15 @@ class DistillConfig(StageConfig):
             check_range(self, key, lo=0.0)
         check_range(self, "steps", lo=1)
         check_range(self, "batch_size", lo=1, hi=65536)
+        check_range(self, "grad_accumulation", lo=1, hi=4096)
         check_range(self, "learning_rate", lo=1e-8, hi=1.0)
+        check_range(self, "warmup_ratio", lo=0.0, hi=1.0)
+        check_range(self, "weight_decay", lo=0.0, hi=1.0)
+        check_range(self, "max_seq_len", lo=8, hi=8192)
+        check_range(self, "eval_every", lo=1)
+        check_range(self, "eval_samples", lo=1)
+        check_range(self, "early_stopping_patience", lo=0)
+        check_range(self, "importance_samples", lo=1)
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,122 @@
 """`edgec distill`: distil a student from the teacher (KD, RAIL-KD, GA layer mapping, ETD init).
 
-Not implemented yet: it lands with the issue
-"Distillation suite". Planned form::
-
-    edgec distill --teacher DIR --student-shape L3:H384:A12:F1536 \\
+    edgec distill --teacher DIR --task sst2 --student-shape L3:H384:A12:F1536 \\
         --init etd-impt --mapping rail -o DIR
+
+DIR becomes a Hugging Face directory (student, tokenizer, metrics.json with dev accuracy and
+label/probability loyalty to the teacher, stage.json). Re-running the same command does nothing;
+an interrupted run resumes from its last evaluation checkpoint (a GA search from its last
+scored mapping).
 """
 
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from toolchain.cli.teacher import add_task_arguments, task_from_args
+
 HELP = "distil a student from the teacher (KD, RAIL-KD, GA layer mapping, ETD init)"
-IMPLEMENTED = False
-PLANNED = (
-    "edgec distill --teacher DIR --student-shape L3:H384:A12:F1536 --init etd-impt "
-    "--mapping rail -o DIR"
+IMPLEMENTED = True
+
+_FIELDS = (
+    "student_shape",
+    "init",
+    "mapping",
+    "rail_variant",
+    "temperature",
+    "kd_weight",
+    "hidden_weight",
+    "attention_weight",
+    "embedding_weight",
+    "steps",
+    "batch_size",
+    "grad_accumulation",
+    "learning_rate",
+    "max_seq_len",
+    "eval_every",
+    "early_stopping_patience",
 )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--teacher",
+        required=True,
+        metavar="DIR",
+        help="fine-tuned teacher (e.g. the output of `edgec teacher`)",
+    )
+    add_task_arguments(parser)
+    parser.add_argument("-o", "--output", required=True, metavar="DIR", help="output student")
+    parser.add_argument("--recipe", metavar="R.yaml", help="take distill settings from a recipe")
+    d = parser.add_argument_group("distillation (defaults: the recipe's distill section)")
+    d.add_argument("--student-shape", metavar="L3:H384:A12:F1536")
+    d.add_argument("--init", choices=("random", "truncation", "etd-rand", "etd-impt"))
+    d.add_argument("--mapping", choices=("none", "uniform", "last", "rail", "ga"))
+    d.add_argument("--rail-variant", choices=("layer", "concat"))
+    d.add_argument("--temperature", type=float)
+    d.add_argument("--kd-weight", type=float, help="logit-KD share (hard loss: 1 - this)")
+    d.add_argument("--hidden-weight", type=float)
+    d.add_argument("--attention-weight", type=float)
+    d.add_argument("--embedding-weight", type=float)
+    d.add_argument("--steps", type=int)
+    d.add_argument("--batch-size", type=int)
+    d.add_argument("--grad-accumulation", type=int)
+    d.add_argument("--learning-rate", "--lr", type=float, dest="learning_rate")
+    d.add_argument("--max-seq-len", type=int)
+    d.add_argument("--eval-every", type=int)
+    d.add_argument("--patience", type=int, dest="early_stopping_patience")
+    d.add_argument("--seed", type=int)
+    d.add_argument("--no-clean", action="store_true", help="skip training-data cleaning")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    parser.add_argument("--force", action="store_true", help="re-run even if the output is current")
+    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from toolchain.config import load_recipe
+    from toolchain.distill.stage import distill_stage
+    from toolchain.pipeline import RunDir
+
+    spec = task_from_args(args)
+    overrides = {f"distill.{k}": getattr(args, k) for k in _FIELDS}
+    overrides["seed"] = args.seed
+    if args.no_clean:
+        overrides["data.clean"] = False
+    recipe = load_recipe(args.recipe, overrides=overrides)
+    out = Path(args.output).resolve()
+    stage = distill_stage(
+        teacher_dir=args.teacher,
+        spec=spec,
+        data_dir=args.data_dir or recipe.data_dir,
+        cfg=recipe.distill,
+        data_cfg=recipe.data,
+        device=args.device,
+        name=out.name,
+    )
+    with RunDir(out.parent, state_prefix=f".{out.name}") as run_dir:
+        (result,) = run_dir.run([stage], seed=recipe.seed, force=[out.name] if args.force else [])
+    m = result.record["metrics"]
+    if args.json:
+        print(json.dumps(m, indent=2))
+        return 0
+    state = "up to date (cached)" if result.status == "skipped" else "distilled"
+    print(
+        f"{out}: {state} ({m['student_shape']}, {m['parameters']:,} parameters, "
+        f"init {m['init']}, mapping {m['mapping']})"
+    )
+    dev = m.get("dev")
+    if dev:
+        metric = spec.main_metric
+        print(
+            f"  dev {metric}: student {dev['student'][metric]:.4f}, teacher "
+            f"{dev['teacher'][metric]:.4f}"
+        )
+        if "label_loyalty" in dev:
+            print(
+                f"  loyalty: label {dev['label_loyalty']:.4f}, probability "
+                f"{dev['prob_loyalty']:.4f}"
+            )
+    print(f"  {m['steps']} steps (best {m['best_step']}), {m['wall_s']} s on {m['device']}")
+    return 0

@@ -22,6 +22,11 @@ IMPLEMENTED = True
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help="Hugging Face directory or .gguf file")
     add_task_arguments(parser)
+    parser.add_argument(
+        "--teacher",
+        metavar="DIR",
+        help="also score this teacher and report the model's label and probability loyalty to it",
+    )
     parser.add_argument("--split", default="dev", help="train, validation, dev or test (dev)")
     parser.add_argument("--max-samples", type=int, help="score only the first N examples")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -32,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from toolchain.data.readers import load_split
-    from toolchain.evaluate.evaluate import evaluate
+    from toolchain.evaluate.evaluate import compare, evaluate
     from toolchain.models.finetune import head_for, pick_device
     from toolchain.models.loading import load_model
 
@@ -46,18 +51,34 @@ def run(args: argparse.Namespace) -> int:
     examples = load_split(spec, args.split, args.data_dir)
     if args.max_samples:
         examples = examples[: args.max_samples]
-    metrics = evaluate(
-        adapter,
-        spec,
-        examples,
-        batch_size=args.batch_size,
-        max_len=args.max_seq_len,
-        desc=f"{spec.name} {args.split}",
-    )
+    if args.teacher:
+        teacher = load_model(args.teacher, head=head_for(spec))
+        both = compare(
+            teacher, adapter, spec, examples, batch_size=args.batch_size, max_len=args.max_seq_len
+        )
+        metrics = {**both.pop("student"), "teacher": both.pop("teacher"), **both}
+    else:
+        metrics = evaluate(
+            adapter,
+            spec,
+            examples,
+            batch_size=args.batch_size,
+            max_len=args.max_seq_len,
+            desc=f"{spec.name} {args.split}",
+        )
     result = {"model": args.model, "task": spec.name, "split": args.split, **metrics}
     if args.json:
         print(json.dumps(result, indent=2))
-    else:
-        parts = [f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()]
-        print(f"{spec.name} {args.split}: " + ", ".join(parts))
+        return 0
+    print(f"{spec.name} {args.split}: {_fmt(metrics)}")
+    if "teacher" in metrics:
+        print(f"  teacher: {_fmt(metrics['teacher'])}")
     return 0
+
+
+def _fmt(metrics: dict) -> str:
+    return ", ".join(
+        f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+        for k, v in metrics.items()
+        if not isinstance(v, dict)
+    )

@@ -148,3 +148,60 @@ def evaluate(
         desc=desc,
     )
     return {**score(spec, examples, encoded, pred), "n": len(examples)}
+
+
+def compare(
+    teacher,
+    student,
+    spec: TaskSpec,
+    examples: list,
+    *,
+    batch_size: int = 64,
+    max_len: int = 128,
+    device=None,
+) -> dict:
+    """Score ``student`` and ``teacher`` on the same examples and measure the student's loyalty
+    (label and probability loyalty; classification and token tasks).
+
+    Returns:
+        ``{"student": metrics, "teacher": metrics, "label_loyalty": ..., "prob_loyalty": ...}``
+    """
+    from toolchain.evaluate.loyalty import loyalty
+
+    device = device or next(student.model.parameters()).device
+    tokenizer = student.tokenizer or teacher.tokenizer
+    encoded = encode(spec, examples, tokenizer, max_len)
+    pad = pad_id_of(tokenizer)
+    out = {}
+    logits = {}
+    for name, adapter in (("student", student), ("teacher", teacher)):
+        pred = predict(
+            adapter.model.to(device),
+            spec,
+            encoded,
+            pad_id=pad,
+            batch_size=batch_size,
+            device=device,
+            desc=f"{name}",
+        )
+        out[name] = {**score(spec, examples, encoded, pred), "n": len(examples)}
+        logits[name] = _first_token_logits(spec, encoded, pred["logits"])
+    if spec.kind in ("classification", "token-classification"):
+        out.update(loyalty(logits["teacher"], logits["student"]))
+    return out
+
+
+def _first_token_logits(spec: TaskSpec, encoded: list[Encoded], logits: list) -> np.ndarray:
+    """(N, C) logits: one row per example, or per word (first sub-word) for token tasks."""
+    if spec.kind == "language-modeling":
+        return np.zeros((0, 1))
+    if spec.kind != "token-classification":
+        return np.stack(logits)
+    rows = []
+    for enc, lg in zip(encoded, logits, strict=True):
+        previous = None
+        for pos, w in enumerate(enc.word_ids):
+            if w is not None and w != previous:
+                rows.append(lg[pos])
+            previous = w
+    return np.stack(rows)

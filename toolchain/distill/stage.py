@@ -1,0 +1,223 @@
+"""The distillation stage: initialise the student (random, truncation, ETD-Rand/Impt), search the
+layer mapping when asked (GA), distil, and score the student against the teacher (accuracy,
+label and probability loyalty) on the dev split.
+
+Example::
+
+    stage = distill_stage(teacher_dir="runs/teacher", spec=get_task("sst2"), data_dir=data,
+                          cfg=DistillConfig(student_shape="L3:H384:A12:F1536"),
+                          data_cfg=DataConfig())
+    RunDir("runs/sst2").run([stage])
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from toolchain.config import DataConfig, DistillConfig
+from toolchain.data.readers import load_split
+from toolchain.data.tasks import TaskSpec
+from toolchain.errors import ConfigError
+from toolchain.pipeline import Stage, StageContext
+
+log = logging.getLogger(__name__)
+
+
+def distill_stage(
+    *,
+    teacher_dir: str,
+    spec: TaskSpec,
+    data_dir,
+    cfg: DistillConfig,
+    data_cfg: DataConfig,
+    device: str | None = None,
+    name: str = "distill",
+) -> Stage:
+    """A pipeline :class:`~toolchain.pipeline.Stage` that distils a student from ``teacher_dir``."""
+    from toolchain.models.teacher import teacher_inputs
+
+    if cfg.student_shape is None:
+        raise ConfigError(
+            "distillation needs a student shape (--student-shape L3:H384:A12:F1536)",
+            key="distill.student_shape",
+        )
+    config = {
+        "teacher": teacher_dir,
+        "task": spec.name,
+        "task_spec": spec,
+        "distill": cfg,
+        "data": data_cfg,
+    }
+
+    def run(ctx: StageContext) -> dict:
+        return run_distill(
+            ctx,
+            teacher_dir=teacher_dir,
+            spec=spec,
+            data_dir=data_dir,
+            cfg=cfg,
+            data_cfg=data_cfg,
+            device=device,
+        )
+
+    return Stage(name, run, config=config, inputs=teacher_inputs(teacher_dir, spec, data_dir))
+
+
+def run_distill(
+    ctx: StageContext, *, teacher_dir, spec, data_dir, cfg: DistillConfig, data_cfg, device
+) -> dict:
+    from toolchain.data.clean import clean
+    from toolchain.distill.trainer import distill
+    from toolchain.evaluate.evaluate import compare
+    from toolchain.models.adapters import Shape
+    from toolchain.models.finetune import head_for, pick_device
+    from toolchain.models.loading import load_model
+
+    device = pick_device(device)
+    teacher = load_model(teacher_dir, head=head_for(spec))
+    teacher.model.to(device)
+    shape = Shape.parse(cfg.student_shape)
+    train, report = clean(load_split(spec, "train", data_dir), data_cfg)
+    validation = load_split(spec, "validation", data_dir)
+    importance = (
+        _importance(teacher, spec, train, cfg, ctx.seed) if cfg.init == "etd-impt" else None
+    )
+    genome, ga = None, None
+    if cfg.mapping == "ga":
+        genome, ga = search_mapping(
+            teacher,
+            shape,
+            spec,
+            train,
+            validation,
+            cfg,
+            importance,
+            seed=ctx.seed,
+            state_dir=ctx.checkpoint_dir,
+            device=device,
+        )
+    from toolchain.distill.init import init_student
+
+    student = init_student(teacher, shape, cfg.init, importance=importance, seed=ctx.seed)
+    result = distill(
+        teacher,
+        student,
+        spec,
+        train,
+        validation,
+        cfg,
+        out_dir=ctx.out_dir,
+        seed=ctx.seed,
+        genome=genome,
+        checkpoint_dir=ctx.checkpoint_dir,
+        device=device,
+    )
+    metrics = {
+        "task": spec.name,
+        "teacher": teacher_dir,
+        "student_shape": str(student.shape),
+        "parameters": student.num_parameters(),
+        "init": cfg.init,
+        **result,
+        "cleaning": report.as_dict(),
+    }
+    if ga is not None:
+        metrics["ga"] = ga
+    if "dev" in spec.files:
+        dev = load_split(spec, "dev", data_dir)
+        metrics["dev"] = compare(teacher, student, spec, dev, max_len=cfg.max_seq_len)
+        log.info(
+            "dev: student %s, teacher %s, label loyalty %s",
+            metrics["dev"]["student"],
+            metrics["dev"]["teacher"],
+            metrics["dev"].get("label_loyalty"),
+        )
+    (ctx.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def _importance(teacher, spec, train, cfg: DistillConfig, seed: int):
+    from toolchain.distill.importance import importance
+
+    sample = random.Random(seed).sample(train, min(cfg.importance_samples, len(train)))
+    return importance(teacher, spec, sample, max_len=cfg.max_seq_len)
+
+
+def search_mapping(
+    teacher,
+    shape,
+    spec,
+    train,
+    validation,
+    cfg: DistillConfig,
+    importance,
+    *,
+    seed: int,
+    state_dir: Path,
+    device,
+) -> tuple[list[int], dict]:
+    """GA search of the layer mapping with the paper's proxy: each genome's fitness is the
+    validation score after ``ga.proxy_steps`` of distillation on ``ga.proxy_fraction`` of train.
+
+    Returns:
+        ``(best mapping, {"best", "fitness", "history", "evaluations", "search_s"})``.
+    """
+    import time
+
+    from toolchain.distill.ga import ga_search
+    from toolchain.distill.init import init_student
+    from toolchain.distill.trainer import distill
+
+    rng = random.Random(seed)
+    proxy_train = rng.sample(train, max(1, int(len(train) * cfg.ga.proxy_fraction)))
+    proxy_cfg = replace(
+        cfg,
+        mapping="ga",
+        steps=cfg.ga.proxy_steps,
+        eval_every=cfg.ga.proxy_steps,
+        early_stopping_patience=0,
+        eval_samples=min(cfg.eval_samples or 1000, 1000),
+    )
+    start = time.perf_counter()
+
+    def fitness(genome: list[int]) -> float:
+        student = init_student(teacher, shape, cfg.init, importance=importance, seed=seed)
+        scratch = Path(tempfile.mkdtemp(prefix="ga-", dir=state_dir))
+        try:
+            result = distill(
+                teacher,
+                student,
+                spec,
+                proxy_train,
+                validation,
+                proxy_cfg,
+                out_dir=scratch,
+                seed=seed,
+                genome=genome,
+                device=device,
+            )
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return result["best_validation"][spec.main_metric]
+
+    best, state = ga_search(
+        fitness,
+        teacher_layers=teacher.num_layers,
+        student_layers=shape.layers,
+        cfg=cfg.ga,
+        seed=seed,
+        state_path=Path(state_dir) / "ga.json",
+    )
+    return best, {
+        "best": best,
+        "fitness": state.fitness,
+        "history": state.history,
+        "evaluations": len(state.fitness),
+        "search_s": round(time.perf_counter() - start, 1),
+    }

@@ -1,0 +1,273 @@
+"""Knowledge distillation of a student from a teacher: logit KD mixed with the hard-label loss,
+plus hidden-state, attention and embedding KD through a layer mapping (uniform, last, RAIL-KD,
+GA). AdamW with warm-up and decay, gradient accumulation, periodic evaluation, early stopping,
+best weights kept, checkpoint and resume, bf16 autocast on GPU.
+
+Example::
+
+    result = distill(teacher, student, spec, train, validation, DistillConfig(mapping="rail"),
+                     out_dir="runs/student")
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from toolchain.config import DistillConfig
+from toolchain.data.encode import IGNORE, batches, encode
+from toolchain.data.tasks import TaskSpec
+from toolchain.distill import losses as L
+from toolchain.distill.mapping import LayerMapper
+from toolchain.errors import EdgecError
+from toolchain.evaluate.evaluate import pad_id_of, predict, score
+from toolchain.log import progress
+from toolchain.models.adapters import ModelAdapter
+from toolchain.models.finetune import (
+    _autocast,
+    _better,
+    _optimizer,
+    _resume,
+    _save_checkpoint,
+    _State,
+    pick_device,
+    seed_everything,
+)
+
+log = logging.getLogger(__name__)
+
+
+class _Trainable(nn.Module):
+    """The student plus the learned width projections: what the optimizer and checkpoints see."""
+
+    def __init__(self, student: nn.Module, layers: int, s_width: int, t_width: int):
+        super().__init__()
+        self.student = student
+        self.layer_proj = L.Projections(layers, s_width, t_width)
+        self.emb_proj = L.Projections(1, s_width, t_width)
+
+
+def task_loss(spec: TaskSpec, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    """The hard-label loss: CE, MSE (regression), token CE, or next-token CE (language models)."""
+    if spec.kind == "language-modeling":
+        targets = batch["input_ids"][:, 1:].masked_fill(batch["attention_mask"][:, 1:] == 0, IGNORE)
+        return L.hard_loss(logits[:, :-1], targets)
+    return L.hard_loss(logits, batch["labels"], regression=spec.kind == "regression")
+
+
+def kd_losses(
+    spec, cfg: DistillConfig, mapping: list[int], s_out, t_out, batch, module: _Trainable
+) -> dict[str, torch.Tensor]:
+    """Every loss term of one step (before weighting), as a dict."""
+    mask = batch["attention_mask"]
+    token_level = spec.kind in ("token-classification", "language-modeling")
+    kind = "mse" if spec.kind == "regression" else cfg.logit_loss
+    terms = {
+        "hard": task_loss(spec, s_out.logits, batch),
+        "kd": L.logit_kd(
+            s_out.logits,
+            t_out.logits,
+            temperature=cfg.temperature,
+            kind=kind,
+            mask=mask if token_level else None,
+        ),
+    }
+    if mapping and cfg.hidden_weight > 0:
+        terms["hidden"] = _hidden_term(cfg, mapping, s_out, t_out, mask, module)
+    if mapping and cfg.attention_weight > 0:
+        terms["attention"] = sum(
+            L.attention_kl(s_out.attentions[i], t_out.attentions[m], mask)
+            for i, m in enumerate(mapping)
+        ) / len(mapping)
+    if cfg.embedding_weight > 0:
+        proj = module.emb_proj.maps[0] if not module.emb_proj.same else None
+        terms["embedding"] = L.embedding_loss(
+            s_out.hidden_states[0], t_out.hidden_states[0], mask, proj
+        )
+    return terms
+
+
+def _hidden_term(cfg, mapping, s_out, t_out, mask, module) -> torch.Tensor:
+    # hidden_states[0] is the embedding output, so layer i's output is hidden_states[i + 1].
+    pairs = [
+        (module.layer_proj(i, s_out.hidden_states[i + 1]), t_out.hidden_states[m + 1])
+        for i, m in enumerate(mapping)
+    ]
+    if cfg.mapping == "rail" and cfg.rail_variant == "concat":
+        s = torch.cat([L.pooled(a, mask) for a, _ in pairs], dim=-1)
+        t = torch.cat([L.pooled(b, mask) for _, b in pairs], dim=-1)
+        return L.normalised_mse(s, t)
+    if cfg.mapping == "rail":
+        return sum(L.normalised_mse(L.pooled(a, mask), L.pooled(b, mask)) for a, b in pairs) / len(
+            pairs
+        )
+    return sum(L.hidden_mse(a, b, mask) for a, b in pairs) / len(pairs)
+
+
+def weighted(terms: dict[str, torch.Tensor], cfg: DistillConfig) -> torch.Tensor:
+    total = L.combine(terms["hard"], terms["kd"], cfg.kd_weight)
+    for name, weight in (
+        ("hidden", cfg.hidden_weight),
+        ("attention", cfg.attention_weight),
+        ("embedding", cfg.embedding_weight),
+    ):
+        if name in terms:
+            total = total + weight * terms[name]
+    return total
+
+
+def distill(
+    teacher: ModelAdapter,
+    student: ModelAdapter,
+    spec: TaskSpec,
+    train: list,
+    validation: list,
+    cfg: DistillConfig,
+    *,
+    out_dir: str | Path,
+    seed: int = 0,
+    genome: list[int] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    device: torch.device | str | None = None,
+) -> dict:
+    """Distil ``teacher`` into ``student`` on ``train``; keep the best on ``validation``; save the
+    student (with the teacher's tokenizer) to ``out_dir``.
+
+    Returns:
+        ``best_validation``, ``best_step``, ``steps``, ``history`` (validation score per
+        evaluation), ``train_examples``, ``wall_s``, ``device``, ``mapping``.
+    """
+    if not train or not validation:
+        raise EdgecError(f"{spec.name}: distillation needs training and validation examples")
+    device = pick_device(str(device) if device else None)
+    seed_everything(seed)
+    tokenizer = teacher.tokenizer
+    teacher.model.to(device).eval()
+    module = _Trainable(
+        student.model, student.num_layers, student.hidden_size, teacher.hidden_size
+    ).to(device)
+    mapper = LayerMapper(
+        cfg.mapping, teacher.num_layers, student.num_layers, seed=seed, genome=genome
+    )
+    enc_train = encode(spec, train, tokenizer, cfg.max_seq_len)
+    val = validation
+    if cfg.eval_samples and len(val) > cfg.eval_samples:
+        val = random.Random(seed).sample(val, cfg.eval_samples)
+    enc_val = encode(spec, val, tokenizer, cfg.max_seq_len)
+    per_epoch = math.ceil(len(enc_train) / (cfg.batch_size * cfg.grad_accumulation))
+    opt, sched = _optimizer(module, cfg, cfg.steps)
+    state = _State()
+    ckpt = Path(checkpoint_dir) / "distill.pt" if checkpoint_dir else None
+    best = _resume(ckpt, module, opt, sched, state)
+    mapper.set_state(getattr(state, "mapper", None))
+    pad_id, metric = pad_id_of(tokenizer), spec.main_metric
+    need_attn = cfg.attention_weight > 0 and cfg.mapping != "none"
+    start = time.perf_counter()
+    log.info(
+        "distilling %s -> %s on %d %s examples: %d steps, mapping %s",
+        teacher.shape,
+        student.shape,
+        len(enc_train),
+        spec.name,
+        cfg.steps,
+        cfg.mapping,
+    )
+    bar = iter(
+        progress(
+            range(state.step, cfg.steps), total=cfg.steps - state.step, desc="distill", unit="step"
+        )
+    )
+    stop = False
+    while state.step < cfg.steps and not stop:
+        epoch, offset = divmod(state.step, per_epoch)
+        it = batches(enc_train, cfg.batch_size, pad_id=pad_id, shuffle=True, seed=seed + epoch)
+        micro = 0
+        for k, (_, batch) in enumerate(it):
+            if k < offset * cfg.grad_accumulation:
+                continue
+            module.train()
+            batch = {key: v.to(device) for key, v in batch.items()}
+            mapping = mapper() if cfg.mapping != "none" else []
+            with _autocast(device):
+                with torch.no_grad():
+                    t_out = teacher.forward(**_inputs(batch), output_attentions=need_attn)
+                s_out = student.forward(**_inputs(batch), output_attentions=need_attn)
+                terms = kd_losses(spec, cfg, mapping, s_out, t_out, batch, module)
+                loss = weighted(terms, cfg) / cfg.grad_accumulation
+            if not torch.isfinite(loss):
+                raise EdgecError(
+                    f"distillation loss became {loss.item()} at step {state.step}; "
+                    "lower the learning rate"
+                )
+            loss.backward()
+            micro += 1
+            if micro % cfg.grad_accumulation:
+                continue
+            torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            state.step += 1
+            next(bar, None)
+            if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
+                value = _evaluate(
+                    student.model,
+                    spec,
+                    val,
+                    enc_val,
+                    pad_id,
+                    device,
+                    state,
+                    {k: round(v.item(), 5) for k, v in terms.items()},
+                )
+                if _better(metric, value[metric], state.best):
+                    state.best, state.best_step, state.bad_evals = value[metric], state.step, 0
+                    best = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+                else:
+                    state.bad_evals += 1
+                state.mapper = mapper.state()  # type: ignore[attr-defined]
+                _save_checkpoint(ckpt, module, opt, sched, state, best)
+                if cfg.early_stopping_patience and state.bad_evals >= cfg.early_stopping_patience:
+                    log.info("early stop at step %d", state.step)
+                    stop = True
+            if state.step >= cfg.steps or stop:
+                break
+    if best is not None:
+        module.load_state_dict(best)
+    student.tokenizer = tokenizer
+    student.save(out_dir)
+    best_eval = next((h for h in state.history if h["step"] == state.best_step), {})
+    return {
+        "best_validation": {k: v for k, v in best_eval.items() if k not in ("step", "losses")},
+        "best_step": state.best_step,
+        "steps": state.step,
+        "history": state.history,
+        "train_examples": len(enc_train),
+        "wall_s": round(time.perf_counter() - start, 1),
+        "device": str(device),
+        "mapping": cfg.mapping if cfg.mapping != "ga" else list(genome or []),
+    }
+
+
+def _inputs(batch: dict) -> dict:
+    return {k: v for k, v in batch.items() if k != "labels"}
+
+
+def _evaluate(model, spec, val, enc_val, pad_id, device, state, terms) -> dict:
+    pred = predict(model, spec, enc_val, pad_id=pad_id, device=device, desc="validation")
+    result = score(spec, val, enc_val, pred)
+    state.history.append({"step": state.step, "losses": terms, **result})
+    log.info(
+        "step %d: %s, validation %s %.4f",
+        state.step,
+        ", ".join(f"{k} {v:.4f}" for k, v in terms.items()),
+        spec.main_metric,
+        result[spec.main_metric],
+    )
+    return result
