@@ -135,6 +135,7 @@ def distill(
     genome: list[int] | None = None,
     checkpoint_dir: str | Path | None = None,
     device: torch.device | str | None = None,
+    encoded_train: list | None = None,
 ) -> dict:
     """Distil ``teacher`` into ``student`` on ``train``; keep the best on ``validation``; save the
     student (with the teacher's tokenizer) to ``out_dir``.
@@ -155,7 +156,8 @@ def distill(
     mapper = LayerMapper(
         cfg.mapping, teacher.num_layers, student.num_layers, seed=seed, genome=genome
     )
-    enc_train = encode(spec, train, tokenizer, cfg.max_seq_len)
+    # Callers distilling many students from one data set pass the encoding once.
+    enc_train = encoded_train or encode(spec, train, tokenizer, cfg.max_seq_len)
     val = validation
     if cfg.eval_samples and len(val) > cfg.eval_samples:
         val = random.Random(seed).sample(val, cfg.eval_samples)
