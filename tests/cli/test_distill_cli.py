@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
-
-
-def write_table(path, n: int, seed: int) -> None:
-    rng = random.Random(seed)
-    rows = ["text\tlabel"]
-    for _ in range(n):
-        label = rng.randint(0, 1)
-        words = rng.sample(["the", "movie", "is", "was", "a"], 3)
-        words.append(rng.choice(["good", "great"] if label else ["bad", "awful"]))
-        rng.shuffle(words)
-        rows.append(f"{' '.join(words)}\t{label}")
-    path.write_text("\n".join(rows) + "\n")
+from toy import write_toy_table
 
 
 @pytest.fixture
 def teacher(edgec, tiny_bert_dir, tmp_path):
-    write_table(tmp_path / "train.tsv", 400, 0)
-    write_table(tmp_path / "dev.tsv", 60, 1)
+    write_toy_table(tmp_path / "train.tsv", 400, 0)
+    write_toy_table(tmp_path / "dev.tsv", 60, 1)
     out = tmp_path / "teacher"
     proc = edgec(
         "teacher",

@@ -12,8 +12,21 @@ import yaml
 from toolchain.cli import main as cli
 from toolchain.cli.main import VERBS, main
 
-ISSUE_VERBS = ("build", "teacher", "distill", "quantize", "search", "export", "profile", "bundle",
-               "run", "agent", "devices", "eval", "report")  # fmt: skip
+ISSUE_VERBS = (
+    "build",
+    "teacher",
+    "distill",
+    "quantize",
+    "search",
+    "export",
+    "profile",
+    "bundle",
+    "run",
+    "agent",
+    "devices",
+    "eval",
+    "report",
+)
 NOT_YET = [v for v in VERBS if not cli.verb_module(v).IMPLEMENTED]
 
 

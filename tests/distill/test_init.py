@@ -5,26 +5,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from toy import TOY_SPEC
 from transformers import BertConfig, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel
 
 from toolchain.data.readers import Example
-from toolchain.data.tasks import TaskSpec
 from toolchain.distill.importance import importance
 from toolchain.distill.init import choose_units, init_student
 from toolchain.errors import ConfigError
 from toolchain.models.adapters import Shape, adapter_for
 from toolchain.models.loading import load_model
 
-SPEC = TaskSpec(
-    name="toy",
-    kind="classification",
-    folder="",
-    format="tsv",
-    files={},
-    text_columns=("text",),
-    label_column="label",
-    labels=("neg", "pos"),
-)
 IDS = torch.tensor([[2, 5, 7, 9, 3, 0], [2, 6, 8, 3, 0, 0]])
 MASK = (IDS != 0).long()
 
@@ -141,7 +131,7 @@ def test_importance_scores_shapes_and_a_dead_head(tiny_bert_dir):
     with torch.no_grad():  # head 1 of layer 0 can no longer influence anything
         adapter.model.bert.encoder.layer[0].attention.output.dense.weight[:, dh : 2 * dh] = 0
     exs = [Example("the movie is good", None, 1), Example("bad movie", None, 0)] * 4
-    scores = importance(adapter, SPEC, exs, batch_size=4)
+    scores = importance(adapter, TOY_SPEC, exs, batch_size=4)
     assert scores["heads"].shape == (2, 4) and scores["ffn"].shape == (2, 64)
     assert scores["hidden"].shape == (32,)
     assert scores["heads"][0, 1] == 0 and scores["heads"][0].sum() > 0

@@ -2,42 +2,17 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
+from toy import TOY_SPEC, toy_examples, write_toy_table
 
 from toolchain.config import DataConfig, DistillConfig, TeacherConfig
-from toolchain.data.readers import Example
-from toolchain.data.tasks import TaskSpec, table_task
+from toolchain.data.tasks import table_task
 from toolchain.distill.init import init_student
 from toolchain.distill.trainer import distill
 from toolchain.evaluate.evaluate import evaluate
 from toolchain.models.adapters import Shape
 from toolchain.models.finetune import finetune
 from toolchain.models.loading import load_model
-
-SPEC = TaskSpec(
-    name="toy",
-    kind="classification",
-    folder="",
-    format="tsv",
-    files={},
-    text_columns=("text",),
-    label_column="label",
-    labels=("neg", "pos"),
-)
-
-
-def toy(n: int, seed: int) -> list[Example]:
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        label = rng.randint(0, 1)
-        words = rng.sample(["the", "movie", "is", "was", "a", "hello"], 3)
-        words.append(rng.choice(["good", "great"] if label else ["bad", "awful"]))
-        rng.shuffle(words)
-        out.append(Example(" ".join(words), None, label))
-    return out
 
 
 @pytest.fixture
@@ -51,7 +26,14 @@ def teacher(tiny_bert_dir, tmp_path):
         eval_every=30,
         early_stopping_patience=0,
     )
-    finetune(adapter, SPEC, toy(400, 0), toy(100, 1), cfg, out_dir=tmp_path / "teacher")
+    finetune(
+        adapter,
+        TOY_SPEC,
+        toy_examples(400, 0),
+        toy_examples(100, 1),
+        cfg,
+        out_dir=tmp_path / "teacher",
+    )
     return load_model(str(tmp_path / "teacher"), head="sequence-classification")
 
 
@@ -69,16 +51,16 @@ def dcfg(**kw) -> DistillConfig:
 
 
 def test_distillation_beats_the_untrained_student(teacher, tmp_path):
-    val = toy(100, 1)
-    assert evaluate(teacher, SPEC, val)["accuracy"] > 0.95
+    val = toy_examples(100, 1)
+    assert evaluate(teacher, TOY_SPEC, val)["accuracy"] > 0.95
     student = init_student(teacher, Shape.parse("L1:H16:A2:F32"), "random", seed=0)
     student.tokenizer = teacher.tokenizer
-    before = evaluate(student, SPEC, val)["accuracy"]
+    before = evaluate(student, TOY_SPEC, val)["accuracy"]
     result = distill(
         teacher,
         student,
-        SPEC,
-        toy(400, 2),
+        TOY_SPEC,
+        toy_examples(400, 2),
         val,
         dcfg(mapping="uniform", steps=150, eval_every=75),
         out_dir=tmp_path / "s",
@@ -86,7 +68,7 @@ def test_distillation_beats_the_untrained_student(teacher, tmp_path):
     after = result["best_validation"]["accuracy"]
     assert after > max(before + 0.2, 0.85), (before, after, result["history"])
     reloaded = load_model(str(tmp_path / "s"), head="sequence-classification")
-    assert evaluate(reloaded, SPEC, val)["accuracy"] == pytest.approx(after)
+    assert evaluate(reloaded, TOY_SPEC, val)["accuracy"] == pytest.approx(after)
     assert [h["step"] for h in result["history"]] == [75, 150]
     assert set(result["history"][0]["losses"]) == {"hard", "kd", "hidden"}
 
@@ -106,7 +88,15 @@ def test_every_mapping_and_loss_runs(teacher, tmp_path, kw):
     init = kw.pop("init", "random")
     cfg = dcfg(steps=6, eval_every=3, student_shape="L2:H16:A2:F32", **kw)
     student = init_student(teacher, Shape.parse(cfg.student_shape), init, seed=0)
-    result = distill(teacher, student, SPEC, toy(120, 2), toy(40, 1), cfg, out_dir=tmp_path / "s")
+    result = distill(
+        teacher,
+        student,
+        TOY_SPEC,
+        toy_examples(120, 2),
+        toy_examples(40, 1),
+        cfg,
+        out_dir=tmp_path / "s",
+    )
     assert result["steps"] == 6 and len(result["history"]) == 2
     losses = result["history"][-1]["losses"]
     assert ("hidden" in losses) == (cfg.mapping != "none")
@@ -118,9 +108,9 @@ def test_ga_mapping_needs_genome_and_uses_it(teacher, tmp_path):
     result = distill(
         teacher,
         student,
-        SPEC,
-        toy(60, 2),
-        toy(20, 1),
+        TOY_SPEC,
+        toy_examples(60, 2),
+        toy_examples(20, 1),
         dcfg(steps=2, eval_every=2, mapping="ga"),
         out_dir=tmp_path / "g",
         genome=[0],
@@ -133,10 +123,8 @@ def test_distill_stage_end_to_end_with_ga_and_loyalty(teacher, tmp_path):
     from toolchain.pipeline import RunDir
 
     teacher.save(tmp_path / "teacher-dir")
-    rows = ["text\tlabel"] + [f"{e.text}\t{e.label}" for e in toy(300, 3)]
-    (tmp_path / "train.tsv").write_text("\n".join(rows) + "\n")
-    dev = ["text\tlabel"] + [f"{e.text}\t{e.label}" for e in toy(60, 4)]
-    (tmp_path / "dev.tsv").write_text("\n".join(dev) + "\n")
+    write_toy_table(tmp_path / "train.tsv", 300, 3)
+    write_toy_table(tmp_path / "dev.tsv", 60, 4)
     spec = table_task(
         {"train": tmp_path / "train.tsv", "dev": tmp_path / "dev.tsv"},
         text_columns=("text",),

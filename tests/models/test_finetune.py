@@ -6,38 +6,15 @@ import random
 
 import pytest
 import torch
+from toy import TOY_SPEC, toy_examples, write_toy_table
 
 from toolchain.config import DataConfig, TeacherConfig
-from toolchain.data.readers import Example, TokenExample
+from toolchain.data.readers import TokenExample
 from toolchain.data.tasks import TaskSpec, get_task
 from toolchain.errors import EdgecError
 from toolchain.evaluate.evaluate import evaluate
 from toolchain.models.finetune import finetune, head_for, pick_device
 from toolchain.models.loading import load_model
-
-SENTIMENT = TaskSpec(
-    name="toy",
-    kind="classification",
-    folder="",
-    format="tsv",
-    files={},
-    text_columns=("text",),
-    label_column="label",
-    labels=("neg", "pos"),
-)
-
-
-def toy_examples(n: int, seed: int) -> list[Example]:
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        label = rng.randint(0, 1)
-        word = rng.choice(["good", "great"] if label else ["bad", "awful"])
-        filler = rng.sample(["the", "movie", "is", "was", "a", "hello", "world"], 3)
-        words = [*filler, word]
-        rng.shuffle(words)
-        out.append(Example(" ".join(words), None, label))
-    return out
 
 
 def cfg(**kw) -> TeacherConfig:
@@ -56,16 +33,16 @@ def cfg(**kw) -> TeacherConfig:
 def test_classification_learns_and_reloads(tiny_bert_dir, tmp_path):
     adapter = load_model(str(tiny_bert_dir), head="sequence-classification", num_labels=2)
     train, val = toy_examples(400, 0), toy_examples(100, 1)
-    before = evaluate(adapter, SENTIMENT, val)["accuracy"]
+    before = evaluate(adapter, TOY_SPEC, val)["accuracy"]
     out = tmp_path / "out"
-    result = finetune(adapter, SENTIMENT, train, val, cfg(max_steps=60), out_dir=out)
+    result = finetune(adapter, TOY_SPEC, train, val, cfg(max_steps=60), out_dir=out)
     assert result["steps"] == 60 and result["train_examples"] == 400
     losses = [h["loss"] for h in result["history"]]
     assert losses[-1] < losses[0]
     best = result["best_validation"]["accuracy"]
     assert best >= 0.95 > before + 0.2, (before, best)
     reloaded = load_model(str(out), head="sequence-classification")
-    assert evaluate(reloaded, SENTIMENT, val)["accuracy"] == pytest.approx(best)
+    assert evaluate(reloaded, TOY_SPEC, val)["accuracy"] == pytest.approx(best)
     assert reloaded.tokenizer is not None and (out / "config.json").is_file()
 
 
@@ -75,7 +52,7 @@ def test_best_weights_are_kept_and_early_stopping(tiny_bert_dir, tmp_path):
     # A huge learning rate late in training wrecks the model; early stopping keeps the best.
     result = finetune(
         adapter,
-        SENTIMENT,
+        TOY_SPEC,
         train,
         val,
         cfg(max_steps=200, eval_every=10, early_stopping_patience=2),
@@ -84,7 +61,7 @@ def test_best_weights_are_kept_and_early_stopping(tiny_bert_dir, tmp_path):
     history = [h["accuracy"] for h in result["history"]]
     assert result["best_validation"]["accuracy"] == max(history)
     reloaded = load_model(str(tmp_path / "o"), head="sequence-classification")
-    assert evaluate(reloaded, SENTIMENT, val)["accuracy"] == max(history)
+    assert evaluate(reloaded, TOY_SPEC, val)["accuracy"] == max(history)
     if result["steps"] < 200:  # stopped early: the last two evaluations did not improve
         assert history[-1] <= max(history[:-2])
 
@@ -96,7 +73,7 @@ def test_resume_from_checkpoint_continues(tiny_bert_dir, tmp_path):
     adapter = load_model(str(tiny_bert_dir), head="sequence-classification", num_labels=2)
     first = finetune(
         adapter,
-        SENTIMENT,
+        TOY_SPEC,
         train,
         val,
         cfg(max_steps=10, eval_every=5),
@@ -107,7 +84,7 @@ def test_resume_from_checkpoint_continues(tiny_bert_dir, tmp_path):
     fresh = load_model(str(tiny_bert_dir), head="sequence-classification", num_labels=2)
     again = finetune(
         fresh,
-        SENTIMENT,
+        TOY_SPEC,
         train,
         val,
         cfg(max_steps=10, eval_every=5),
@@ -168,9 +145,7 @@ def test_teacher_stage_cleans_trains_scores_and_caches(tiny_bert_dir, tmp_path):
 
     rows = ["text\tlabel"] + [f"{ex.text}\t{ex.label}" for ex in toy_examples(300, 0)]
     (tmp_path / "train.tsv").write_text("\n".join(rows + rows[1:20]) + "\n")  # 19 duplicates
-    (tmp_path / "dev.tsv").write_text(
-        "\n".join(["text\tlabel"] + [f"{e.text}\t{e.label}" for e in toy_examples(50, 2)]) + "\n"
-    )
+    write_toy_table(tmp_path / "dev.tsv", 50, 2)
     spec = table_task(
         {"train": tmp_path / "train.tsv", "dev": tmp_path / "dev.tsv"},
         text_columns=("text",),
@@ -205,4 +180,4 @@ def test_device_selection():
 def test_empty_training_set_is_refused(tiny_bert_dir, tmp_path):
     adapter = load_model(str(tiny_bert_dir), head="sequence-classification", num_labels=2)
     with pytest.raises(EdgecError, match="no training examples"):
-        finetune(adapter, SENTIMENT, [], [], cfg(), out_dir=tmp_path / "x")
+        finetune(adapter, TOY_SPEC, [], [], cfg(), out_dir=tmp_path / "x")

@@ -18,10 +18,18 @@ from toolchain.profile.devices import (
 )
 
 EXPECTED = {
-    "jetson-agx-orin-64gb", "jetson-orin-nx-16gb", "jetson-orin-nano-8gb", "jetson-orin-nano-4gb",
-    "jetson-agx-xavier", "jetson-xavier-nx", "jetson-nano", "raspberry-pi-5", "raspberry-pi-4",
-    "x86-64-host", "h100",
-}  # fmt: skip
+    "jetson-agx-orin-64gb",
+    "jetson-orin-nx-16gb",
+    "jetson-orin-nano-8gb",
+    "jetson-orin-nano-4gb",
+    "jetson-agx-xavier",
+    "jetson-xavier-nx",
+    "jetson-nano",
+    "raspberry-pi-5",
+    "raspberry-pi-4",
+    "x86-64-host",
+    "h100",
+}
 PROFILE_FILES = sorted(builtin_profiles_dir().glob("*.yaml"))
 
 

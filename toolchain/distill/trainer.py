@@ -30,13 +30,13 @@ from toolchain.evaluate.evaluate import pad_id_of, predict, score
 from toolchain.log import progress
 from toolchain.models.adapters import ModelAdapter
 from toolchain.models.finetune import (
-    _autocast,
-    _better,
-    _optimizer,
-    _resume,
-    _save_checkpoint,
-    _State,
+    TrainState,
+    autocast_for,
+    improved,
+    make_optimizer,
     pick_device,
+    resume_checkpoint,
+    save_checkpoint,
     seed_everything,
 )
 
@@ -163,10 +163,10 @@ def distill(
         val = random.Random(seed).sample(val, cfg.eval_samples)
     enc_val = encode(spec, val, tokenizer, cfg.max_seq_len)
     per_epoch = math.ceil(len(enc_train) / (cfg.batch_size * cfg.grad_accumulation))
-    opt, sched = _optimizer(module, cfg, cfg.steps)
-    state = _State()
+    opt, sched = make_optimizer(module, cfg, cfg.steps)
+    state = TrainState()
     ckpt = Path(checkpoint_dir) / "distill.pt" if checkpoint_dir else None
-    best = _resume(ckpt, module, opt, sched, state)
+    best = resume_checkpoint(ckpt, module, opt, sched, state)
     mapper.set_state(getattr(state, "mapper", None))
     pad_id, metric = pad_id_of(tokenizer), spec.main_metric
     need_attn = cfg.attention_weight > 0 and cfg.mapping != "none"
@@ -196,7 +196,7 @@ def distill(
             module.train()
             batch = {key: v.to(device) for key, v in batch.items()}
             mapping = mapper() if cfg.mapping != "none" else []
-            with _autocast(device):
+            with autocast_for(device):
                 with torch.no_grad():
                     t_out = teacher.forward(**_inputs(batch), output_attentions=need_attn)
                 s_out = student.forward(**_inputs(batch), output_attentions=need_attn)
@@ -228,13 +228,13 @@ def distill(
                     state,
                     {k: round(v.item(), 5) for k, v in terms.items()},
                 )
-                if _better(metric, value[metric], state.best):
+                if improved(metric, value[metric], state.best):
                     state.best, state.best_step, state.bad_evals = value[metric], state.step, 0
                     best = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
                 else:
                     state.bad_evals += 1
                 state.mapper = mapper.state()  # type: ignore[attr-defined]
-                _save_checkpoint(ckpt, module, opt, sched, state, best)
+                save_checkpoint(ckpt, module, opt, sched, state, best)
                 if cfg.early_stopping_patience and state.bad_evals >= cfg.early_stopping_patience:
                     log.info("early stop at step %d", state.step)
                     stop = True

@@ -58,7 +58,9 @@ def head_for(spec: TaskSpec) -> str:
 
 
 @dataclass
-class _State:
+class TrainState:
+    """Progress of a training loop; saved in checkpoints."""
+
     step: int = 0
     best: float | None = None
     best_step: int = 0
@@ -66,13 +68,18 @@ class _State:
     history: list = field(default_factory=list)
 
 
-def _better(metric: str, new: float, old: float | None) -> bool:
+def improved(metric: str, new: float, old: float | None) -> bool:
+    """Whether ``new`` beats ``old`` for ``metric`` (perplexity: lower is better)."""
     if old is None:
         return True
     return new < old if metric in LOWER_IS_BETTER else new > old
 
 
-def _optimizer(model, cfg: TeacherConfig, total_steps: int):
+def make_optimizer(model, cfg, total_steps: int):
+    """AdamW (no weight decay on biases and norms) with linear warm-up and decay to zero.
+
+    ``cfg`` needs ``learning_rate``, ``weight_decay`` and ``warmup_ratio`` (TeacherConfig and
+    DistillConfig both have them)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
@@ -131,10 +138,10 @@ def finetune(
     enc_val = encode(spec, validation, tokenizer, cfg.max_seq_len)
     per_epoch = math.ceil(len(enc_train) / cfg.batch_size)
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
-    opt, sched = _optimizer(model, cfg, total)
-    state = _State()
+    opt, sched = make_optimizer(model, cfg, total)
+    state = TrainState()
     ckpt = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
-    best_weights = _resume(ckpt, model, opt, sched, state)
+    best_weights = resume_checkpoint(ckpt, model, opt, sched, state)
     pad_id = pad_id_of(tokenizer)
     metric = spec.main_metric
     start = time.perf_counter()
@@ -158,7 +165,7 @@ def finetune(
                 continue  # resumed mid-epoch: these batches were already seen
             model.train()
             batch = _lm_labels({key: v.to(device) for key, v in batch.items()})
-            with _autocast(device):
+            with autocast_for(device):
                 loss = model(**batch).loss
             if not torch.isfinite(loss):
                 raise EdgecError(
@@ -175,14 +182,14 @@ def finetune(
                 value = _evaluate(
                     model, spec, validation, enc_val, pad_id, device, metric, state, loss.item()
                 )
-                if _better(metric, value, state.best):
+                if improved(metric, value, state.best):
                     state.best, state.best_step, state.bad_evals = value, state.step, 0
                     best_weights = {
                         k: v.detach().cpu().clone() for k, v in model.state_dict().items()
                     }
                 else:
                     state.bad_evals += 1
-                _save_checkpoint(ckpt, model, opt, sched, state, best_weights)
+                save_checkpoint(ckpt, model, opt, sched, state, best_weights)
                 if cfg.early_stopping_patience and state.bad_evals >= cfg.early_stopping_patience:
                     log.info(
                         "early stop at step %d: %s did not improve for %d evaluations",
@@ -216,13 +223,15 @@ def _evaluate(model, spec, validation, enc_val, pad_id, device, metric, state, l
     return result[metric]
 
 
-def _autocast(device: torch.device):
+def autocast_for(device: torch.device):
+    """bf16 autocast on a GPU that supports it; a no-op context elsewhere."""
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return torch.autocast(device.type, enabled=False)
 
 
-def _save_checkpoint(ckpt: Path | None, model, opt, sched, state: _State, best) -> None:
+def save_checkpoint(ckpt: Path | None, model, opt, sched, state: TrainState, best) -> None:
+    """Write model, optimizer, scheduler, progress and best weights (temp file, then rename)."""
     if ckpt is None:
         return
     tmp = ckpt.with_suffix(".tmp")
@@ -239,7 +248,7 @@ def _save_checkpoint(ckpt: Path | None, model, opt, sched, state: _State, best) 
     tmp.replace(ckpt)
 
 
-def _resume(ckpt: Path | None, model, opt, sched, state: _State):
+def resume_checkpoint(ckpt: Path | None, model, opt, sched, state: TrainState):
     """Load the stage's own checkpoint (never a user-supplied file) if one exists."""
     if ckpt is None or not ckpt.is_file():
         return None
