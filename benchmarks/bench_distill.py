@@ -279,8 +279,42 @@ def markdown(report: dict) -> str:
             f"- {shape}: best mapping {ga['best']}, {ga['evaluations']} mappings scored, "
             f"{ga['search_s']:.0f} s"
         )
-    out += ["", "Claims:", "", "```", json.dumps(report["claims"], indent=1), "```", ""]
-    return "\n".join(out)
+    out += ["", "## Seed claims", ""] + claim_lines(report["claims"])
+    return "\n".join(out) + "\n"
+
+
+def claim_lines(claims: dict) -> list[str]:
+    out = []
+    for shape, c in claims.items():
+        if shape == "best_3_layer" or not c["rail_vs_uniform"]:
+            continue
+        out.append(f"**{shape}**")
+        saved = [v["saved"] for v in c["etd_steps_to_random_final"].values() if v["saved"]]
+        if saved:
+            worst = min(saved)
+            out.append(
+                f"- Inherited-weight inits reach the random-init student's final validation "
+                f"accuracy with {100 * worst:.0f}%-{100 * max(saved):.0f}% fewer steps "
+                f"(claim: >= 50%; evaluations every 50 steps bound the resolution)."
+            )
+        for init, (rail, uni) in c["rail_vs_uniform"].items():
+            verdict = "holds" if rail >= uni else "refuted"
+            out.append(f"- RAIL-KD >= uniform, {init} init: {rail:.4f} vs {uni:.4f} ({verdict}).")
+        for init, (ga, best) in c["ga_vs_best_heuristic"].items():
+            verdict = "holds" if ga >= best else "refuted"
+            out.append(
+                f"- GA mapping >= best heuristic, {init} init: {ga:.4f} vs {best:.4f} ({verdict})."
+            )
+        out.append("")
+    best = claims.get("best_3_layer")
+    if best:
+        met = "met" if best["within_2_points"] else "missed"
+        out.append(
+            f"Best 3-layer student: {best['row']}, dev accuracy {best['dev_accuracy']:.4f}, "
+            f"{100 * best['gap_to_teacher']:.2f} points below the teacher (target <= 2: "
+            f"{met})."
+        )
+    return out
 
 
 def long_run(bench, run_dir, rows, ga, shape, args) -> None:
@@ -311,7 +345,18 @@ def main() -> int:
     parser.add_argument("--proxy-steps", type=int, default=80)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--shapes", default=",".join(SHAPES))
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite distill.md from distill.json without training",
+    )
     args = parser.parse_args()
+    if args.report_only:
+        report = json.loads(Path(args.out, "distill.json").read_text())
+        report["claims"] = summarise(report["rows"], report["teacher_dev_accuracy"])
+        Path(args.out, "distill.md").write_text(markdown(report))
+        print(markdown(report))
+        return 0
 
     from toolchain.log import setup_logging
     from toolchain.pipeline import RunDir
