@@ -171,6 +171,16 @@ def replace_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def run_single(stage: Stage, out: Path, *, seed: int = 0, force: bool = False) -> StageResult:
+    """Run one stage whose output folder is ``out`` itself (``edgec teacher -o DIR``): the record
+    lives in ``out``, the lock and checkpoints beside it as ``.<name>.lock/.checkpoints``."""
+    if stage.name != out.name:
+        raise StageError(f"stage '{stage.name}' must be named after its folder '{out.name}'")
+    with RunDir(out.parent, state_prefix=f".{out.name}") as run_dir:
+        (result,) = run_dir.run([stage], seed=seed, force=[out.name] if force else [])
+    return result
+
+
 class RunDir:
     """A run directory, locked for the lifetime of this object.
 

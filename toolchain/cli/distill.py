@@ -77,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from toolchain.config import load_recipe
     from toolchain.distill.stage import distill_stage
-    from toolchain.pipeline import RunDir
+    from toolchain.pipeline import run_single
 
     spec = task_from_args(args)
     overrides = {f"distill.{k}": getattr(args, k) for k in _FIELDS}
@@ -95,8 +95,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         name=out.name,
     )
-    with RunDir(out.parent, state_prefix=f".{out.name}") as run_dir:
-        (result,) = run_dir.run([stage], seed=recipe.seed, force=[out.name] if args.force else [])
+    result = run_single(stage, out, seed=recipe.seed, force=args.force)
     m = result.record["metrics"]
     if args.json:
         print(json.dumps(m, indent=2))
