@@ -214,32 +214,68 @@ class DistillConfig(StageConfig):
 
 @dataclass(frozen=True)
 class QuantizeConfig(StageConfig):
-    """LSQ quantization trained under distillation (KDLSQ)."""
+    """LSQ quantization trained under distillation (KDLSQ), or round-to-nearest PTQ (RTN)."""
 
     method: Literal["kdlsq", "rtn", "none"] = "kdlsq"
     weight_bits: int = 4
-    act_bits: int = 8
-    avg_bits: float | None = None  # mixed precision: allocate per-layer widths to this average
+    act_bits: int | None = 8  # None: float activations
+    avg_bits: float | None = None  # mixed precision: stored bits per quantized weight
+    size_budget_mb: float | None = None  # mixed precision: whole packed checkpoint, MiB
+    mixed_choices: tuple[int, ...] = (2, 4, 8)  # widths the allocation picks from
     quantize_embeddings: bool = False
-    exclude: tuple[str, ...] = ("*classifier*",)  # fnmatch on module names
-    overrides: dict[str, int] = field(default_factory=dict)  # glob -> weight bits
+    exclude: tuple[str, ...] = ("*classifier*", "*lm_head*", "*score*", "*qa_outputs*")
+    overrides: dict[str, int] = field(default_factory=dict)  # glob -> weight bits (last wins)
+    init: Literal["mse", "lsq", "max"] = "mse"  # initial step sizes (see quantize/lsq.py)
+    calibration_batches: int = 8
+    sensitivity_batches: int = 4
     steps: int = 1000
+    batch_size: int = 32
     learning_rate: float = 5e-5
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.0
+    max_seq_len: int = 128
+    temperature: float = 1.0
+    kd_weight: float = 1.0  # logit-KD share; the hard-label loss gets 1 - kd_weight
+    hidden_weight: float = 1.0
+    attention_weight: float = 1.0
+    eval_every: int = 200
+    eval_samples: int | None = 2000
+    early_stopping_patience: int = 0
     block_size: int = 32
 
     def __post_init__(self):
         check_range(self, "weight_bits", lo=2, hi=8)
-        check_range(self, "act_bits", lo=4, hi=8)
+        if self.act_bits is not None:
+            check_range(self, "act_bits", lo=4, hi=8)
         check_range(self, "avg_bits", lo=2, hi=8)
+        check_range(self, "size_budget_mb", lo=1e-3)
+        require(
+            self.avg_bits is None or self.size_budget_mb is None,
+            "avg_bits",
+            "give avg_bits or size_budget_mb, not both",
+        )
+        require(
+            len(self.mixed_choices) >= 1 and all(2 <= b <= 8 for b in self.mixed_choices),
+            "mixed_choices",
+            f"must be widths in [2, 8], got {list(self.mixed_choices)}",
+        )
         for pattern, bits in self.overrides.items():
             require(2 <= bits <= 8, f"overrides.{pattern}", f"must be in [2, 8], got {bits}")
-        check_range(self, "steps", lo=1)
+        for key in ("steps", "batch_size", "calibration_batches", "sensitivity_batches"):
+            check_range(self, key, lo=1)
+        check_range(self, "eval_every", lo=1)
         check_range(self, "learning_rate", lo=1e-9, hi=1.0)
+        check_range(self, "kd_weight", lo=0.0, hi=1.0)
+        check_range(self, "temperature", lo=0.05, hi=100)
         require(
             self.block_size in (16, 32, 64, 128, 256),
             "block_size",
             f"must be one of 16, 32, 64, 128, 256, got {self.block_size}",
         )
+
+    @property
+    def mixed(self) -> bool:
+        return self.avg_bits is not None or self.size_budget_mb is not None
 
 
 @dataclass(frozen=True)

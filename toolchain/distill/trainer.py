@@ -136,9 +136,11 @@ def distill(
     checkpoint_dir: str | Path | None = None,
     device: torch.device | str | None = None,
     encoded_train: list | None = None,
+    save: bool = True,
 ) -> dict:
     """Distil ``teacher`` into ``student`` on ``train``; keep the best on ``validation``; save the
-    student (with the teacher's tokenizer) to ``out_dir``.
+    student (with the teacher's tokenizer) to ``out_dir`` unless ``save`` is False (the caller
+    then writes it its own way, as quantization does).
 
     Returns:
         ``best_validation``, ``best_step``, ``steps``, ``history`` (validation score per
@@ -243,7 +245,8 @@ def distill(
     if best is not None:
         module.load_state_dict(best)
     student.tokenizer = tokenizer
-    student.save(out_dir)
+    if save:
+        student.save(out_dir)
     best_eval = next((h for h in state.history if h["step"] == state.best_step), {})
     return {
         "best_validation": {k: v for k, v in best_eval.items() if k not in ("step", "losses")},
