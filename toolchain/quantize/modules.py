@@ -151,7 +151,7 @@ def plan_modules(
     if unused:
         raise ConfigError(
             f"quantize.overrides pattern(s) {unused} match no Linear or Embedding module; "
-            f"module names look like {next(iter(plan), 'bert.encoder.layer.0.attention.self.query')}",
+            f"quantizable names look like {next(iter(plan), 'encoder.layer.0.output.dense')}",
             key="quantize.overrides",
         )
     return plan
