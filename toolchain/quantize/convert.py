@@ -111,6 +111,7 @@ def save_quantized(adapter, path: str | Path, *, block_size: int = 32) -> Path:
     tensors, qconfig = pack_model(adapter.model, block_size=block_size)
     save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
     config = adapter.model.config.to_dict()
+    config["architectures"] = [type(adapter.model).__name__]
     config["quantization_config"] = qconfig
     (path / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     if adapter.tokenizer is not None:

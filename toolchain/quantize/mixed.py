@@ -72,7 +72,7 @@ def sensitivity(
                     ).item()
                     for b, r in zip(inputs, reference, strict=True)
                 )
-                out[name][bits] = kl / len(inputs)
+                out[name][bits] = max(kl / len(inputs), 0.0)  # rounding can dip below 0
         finally:
             m.weight.data = original
     return out
