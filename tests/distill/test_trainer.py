@@ -163,3 +163,34 @@ def test_distill_stage_end_to_end_with_ga_and_loyalty(teacher, tmp_path):
     assert 0 <= dev_m["label_loyalty"] <= 1 and 0 <= dev_m["prob_loyalty"] <= 1
     assert dev_m["student"]["n"] == dev_m["teacher"]["n"] == 60
     assert again.status == "skipped"
+
+
+def test_attention_kd_compares_probabilities_without_dropout(tiny_bert_dir):
+    """HF models return attention probabilities after dropout; with attention KD on, the
+    student's attention dropout is switched off, so a perfect student's attention loss is only
+    what hidden-state dropout leaves (tiny) rather than the dropped probabilities (large)."""
+    import copy
+
+    import torch
+
+    from toolchain.distill import losses as L
+    from toolchain.distill.trainer import _no_attention_dropout
+
+    teacher = load_model(str(tiny_bert_dir), head="sequence-classification", num_labels=2)
+    student = copy.deepcopy(teacher)
+    student.model.train()
+    ids = torch.randint(5, 16, (4, 12))
+
+    def attention_loss():
+        with torch.no_grad():
+            t = teacher.forward(ids, output_attentions=True).attentions
+            s = student.forward(ids, output_attentions=True).attentions
+        return sum(L.attention_kl(a, b) for a, b in zip(s, t, strict=True)).item()
+
+    torch.manual_seed(0)
+    assert attention_loss() > 0.1  # dropped probabilities: a biased target
+    _no_attention_dropout(student.model)
+    assert attention_loss() < 1e-3
+    dropouts = {n: m.p for n, m in student.model.named_modules() if isinstance(m, torch.nn.Dropout)}
+    assert dropouts["bert.encoder.layer.0.attention.self.dropout"] == 0.0
+    assert dropouts["bert.encoder.layer.0.output.dropout"] == 0.1  # hidden dropout untouched

@@ -172,6 +172,8 @@ def distill(
     mapper.set_state(getattr(state, "mapper", None))
     pad_id, metric = pad_id_of(tokenizer), spec.main_metric
     need_attn = cfg.attention_weight > 0 and cfg.mapping != "none"
+    if need_attn:
+        _no_attention_dropout(student.model)
     start = time.perf_counter()
     log.info(
         "distilling %s -> %s on %d %s examples: %d steps, mapping %s",
@@ -258,6 +260,24 @@ def distill(
         "device": str(device),
         "mapping": cfg.mapping if cfg.mapping != "ga" else list(genome or []),
     }
+
+
+def _no_attention_dropout(model: nn.Module) -> None:
+    """Switch off dropout on attention probabilities: Hugging Face models return the
+    probabilities *after* dropout, so with it the attention KL compares the teacher with a
+    randomly zeroed and rescaled copy, a biased target."""
+    count = 0
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Dropout) and name.endswith(_ATTN_DROPOUT) and module.p:
+            module.p = 0.0
+            count += 1
+        if isinstance(getattr(module, "attention_dropout", None), float):  # llama-style
+            module.attention_dropout = 0.0
+    if count:
+        log.info("attention KD: dropout on attention probabilities off (%d modules)", count)
+
+
+_ATTN_DROPOUT = ("attention.self.dropout", "attn.attn_dropout", "attn.dropout")
 
 
 def _inputs(batch: dict) -> dict:
