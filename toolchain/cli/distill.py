@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from toolchain.cli.teacher import add_task_arguments, task_from_args
+from toolchain.cli.teacher import add_run_arguments, add_task_arguments, task_from_args
 
 HELP = "distil a student from the teacher (KD, RAIL-KD, GA layer mapping, ETD init)"
 IMPLEMENTED = True
@@ -67,11 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--max-seq-len", type=int)
     d.add_argument("--eval-every", type=int)
     d.add_argument("--patience", type=int, dest="early_stopping_patience")
-    d.add_argument("--seed", type=int)
-    d.add_argument("--no-clean", action="store_true", help="skip training-data cleaning")
-    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
-    parser.add_argument("--force", action="store_true", help="re-run even if the output is current")
-    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    add_run_arguments(parser, d)
 
 
 def run(args: argparse.Namespace) -> int:

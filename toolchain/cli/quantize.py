@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from toolchain.cli.teacher import add_task_arguments, task_from_args
+from toolchain.cli.teacher import add_run_arguments, add_task_arguments, task_from_args
 
 HELP = "LSQ/KDLSQ quantization: 2-8-bit weights, 8-bit activations, packed checkpoint"
 IMPLEMENTED = True
@@ -76,11 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     q.add_argument("--max-seq-len", type=int)
     q.add_argument("--eval-every", type=int)
     q.add_argument("--block-size", type=int, help="MatMulNBits block along K (16..256)")
-    q.add_argument("--seed", type=int)
-    q.add_argument("--no-clean", action="store_true", help="skip training-data cleaning")
-    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
-    parser.add_argument("--force", action="store_true", help="re-run even if the output is current")
-    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    add_run_arguments(parser, q)
 
 
 def _act_bits(text: str):

@@ -73,6 +73,15 @@ def task_from_args(args: argparse.Namespace):
     return infer_labels(spec) if "train" in files else spec
 
 
+def add_run_arguments(parser: argparse.ArgumentParser, group) -> None:
+    """The options every training verb shares: seed, cleaning, device, caching, output form."""
+    group.add_argument("--seed", type=int)
+    group.add_argument("--no-clean", action="store_true", help="skip training-data cleaning")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    parser.add_argument("--force", action="store_true", help="re-run even if the output is current")
+    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_task_arguments(parser)
     parser.add_argument(
@@ -100,11 +109,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="early_stopping_patience",
         help="early stopping: evaluations without improvement (0 = off)",
     )
-    hp.add_argument("--seed", type=int)
-    hp.add_argument("--no-clean", action="store_true", help="skip training-data cleaning")
-    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
-    parser.add_argument("--force", action="store_true", help="re-run even if the output is current")
-    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    add_run_arguments(parser, hp)
 
 
 def run(args: argparse.Namespace) -> int:
