@@ -81,3 +81,14 @@ def test_bad_input_gets_a_clear_error(edgec, tiny_bert_dir, data_args, tmp_path,
     assert proc.returncode in (1, 2)
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def test_size_budget_from_a_device_profile():
+    from toolchain.cli.quantize import _size_from
+    from toolchain.profile.devices import get_profile
+
+    profile = get_profile("jetson")
+    assert _size_from("jetson") == profile.budgets[0].memory_mb
+    assert _size_from("jetson:balanced") == profile.budget("balanced").memory_mb
+    with pytest.raises(Exception, match="has no budget 'roomy'; its budgets: tight"):
+        _size_from("jetson:roomy")
