@@ -116,8 +116,7 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from toolchain.config import load_recipe
-    from toolchain.pipeline import run_single
-    from toolchain.quantize.stage import quantize_stage
+    from toolchain.quantize.stage import quantize
 
     spec = task_from_args(args)
     if args.size_from:
@@ -135,17 +134,18 @@ def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, overrides=overrides)
     cfg = replace(recipe.quantize, act_bits=None) if act_float else recipe.quantize
     out = Path(args.output).resolve()
-    stage = quantize_stage(
-        model_dir=args.model,
-        teacher_dir=args.teacher,
+    result = quantize(
+        args.model,
+        out,
         spec=spec,
-        data_dir=args.data_dir or recipe.data_dir,
         cfg=cfg,
+        data_dir=args.data_dir or recipe.data_dir,
         data_cfg=recipe.data,
+        teacher_dir=args.teacher,
         device=args.device,
-        name=out.name,
+        seed=recipe.seed,
+        force=args.force,
     )
-    result = run_single(stage, out, seed=recipe.seed, force=args.force)
     m = result.record["metrics"]
     if args.json:
         print(json.dumps(m, indent=2))

@@ -9,6 +9,10 @@ Example::
                            cfg=QuantizeConfig(weight_bits=2, quantize_embeddings=True),
                            data_cfg=DataConfig())
     run_single(stage, Path("runs/student-w2a8"))
+
+    # or in one call, as `edgec quantize` does:
+    quantize("runs/student", "runs/student-w2a8", spec=get_task("sst2"), data_dir=data,
+             cfg=QuantizeConfig(weight_bits=2, quantize_embeddings=True))
 """
 
 from __future__ import annotations
@@ -73,6 +77,41 @@ def quantize_stage(
         )
 
     return Stage(name, run, config=config, inputs=tuple(dict.fromkeys(inputs)))
+
+
+def quantize(
+    model_dir: str,
+    out: str | Path,
+    *,
+    spec: TaskSpec,
+    cfg: QuantizeConfig,
+    data_dir=None,
+    data_cfg: DataConfig | None = None,
+    teacher_dir: str | None = None,
+    device: str | None = None,
+    seed: int = 0,
+    force: bool = False,
+):
+    """Quantize ``model_dir`` into the packed checkpoint ``out`` (what ``edgec quantize`` runs).
+
+    Returns:
+        The :class:`~toolchain.pipeline.StageResult` (``.record["metrics"]`` has the figures);
+        a second call with the same inputs is served from ``out``.
+    """
+    from toolchain.pipeline import run_single
+
+    out = Path(out).resolve()
+    stage = quantize_stage(
+        model_dir=model_dir,
+        teacher_dir=teacher_dir,
+        spec=spec,
+        data_dir=data_dir,
+        cfg=cfg,
+        data_cfg=data_cfg or DataConfig(),
+        device=device,
+        name=out.name,
+    )
+    return run_single(stage, out, seed=seed, force=force)
 
 
 def kd_config(cfg: QuantizeConfig, teacher_layers: int, student_layers: int) -> DistillConfig:
