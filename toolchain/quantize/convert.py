@@ -69,10 +69,9 @@ def pack_model(model: nn.Module, *, block_size: int) -> tuple[dict[str, torch.Te
     quantized_params = {f"{n}.{p}" for n, m in qmods.items() for p, _ in m.named_parameters()}
     seen: dict[int, str] = {}
     tied = {}
+    # every parameter and persistent buffer that is not a quantized weight, tied ones once
     for key, value in model.state_dict(keep_vars=True).items():
-        if key in quantized_params or not isinstance(value, nn.Parameter | torch.Tensor):
-            continue
-        if not isinstance(value, nn.Parameter) and not _is_saved_buffer(model, key):
+        if key in quantized_params:
             continue
         ptr = value.data_ptr()
         if ptr in seen:
@@ -90,13 +89,6 @@ def pack_model(model: nn.Module, *, block_size: int) -> tuple[dict[str, torch.Te
         "tied": tied,
     }
     return tensors, qconfig
-
-
-def _is_saved_buffer(model: nn.Module, key: str) -> bool:
-    # HF position_ids/token_type_ids buffers are non-persistent or rebuilt; keep persistent ones
-    module_name, _, buf = key.rpartition(".")
-    module = model.get_submodule(module_name) if module_name else model
-    return buf in module._buffers and buf not in module._non_persistent_buffers_set
 
 
 def save_quantized(adapter, path: str | Path, *, block_size: int = 32) -> Path:

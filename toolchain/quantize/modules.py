@@ -21,13 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from toolchain.config import QuantizeConfig
 from toolchain.errors import ConfigError
 from toolchain.quantize.lsq import LSQQuantizer, lsq
 
 log = logging.getLogger(__name__)
 
 # Heads that stay in float unless a user's override names them.
-DEFAULT_EXCLUDE = ("*classifier*", "*lm_head*", "*score*", "*qa_outputs*")
+DEFAULT_EXCLUDE: tuple[str, ...] = QuantizeConfig.exclude
 _SAMPLE = 1 << 16  # activation values kept per calibration batch
 
 
