@@ -134,6 +134,11 @@ def test_gpt2_conv1d_and_tied_head_round_trip(tiny_gpt2, tmp_path):
         torch.testing.assert_close(back.model(ids).logits, q.model(ids).logits, rtol=0, atol=1e-5)
 
 
+def test_tied_head_and_quantized_table_are_refused(tiny_gpt2):
+    with pytest.raises(ConfigError, match="lm_head shares its weight with transformer.wte"):
+        plan_modules(tiny_gpt2.model, weight_bits=4, quantize_embeddings=True)
+
+
 def test_rtn_and_sqnr(tiny_classifier):
     plan = plan_modules(tiny_classifier.model, weight_bits=8)
     quantize_modules(tiny_classifier.model, plan, act_bits=8)

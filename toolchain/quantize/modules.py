@@ -148,6 +148,7 @@ def plan_modules(
                 used.add(pattern)
         if bits is not None:
             plan[name] = bits
+    _refuse_tied_float_heads(model, plan)
     unused = [p for p in overrides if p not in used]
     if unused:
         raise ConfigError(
@@ -156,6 +157,24 @@ def plan_modules(
             key="quantize.overrides",
         )
     return plan
+
+
+def _refuse_tied_float_heads(model: nn.Module, plan: dict[str, int]) -> None:
+    """A quantized table shared with a float head (GPT-2's tied LM head) would train against the
+    float copy and reload as the quantized one: refuse it up front."""
+    owners: dict[int, str] = {}
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, nn.Parameter):
+            owners.setdefault(weight.data_ptr(), name)
+            other = owners[weight.data_ptr()]
+            if other != name and (other in plan) != (name in plan):
+                raise ConfigError(
+                    f"{name} shares its weight with {other}, and only one of them would be "
+                    "quantized: quantize both (an override for the float one) or neither "
+                    "(drop --embeddings)",
+                    key="quantize.quantize_embeddings",
+                )
 
 
 def quantize_modules(model: nn.Module, plan: dict[str, int], *, act_bits: int | None) -> nn.Module:
