@@ -1,12 +1,94 @@
-"""`edgec export`: export to ONNX (fp32, fp16, INT8 Q/DQ, MatMulNBits) or TensorRT, with parity
-checks.
+"""`edgec export`: a model directory (float, or a packed checkpoint of `edgec quantize`) to one
+ONNX model, checked against PyTorch on real dev inputs.
 
-Not implemented yet: it lands with the issue
-"Export and bundles". Planned form::
+    edgec export runs/student-w4a8 --task sst2 --format nbits -o runs/student-w4a8-onnx
+    edgec export runs/student-w4a8 --task sst2 --format auto -o runs/student-w4a8-onnx
 
-    edgec export MODEL -o DIR --format {fp32,fp16,int8-qdq,nbits,auto}
+Formats: fp32; int8-dynamic (ONNX Runtime's dynamic INT8); int8-qdq (explicit Q/DQ with the
+learned LSQ scales, TensorRT's rules); nbits (com.microsoft::MatMulNBits built from the packed
+codes, nothing re-quantized); auto (every candidate that applies, timed on this host; the fastest
+that passes parity wins, never slower than float). DIR gets model.onnx, the tokenizer,
+export.json (parity, sizes, candidate latencies) and stage.json. A failed parity check writes
+nothing.
 """
 
-HELP = "export to ONNX (fp32, fp16, INT8 Q/DQ, MatMulNBits) or TensorRT, with parity checks"
-IMPLEMENTED = False
-PLANNED = "edgec export MODEL -o DIR --format {fp32,fp16,int8-qdq,nbits,auto}"
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from toolchain.cli.teacher import add_task_arguments, task_from_args
+
+HELP = "export to ONNX (fp32, INT8 dynamic or Q/DQ, MatMulNBits, auto) with parity checks"
+IMPLEMENTED = True
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from toolchain.export.stage import FORMATS
+
+    parser.add_argument("model", metavar="MODEL", help="model directory (float or packed)")
+    add_task_arguments(parser)
+    parser.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--format", default="auto", choices=FORMATS, help="default: auto")
+    parser.add_argument(
+        "--accuracy-level",
+        type=int,
+        choices=(0, 1, 2, 3, 4),
+        help="MatMulNBits: 4 = int8 activations inside the kernel (default), 0 = float",
+    )
+    parser.add_argument("--parity-samples", type=int, help="dev examples compared (default 256)")
+    parser.add_argument(
+        "--device",
+        help="target profile; --format auto measures on this host, so only a host profile",
+    )
+    parser.add_argument("--force", action="store_true", help="re-run even if the output is current")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from toolchain.config import ExportConfig
+    from toolchain.errors import ConfigError
+    from toolchain.export.stage import export_stage
+    from toolchain.pipeline import run_single
+
+    spec = task_from_args(args)
+    if args.device and args.format == "auto":
+        from toolchain.profile.devices import resolve_device
+
+        profile = resolve_device(args.device).profile
+        if profile.name != resolve_device("host").profile.name:
+            raise ConfigError(
+                f"--format auto times the candidates on this machine, which is not "
+                f"{profile.name}: pick a format (nbits, int8-qdq, ...) or run edgec on the device"
+            )
+    cfg = ExportConfig()
+    if args.accuracy_level is not None:
+        cfg = replace(cfg, accuracy_level=args.accuracy_level)
+    if args.parity_samples:
+        cfg = replace(cfg, parity_samples=args.parity_samples)
+    out = Path(args.output).resolve()
+    stage = export_stage(
+        model_dir=args.model, fmt=args.format, spec=spec, data_dir=args.data_dir, cfg=cfg,
+        name=out.name,
+    )  # fmt: skip
+    result = run_single(stage, out, force=args.force)
+    m = result.record["metrics"]
+    if args.json:
+        print(json.dumps(m, indent=2))
+        return 0
+    state = "up to date (cached)" if result.status == "skipped" else "exported"
+    p = m["parity"]
+    print(
+        f"{out}: {state} as {m['format']} ({m['bytes'] / 2**20:.2f} MiB); parity with PyTorch: "
+        f"max |logit diff| {p['max_abs_diff']:.2g}, label agreement {p['label_agreement']:.4f} "
+        f"on {p['n']} dev examples"
+    )
+    if m["requested"] == "auto":
+        for f, e in m["candidates"].items():
+            lat = e.get("latency_ms_b1_s128")
+            what = f"{lat:.2f} ms at batch 1, seq 128" if lat is not None else e.get("rejected")
+            print(f"  {f}: {what}")
+    return 0

@@ -1,0 +1,186 @@
+"""Export: every format passes parity on a tiny packed checkpoint; auto picks the fastest that
+passes (fake timings); bad inputs get clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+import torch
+from toy import write_toy_table
+
+from toolchain.config import ExportConfig
+from toolchain.data.tasks import TaskSpec
+from toolchain.export.lowbit import to_matmul_nbits
+from toolchain.export.onnx import ExportError, export_float, load_for_export, session
+from toolchain.export.stage import candidates, export_model
+from toolchain.quantize.calibrate import calibrate
+from toolchain.quantize.convert import save_quantized
+from toolchain.quantize.modules import plan_modules, quantize_modules
+
+
+@pytest.fixture
+def toy_task(tmp_path) -> TaskSpec:
+    write_toy_table(tmp_path / "dev.tsv", 64, 1)
+    return TaskSpec(
+        name="toy", kind="classification", folder="", format="tsv",
+        files={"dev": str(tmp_path / "dev.tsv")}, text_columns=("text",), label_column="label",
+        labels=("neg", "pos"),
+    )  # fmt: skip
+
+
+def _classifier(tiny_bert_dir, tmp):
+    from toy import TOY_SPEC, toy_examples
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    from toolchain.config import TeacherConfig
+    from toolchain.models.adapters import adapter_for
+    from toolchain.models.finetune import finetune
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=16, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=80, max_position_embeddings=64,
+    )  # fmt: skip
+    model = BertForSequenceClassification(config)
+    adapter = adapter_for(model, BertTokenizerFast.from_pretrained(str(tiny_bert_dir)))
+    # trained on the toy task, so its labels carry real margins (a random head's do not)
+    cfg = TeacherConfig(learning_rate=3e-3, batch_size=16, max_seq_len=16, max_steps=60,
+                        eval_every=60)  # fmt: skip
+    finetune(adapter, TOY_SPEC, toy_examples(400, 0), toy_examples(50, 1), cfg, out_dir=tmp)
+    adapter.model.eval()
+    return adapter
+
+
+@pytest.fixture
+def packed_dir(tiny_bert_dir, tmp_path):
+    """A tiny W4/W2 packed checkpoint with 8-bit activations (K = 48 and 80, block 32)."""
+    adapter = _classifier(tiny_bert_dir, tmp_path / "train")
+    plan = plan_modules(adapter.model, weight_bits=4, overrides={"*intermediate*": 2})
+    quantize_modules(adapter.model, plan, act_bits=8)
+    tok = adapter.tokenizer(["the movie was good", "a bad world is awful"] * 4, padding=True,
+                            return_tensors="pt")  # fmt: skip
+    calibrate(adapter.model, [dict(tok)])
+    adapter.model.eval()
+    return save_quantized(adapter, tmp_path / "packed", block_size=32)
+
+
+@pytest.fixture
+def float_dir(tiny_bert_dir, tmp_path):
+    adapter = _classifier(tiny_bert_dir, tmp_path / "train")
+    adapter.save(tmp_path / "float")
+    return tmp_path / "float"
+
+
+@pytest.mark.parametrize("fmt", ("fp32", "int8-dynamic", "int8-qdq", "nbits"))
+@pytest.mark.parametrize("level", (0, 4))
+def test_every_format_passes_parity(packed_dir, toy_task, tmp_path, fmt, level):
+    if fmt != "nbits" and level:
+        pytest.skip("accuracy_level applies to nbits only")
+    out = tmp_path / "out"
+    report = export_model(packed_dir, out, fmt=fmt, spec=toy_task,
+                          cfg=ExportConfig(accuracy_level=level))  # fmt: skip
+    assert report["format"] == fmt and report["parity"]["label_agreement"] >= 0.995
+    assert report["parity"]["max_abs_diff"] <= report["tolerance"]
+    graph = onnx.load(str(out / "model.onnx")).graph
+    ops = {n.op_type for n in graph.node}
+    if fmt == "nbits":
+        nbits = [n for n in graph.node if n.op_type == "MatMulNBits"]
+        assert len(nbits) == 2 * 6 + 1  # every quantized Linear, the pooler's Gemm included
+        bits = sorted({a.i for n in nbits for a in n.attribute if a.name == "bits"})
+        assert bits == [2, 4]
+    if fmt == "int8-qdq":
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert json.loads((out / "export.json").read_text())["format"] == fmt
+    assert (out / "tokenizer.json").is_file()
+
+
+def test_nbits_weights_are_the_packed_buffers(packed_dir, tmp_path):
+    from onnx import numpy_helper
+    from safetensors.torch import load_file
+
+    twin, _ = load_for_export(packed_dir)
+    float_onnx = export_float(twin, tmp_path / "f.onnx")
+    to_matmul_nbits(float_onnx, tmp_path / "n.onnx", packed_dir)
+    inits = {
+        i.name: numpy_helper.to_array(i)
+        for i in onnx.load(str(tmp_path / "n.onnx")).graph.initializer
+    }
+    tensors = load_file(str(packed_dir / "model.safetensors"))
+    name = "bert.encoder.layer.1.intermediate.dense"
+    assert (inits[f"{name}.qweight"] == tensors[f"{name}.qweight"].numpy()).all()
+
+
+@pytest.mark.parametrize(
+    ("fake", "expected"),
+    [
+        ({"fp32": 5.0, "int8-dynamic": 3.0, "int8-qdq": 2.0, "nbits": 9.0}, "int8-qdq"),
+        ({"fp32": 1.0, "int8-dynamic": 3.0, "int8-qdq": 2.0, "nbits": 9.0}, "fp32"),
+        ({"fp32": 5.0, "int8-dynamic": 4.0, "int8-qdq": 6.0, "nbits": 0.5}, "nbits"),
+    ],
+)
+def test_auto_never_picks_a_slower_candidate(packed_dir, toy_task, tmp_path, fake, expected):
+    def measure(path, batch):
+        return fake[path.stem]
+
+    report = export_model(packed_dir, tmp_path / "o", fmt="auto", spec=toy_task, measure=measure)
+    assert report["format"] == expected
+    lat = {f: e["latency_ms_b1_s128"] for f, e in report["candidates"].items()}
+    assert lat == fake and lat[expected] <= lat["fp32"]
+
+
+def test_auto_on_a_float_model_has_float_candidates_only(float_dir, toy_task, tmp_path):
+    assert candidates("auto", packed=False, act_bits=None) == ["fp32", "int8-dynamic"]
+    fake = {"fp32": 2.0, "int8-dynamic": 1.0}
+    report = export_model(
+        float_dir, tmp_path / "o", fmt="auto", spec=toy_task, measure=lambda p, b: fake[p.stem]
+    )
+    assert report["format"] == "int8-dynamic"
+    with pytest.raises(ExportError, match="--format nbits needs a packed checkpoint"):
+        export_model(float_dir, tmp_path / "x", fmt="nbits", spec=toy_task)
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_failed_parity_check_writes_nothing(packed_dir, toy_task, tmp_path, monkeypatch):
+    import toolchain.export.stage as stage
+
+    monkeypatch.setitem(stage.TOLERANCE, "nbits", 0.0)
+    monkeypatch.setattr(stage, "check_parity", _strict_parity)
+    with pytest.raises(ExportError, match="parity with PyTorch failed"):
+        export_model(packed_dir, tmp_path / "o", fmt="nbits", spec=toy_task)
+    assert not (tmp_path / "o").exists()
+
+
+def _strict_parity(path, reference, batches, *, tolerance, min_label_agreement):
+    from toolchain.export.onnx import check_parity
+
+    return check_parity(path, reference, batches, tolerance=-1.0,
+                        min_label_agreement=min_label_agreement)  # fmt: skip
+
+
+def test_missing_or_corrupt_onnx_is_a_clear_error(tmp_path):
+    with pytest.raises(ExportError, match="ONNX file not found: .*missing.onnx"):
+        session(tmp_path / "missing.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ExportError, match="bad.onnx: ONNX Runtime cannot load it"):
+        session(bad)
+
+
+def test_edgec_export_cli(edgec, packed_dir, toy_task, tmp_path):
+    out = tmp_path / "cli"
+    write_toy_table(tmp_path / "train.tsv", 64, 0)
+    args = ("export", str(packed_dir), "--train-file", str(tmp_path / "train.tsv"),
+            "--dev-file", toy_task.files["dev"], "--text-column",
+            "text", "--label-column", "label", "--format", "nbits", "-o", str(out))  # fmt: skip
+    proc = edgec(*args, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "exported as nbits" in proc.stdout and "label agreement 1.0000" in proc.stdout
+    again = edgec(*args, timeout=300)
+    assert "up to date (cached)" in again.stdout
+    bad = edgec("export", str(tmp_path), "--task", "sst2", "-o", str(tmp_path / "b"))
+    assert (
+        bad.returncode == 1
+        and "is not a Hugging Face model directory: config.json is missing" in bad.stderr
+    )

@@ -1,0 +1,223 @@
+"""The export stage: a model directory (float or packed) -> one checked ONNX model.
+
+Formats: ``fp32``; ``int8-dynamic`` (ONNX Runtime's dynamic INT8 of the float graph);
+``int8-qdq`` (explicit Q/DQ with the learned LSQ scales; packed checkpoints);
+``nbits`` (MatMulNBits from the packed codes; packed checkpoints); ``auto`` (every candidate that
+applies, each checked for parity and timed on this host at batch 1, sequence 128; the fastest
+that passes wins, and the float export is always a candidate, so the result is never slower than
+float). Every export is checked against the PyTorch model it came from on real dev inputs; a
+failure raises :class:`~toolchain.export.onnx.ExportError` and nothing is written.
+
+Example::
+
+    report = export_model("runs/student-w4a8", out_dir, fmt="auto", spec=get_task("sst2"),
+                          data_dir=data, cfg=ExportConfig())
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from toolchain.config import ExportConfig
+from toolchain.export.onnx import ExportError, check_parity, export_float, load_for_export, session
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("fp32", "int8-dynamic", "int8-qdq", "nbits", "auto")
+# max |logit difference| allowed against the PyTorch reference of each format
+TOLERANCE = {
+    "fp32": 1e-3,
+    "nbits": 1e-3,  # weights exact; accuracy_level 0
+    "nbits-acc4": 0.3,  # activations quantized per block inside the kernel
+    "int8-qdq": 0.3,  # vs the fake-quant model; ORT's int8 kernels round differently
+    "int8-dynamic": 1.0,
+}
+LATENCY_SEQ = 128
+
+
+def candidates(fmt: str, packed: bool, act_bits: int | None) -> list[str]:
+    """The formats ``fmt`` stands for, given what the model directory holds."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    needs_packed = {"int8-qdq", "nbits"}
+    if fmt in needs_packed and not packed:
+        raise ExportError(
+            f"--format {fmt} needs a packed checkpoint from `edgec quantize` (it reuses the "
+            "learned codes and scales); this is a float model: use fp32, int8-dynamic or auto"
+        )
+    if fmt != "auto":
+        return [fmt]
+    out = ["fp32", "int8-dynamic"]
+    if packed:
+        out.append("nbits")
+        if act_bits in (8, None):
+            out.append("int8-qdq")
+    return out
+
+
+def _build(fmt: str, float_onnx: Path, src: Path, dst: Path, cfg: ExportConfig) -> tuple[Path, str]:
+    """(path, tolerance key) of one candidate."""
+    from toolchain.export import lowbit
+
+    if fmt == "fp32":
+        shutil.copyfile(float_onnx, dst)
+        return dst, "fp32"
+    if fmt == "int8-dynamic":
+        return lowbit.to_dynamic_int8(float_onnx, dst), "int8-dynamic"
+    if fmt == "int8-qdq":
+        return lowbit.to_qdq_int8(float_onnx, dst, src), "int8-qdq"
+    level = cfg.accuracy_level
+    path = lowbit.to_matmul_nbits(float_onnx, dst, src, accuracy_level=level)
+    return path, "nbits-acc4" if level else "nbits"
+
+
+def latency_ms(
+    path: Path, batch: dict, *, runs: int = 20, warmup: int = 3, timer: Callable = time.perf_counter
+) -> float:
+    """Median wall time (ms) of one ONNX Runtime call on ``batch``, after a warm-up."""
+    from toolchain.export.onnx import onnx_logits
+
+    sess = session(path)
+    for _ in range(warmup):
+        onnx_logits(sess, batch)
+    times = []
+    for _ in range(runs):
+        start = timer()
+        onnx_logits(sess, batch)
+        times.append((timer() - start) * 1000)
+    return statistics.median(times)
+
+
+def _parity_batches(adapter, spec, data_dir, cfg: ExportConfig, seed: int) -> list[dict]:
+    from toolchain.data.encode import batches, encode
+    from toolchain.data.readers import load_split
+    from toolchain.evaluate.evaluate import pad_id_of
+
+    split = "dev" if "dev" in spec.files else "validation"
+    examples = load_split(spec, split, data_dir)
+    sample = random.Random(seed).sample(examples, min(cfg.parity_samples, len(examples)))
+    enc = encode(spec, sample, adapter.tokenizer, LATENCY_SEQ)
+    return [b for _, b in batches(enc, 32, pad_id=pad_id_of(adapter.tokenizer))]
+
+
+def _latency_batch(adapter) -> dict:
+    words = " ".join(["edge"] * (LATENCY_SEQ * 2))
+    return dict(
+        adapter.tokenizer([words], truncation=True, max_length=LATENCY_SEQ, return_tensors="pt")
+    )
+
+
+def export_model(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    fmt: str,
+    spec,
+    data_dir=None,
+    cfg: ExportConfig | None = None,
+    seed: int = 0,
+    measure: Callable[[Path, dict], float] | None = None,
+) -> dict:
+    """Export ``model_dir`` into ``out_dir`` (``model.onnx``, tokenizer, ``export.json``).
+
+    Args:
+        measure: ``(onnx path, batch) -> ms`` used by ``auto`` (default: :func:`latency_ms`).
+
+    Returns:
+        The report: chosen format, file size, parity figures, and for ``auto`` every
+        candidate's parity and latency (or why it was rejected).
+    """
+    import tempfile
+
+    cfg = cfg or ExportConfig()
+    src, out = Path(model_dir), Path(out_dir)
+    twin, qc = load_for_export(src)
+    reference_q = None
+    todo = candidates(fmt, qc is not None, (qc or {}).get("act_bits"))
+    batches = _parity_batches(twin, spec, data_dir, cfg, seed)
+    lat_batch = _latency_batch(twin) if fmt == "auto" else None
+    report: dict = {"source": str(src), "requested": fmt, "candidates": {}}
+    with tempfile.TemporaryDirectory(prefix="edgec-export-") as tmp:
+        float_onnx = export_float(twin, Path(tmp) / "float.onnx", opset=cfg.opset)
+        for f in todo:
+            path, tol_key = _build(f, float_onnx, src, Path(tmp) / f"{f}.onnx", cfg)
+            if f == "int8-qdq":
+                if reference_q is None:
+                    from toolchain.quantize.convert import load_quantized
+
+                    reference_q = load_quantized(src)
+                reference = reference_q
+            else:
+                reference = twin
+            entry: dict = {"bytes": path.stat().st_size, "tolerance": TOLERANCE[tol_key]}
+            try:
+                entry["parity"] = check_parity(
+                    path,
+                    reference,
+                    batches,
+                    tolerance=TOLERANCE[tol_key],
+                    min_label_agreement=cfg.min_label_agreement,
+                )
+            except ExportError as e:
+                if fmt != "auto":
+                    raise
+                entry["rejected"] = str(e)
+            if lat_batch is not None and "parity" in entry:
+                entry["latency_ms_b1_s128"] = round((measure or latency_ms)(path, lat_batch), 3)
+            report["candidates"][f] = entry
+            log.info("%s: %s", f, entry)
+        chosen = _choose(report["candidates"], fmt)
+        report["format"] = chosen
+        report.update({k: v for k, v in report["candidates"][chosen].items()})
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(tmp) / f"{chosen}.onnx", out / "model.onnx")
+    twin.tokenizer.save_pretrained(str(out))
+    (out / "export.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _choose(entries: dict, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    passed = {f: e for f, e in entries.items() if "latency_ms_b1_s128" in e}
+    if "fp32" not in passed:
+        raise ExportError(f"the float export failed its parity check: {entries['fp32']}")
+    best = min(passed, key=lambda f: passed[f]["latency_ms_b1_s128"])
+    log.info(
+        "auto: %s (%.2f ms) of %s",
+        best,
+        passed[best]["latency_ms_b1_s128"],
+        {f: e["latency_ms_b1_s128"] for f, e in passed.items()},
+    )
+    return best
+
+
+def export_stage(
+    *,
+    model_dir: str,
+    fmt: str,
+    spec,
+    data_dir=None,
+    cfg: ExportConfig | None = None,
+    name: str = "export",
+):
+    """A pipeline :class:`~toolchain.pipeline.Stage` around :func:`export_model`."""
+    from toolchain.models.teacher import teacher_inputs
+    from toolchain.pipeline import Stage
+
+    cfg = cfg or ExportConfig()
+    config = {"model": model_dir, "format": fmt, "task": spec.name, "task_spec": spec,
+              "export": cfg}  # fmt: skip
+
+    def run(ctx) -> dict:
+        return export_model(model_dir, ctx.out_dir, fmt=fmt, spec=spec, data_dir=data_dir,
+                            cfg=cfg, seed=ctx.seed)  # fmt: skip
+
+    return Stage(name, run, config=config, inputs=teacher_inputs(model_dir, spec, data_dir))
