@@ -24,13 +24,31 @@ sys.path.insert(0, str(REPO))
 
 # (task, settings): SST-2 is the full run; RTE and CoNLL-2003 are short runs reported as they come.
 RUNS = {
-    "sst2": {"epochs": 2.0, "learning_rate": 1e-4, "batch_size": 32, "max_seq_len": 128,
-             "eval_every": 400, "early_stopping_patience": 3},
-    "rte": {"epochs": 5.0, "learning_rate": 5e-5, "batch_size": 16, "max_seq_len": 256,
-            "eval_every": 70, "early_stopping_patience": 3},
-    "conll2003": {"epochs": 1.0, "learning_rate": 1e-4, "batch_size": 32, "max_seq_len": 128,
-                  "eval_every": 200, "early_stopping_patience": 3},
-}  # fmt: skip
+    "sst2": {
+        "epochs": 2.0,
+        "learning_rate": 1e-4,
+        "batch_size": 32,
+        "max_seq_len": 128,
+        "eval_every": 400,
+        "early_stopping_patience": 3,
+    },
+    "rte": {
+        "epochs": 5.0,
+        "learning_rate": 5e-5,
+        "batch_size": 16,
+        "max_seq_len": 256,
+        "eval_every": 70,
+        "early_stopping_patience": 3,
+    },
+    "conll2003": {
+        "epochs": 1.0,
+        "learning_rate": 1e-4,
+        "batch_size": 32,
+        "max_seq_len": 128,
+        "eval_every": 200,
+        "early_stopping_patience": 3,
+    },
+}
 
 
 def environment() -> dict:
@@ -64,8 +82,9 @@ def run_task(task: str, settings: dict, data_dir: Path, run_dir: Path, seed: int
 
     spec = get_task(task)
     cfg = replace(TeacherConfig(), **settings)
-    stage = teacher_stage(model="default", spec=spec, data_dir=data_dir, cfg=cfg,
-                          data_cfg=DataConfig(), name=task)  # fmt: skip
+    stage = teacher_stage(
+        model="default", spec=spec, data_dir=data_dir, cfg=cfg, data_cfg=DataConfig(), name=task
+    )
     with RunDir(run_dir) as run:
         (result,) = run.run([stage], seed=seed)
     rec = result.record
@@ -126,8 +145,12 @@ def markdown(report: dict) -> str:
                 f"\n{r['task']} test split: {r['metric']} {r['test'][r['metric']]:.4f} "
                 f"(n={r['test']['n']}); its dev column is the validation file."
             )
-    lines += ["", f"SST-2 goal: dev accuracy >= 0.89 -> {'met' if report['goal_met'] else 'MISSED'}"
-              f" ({report['dev_accuracy']:.4f} on the 872-sentence GLUE dev set).", ""]  # fmt: skip
+    lines += [
+        "",
+        f"SST-2 goal: dev accuracy >= 0.89 -> {'met' if report['goal_met'] else 'MISSED'}"
+        f" ({report['dev_accuracy']:.4f} on the 872-sentence GLUE dev set).",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -14,9 +14,16 @@ def data_args(tmp_path):
     write_toy_table(tmp_path / "train.tsv", 200, 0)
     write_toy_table(tmp_path / "dev.tsv", 40, 1)
     return [
-        "--train-file", str(tmp_path / "train.tsv"), "--dev-file", str(tmp_path / "dev.tsv"),
-        "--text-column", "text", "--label-column", "label", "--no-clean",
-    ]  # fmt: skip
+        "--train-file",
+        str(tmp_path / "train.tsv"),
+        "--dev-file",
+        str(tmp_path / "dev.tsv"),
+        "--text-column",
+        "text",
+        "--label-column",
+        "label",
+        "--no-clean",
+    ]
 
 
 def test_help(edgec):
@@ -27,9 +34,24 @@ def test_help(edgec):
 
 def test_kdlsq_end_to_end_then_cached(edgec, tiny_bert_dir, data_args, tmp_path):
     out = tmp_path / "w2"
-    args = ("quantize", str(tiny_bert_dir), *data_args, "--w-bits", "2", "--a-bits", "8",
-            "--embeddings", "--steps", "4", "--eval-every", "2", "--batch-size", "8", "-o",
-            str(out))  # fmt: skip
+    args = (
+        "quantize",
+        str(tiny_bert_dir),
+        *data_args,
+        "--w-bits",
+        "2",
+        "--a-bits",
+        "8",
+        "--embeddings",
+        "--steps",
+        "4",
+        "--eval-every",
+        "2",
+        "--batch-size",
+        "8",
+        "-o",
+        str(out),
+    )
     proc = edgec(*args, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "quantized (kdlsq W2A8" in proc.stdout and "x smaller than fp32" in proc.stdout
@@ -56,9 +78,20 @@ def test_kdlsq_end_to_end_then_cached(edgec, tiny_bert_dir, data_args, tmp_path)
 def test_rtn_mixed_precision(edgec, tiny_bert_dir, data_args, tmp_path):
     out = tmp_path / "mixed"
     proc = edgec(
-        "quantize", str(tiny_bert_dir), *data_args, "--method", "rtn", "--avg-bits", "3",
-        "--batch-size", "8", "--json", "-o", str(out), timeout=600,
-    )  # fmt: skip
+        "quantize",
+        str(tiny_bert_dir),
+        *data_args,
+        "--method",
+        "rtn",
+        "--avg-bits",
+        "3",
+        "--batch-size",
+        "8",
+        "--json",
+        "-o",
+        str(out),
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     m = json.loads(proc.stdout)
     assert m["method"] == "rtn" and "training" not in m

@@ -24,10 +24,15 @@ from toolchain.quantize.modules import plan_modules, quantize_modules
 def toy_task(tmp_path) -> TaskSpec:
     write_toy_table(tmp_path / "dev.tsv", 64, 1)
     return TaskSpec(
-        name="toy", kind="classification", folder="", format="tsv",
-        files={"dev": str(tmp_path / "dev.tsv")}, text_columns=("text",), label_column="label",
+        name="toy",
+        kind="classification",
+        folder="",
+        format="tsv",
+        files={"dev": str(tmp_path / "dev.tsv")},
+        text_columns=("text",),
+        label_column="label",
         labels=("neg", "pos"),
-    )  # fmt: skip
+    )
 
 
 def _classifier(tiny_bert_dir, tmp):
@@ -40,14 +45,19 @@ def _classifier(tiny_bert_dir, tmp):
 
     torch.manual_seed(0)
     config = BertConfig(
-        vocab_size=16, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=80, max_position_embeddings=64,
-    )  # fmt: skip
+        vocab_size=16,
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=80,
+        max_position_embeddings=64,
+    )
     model = BertForSequenceClassification(config)
     adapter = adapter_for(model, BertTokenizerFast.from_pretrained(str(tiny_bert_dir)))
     # trained on the toy task, so its labels carry real margins (a random head's do not)
-    cfg = TeacherConfig(learning_rate=3e-3, batch_size=16, max_seq_len=16, max_steps=60,
-                        eval_every=60)  # fmt: skip
+    cfg = TeacherConfig(
+        learning_rate=3e-3, batch_size=16, max_seq_len=16, max_steps=60, eval_every=60
+    )
     finetune(adapter, TOY_SPEC, toy_examples(400, 0), toy_examples(50, 1), cfg, out_dir=tmp)
     adapter.model.eval()
     return adapter
@@ -59,8 +69,9 @@ def packed_dir(tiny_bert_dir, tmp_path):
     adapter = _classifier(tiny_bert_dir, tmp_path / "train")
     plan = plan_modules(adapter.model, weight_bits=4, overrides={"*intermediate*": 2})
     quantize_modules(adapter.model, plan, act_bits=8)
-    tok = adapter.tokenizer(["the movie was good", "a bad world is awful"] * 4, padding=True,
-                            return_tensors="pt")  # fmt: skip
+    tok = adapter.tokenizer(
+        ["the movie was good", "a bad world is awful"] * 4, padding=True, return_tensors="pt"
+    )
     calibrate(adapter.model, [dict(tok)])
     adapter.model.eval()
     return save_quantized(adapter, tmp_path / "packed", block_size=32)
@@ -79,8 +90,9 @@ def test_every_format_passes_parity(packed_dir, toy_task, tmp_path, fmt, level):
     if fmt != "nbits" and level:
         pytest.skip("accuracy_level applies to nbits only")
     out = tmp_path / "out"
-    report = export_model(packed_dir, out, fmt=fmt, spec=toy_task,
-                          cfg=ExportConfig(accuracy_level=level))  # fmt: skip
+    report = export_model(
+        packed_dir, out, fmt=fmt, spec=toy_task, cfg=ExportConfig(accuracy_level=level)
+    )
     assert report["format"] == fmt and report["parity"]["label_agreement"] >= 0.995
     assert report["parity"]["max_abs_diff"] <= report["tolerance"]
     graph = onnx.load(str(out / "model.onnx")).graph
@@ -155,8 +167,9 @@ def test_a_failed_parity_check_writes_nothing(packed_dir, toy_task, tmp_path, mo
 def _strict_parity(path, reference, batches, *, tolerance, min_label_agreement):
     from toolchain.export.onnx import check_parity
 
-    return check_parity(path, reference, batches, tolerance=-1.0,
-                        min_label_agreement=min_label_agreement)  # fmt: skip
+    return check_parity(
+        path, reference, batches, tolerance=-1.0, min_label_agreement=min_label_agreement
+    )
 
 
 def test_missing_or_corrupt_onnx_is_a_clear_error(tmp_path):
@@ -171,9 +184,22 @@ def test_missing_or_corrupt_onnx_is_a_clear_error(tmp_path):
 def test_edgec_export_cli(edgec, packed_dir, toy_task, tmp_path):
     out = tmp_path / "cli"
     write_toy_table(tmp_path / "train.tsv", 64, 0)
-    args = ("export", str(packed_dir), "--train-file", str(tmp_path / "train.tsv"),
-            "--dev-file", toy_task.files["dev"], "--text-column",
-            "text", "--label-column", "label", "--format", "nbits", "-o", str(out))  # fmt: skip
+    args = (
+        "export",
+        str(packed_dir),
+        "--train-file",
+        str(tmp_path / "train.tsv"),
+        "--dev-file",
+        toy_task.files["dev"],
+        "--text-column",
+        "text",
+        "--label-column",
+        "label",
+        "--format",
+        "nbits",
+        "-o",
+        str(out),
+    )
     proc = edgec(*args, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "exported as nbits" in proc.stdout and "label agreement 1.0000" in proc.stdout

@@ -94,9 +94,15 @@ def test_onnxruntime_matmulnbits_reads_the_same_buffers(bits, k):
     packed = lb.pack(codes, bits=bits, block_size=block)
     scales = lb.block_scales(steps, k, block)
     node = helper.make_node(
-        "MatMulNBits", ["A", "B", "S"], ["Y"], domain="com.microsoft",
-        K=k, N=n, bits=bits, block_size=block,
-    )  # fmt: skip
+        "MatMulNBits",
+        ["A", "B", "S"],
+        ["Y"],
+        domain="com.microsoft",
+        K=k,
+        N=n,
+        bits=bits,
+        block_size=block,
+    )
     graph = helper.make_graph(
         [node],
         "nbits",

@@ -34,9 +34,14 @@ def tiny_classifier(tiny_bert_dir):
 
     torch.manual_seed(0)
     config = BertConfig(
-        vocab_size=16, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=80, max_position_embeddings=32, num_labels=3,
-    )  # fmt: skip
+        vocab_size=16,
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=80,
+        max_position_embeddings=32,
+        num_labels=3,
+    )
     tok = BertTokenizerFast.from_pretrained(str(tiny_bert_dir))
     return adapter_for(BertForSequenceClassification(config).eval(), tok)
 

@@ -60,9 +60,14 @@ def classifier():
 
     torch.manual_seed(0)
     config = BertConfig(
-        vocab_size=40, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=128, max_position_embeddings=32, initializer_range=0.3,
-    )  # fmt: skip
+        vocab_size=40,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=32,
+        initializer_range=0.3,
+    )
     return BertForSequenceClassification(config).eval()
 
 

@@ -14,10 +14,24 @@ from toolchain.models.loading import default_teacher_dir
 def test_real_minilm_w2_packs_reloads_and_runs_in_onnxruntime(edgec, shared_data, tmp_path):
     out = tmp_path / "minilm-w2"
     proc = edgec(
-        "quantize", str(default_teacher_dir()), "--task", "sst2", "--data-dir", str(shared_data),
-        "--w-bits", "2", "--embeddings", "--steps", "6", "--eval-every", "6", "--json",
-        "-o", str(out), timeout=1800,
-    )  # fmt: skip
+        "quantize",
+        str(default_teacher_dir()),
+        "--task",
+        "sst2",
+        "--data-dir",
+        str(shared_data),
+        "--w-bits",
+        "2",
+        "--embeddings",
+        "--steps",
+        "6",
+        "--eval-every",
+        "6",
+        "--json",
+        "-o",
+        str(out),
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stderr
     m = json.loads(proc.stdout)
     assert len(m["widths"]) == 6 * 6 + 1 + 3  # 6 blocks x 6 Linears, pooler, 3 embedding tables
@@ -40,16 +54,25 @@ def test_real_minilm_w2_packs_reloads_and_runs_in_onnxruntime(edgec, shared_data
     t = load_file(str(out / "model.safetensors"))
     packed, scales = t[f"{name}.qweight"], block_scales(t[f"{name}.w_scale"], k, 32)
     node = helper.make_node(
-        "MatMulNBits", ["A", "B", "S"], ["Y"], domain="com.microsoft",
-        K=k, N=n, bits=qc["modules"][name]["container_bits"], block_size=qc["block_size"],
-    )  # fmt: skip
+        "MatMulNBits",
+        ["A", "B", "S"],
+        ["Y"],
+        domain="com.microsoft",
+        K=k,
+        N=n,
+        bits=qc["modules"][name]["container_bits"],
+        block_size=qc["block_size"],
+    )
     graph = helper.make_graph(
-        [node], "layer",
+        [node],
+        "layer",
         [helper.make_tensor_value_info("A", TensorProto.FLOAT, [4, k])],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [4, n])],
-        initializer=[numpy_helper.from_array(packed.numpy(), "B"),
-                     numpy_helper.from_array(scales.reshape(-1).numpy(), "S")],
-    )  # fmt: skip
+        initializer=[
+            numpy_helper.from_array(packed.numpy(), "B"),
+            numpy_helper.from_array(scales.reshape(-1).numpy(), "S"),
+        ],
+    )
     model = helper.make_model(
         graph,
         opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],

@@ -18,10 +18,15 @@ def toy_spec(tmp_path) -> TaskSpec:
     write_toy_table(tmp_path / "train.tsv", 160, 0)
     write_toy_table(tmp_path / "dev.tsv", 30, 1)
     return TaskSpec(
-        name="toy", kind="classification", folder="", format="tsv",
+        name="toy",
+        kind="classification",
+        folder="",
+        format="tsv",
         files={"train": str(tmp_path / "train.tsv"), "dev": str(tmp_path / "dev.tsv")},
-        text_columns=("text",), label_column="label", labels=("neg", "pos"),
-    )  # fmt: skip
+        text_columns=("text",),
+        label_column="label",
+        labels=("neg", "pos"),
+    )
 
 
 def test_kdlsq_resumes_inside_the_stage_after_a_failure(tiny_bert_dir, tmp_path, monkeypatch):
@@ -30,9 +35,13 @@ def test_kdlsq_resumes_inside_the_stage_after_a_failure(tiny_bert_dir, tmp_path,
     spec = toy_spec(tmp_path)
     cfg = QuantizeConfig(weight_bits=3, steps=4, eval_every=2, batch_size=8)
     stage = quantize_stage(
-        model_dir=str(tiny_bert_dir), spec=spec, data_dir=None, cfg=cfg,
-        data_cfg=DataConfig(clean=False), name="q",
-    )  # fmt: skip
+        model_dir=str(tiny_bert_dir),
+        spec=spec,
+        data_dir=None,
+        cfg=cfg,
+        data_cfg=DataConfig(clean=False),
+        name="q",
+    )
     evaluated: list[int] = []
     real_eval, real_save = trainer._evaluate, trainer.save_checkpoint
 

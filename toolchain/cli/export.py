@@ -25,7 +25,7 @@ IMPLEMENTED = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from toolchain.export.stage import FORMATS
+    from toolchain.export import FORMATS
 
     parser.add_argument("model", metavar="MODEL", help="model directory (float or packed)")
     add_task_arguments(parser)
@@ -71,9 +71,13 @@ def run(args: argparse.Namespace) -> int:
         cfg = replace(cfg, parity_samples=args.parity_samples)
     out = Path(args.output).resolve()
     stage = export_stage(
-        model_dir=args.model, fmt=args.format, spec=spec, data_dir=args.data_dir, cfg=cfg,
+        model_dir=args.model,
+        fmt=args.format,
+        spec=spec,
+        data_dir=args.data_dir,
+        cfg=cfg,
         name=out.name,
-    )  # fmt: skip
+    )
     result = run_single(stage, out, force=args.force)
     m = result.record["metrics"]
     if args.json:

@@ -19,9 +19,20 @@ from toolchain import __version__
 from toolchain.errors import EdgecError, NotImplementedYet
 
 VERBS = (
-    "build", "teacher", "distill", "quantize", "search", "export", "profile",
-    "bundle", "run", "agent", "devices", "eval", "report",
-)  # fmt: skip
+    "build",
+    "teacher",
+    "distill",
+    "quantize",
+    "search",
+    "export",
+    "profile",
+    "bundle",
+    "run",
+    "agent",
+    "devices",
+    "eval",
+    "report",
+)
 
 DESCRIPTION = (
     "edgec: compress a transformer (distil, quantize, search) for an edge device, export it, "

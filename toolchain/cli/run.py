@@ -1,11 +1,65 @@
-"""`edgec run`: run a verified bundle with ONNX Runtime or TensorRT alone (no torch).
+"""`edgec run`: predict with a bundle using ONNX Runtime and `tokenizers` alone (no torch).
 
-Not implemented yet: it lands with the issue
-"Export and bundles". Planned form::
+    edgec run sst2-host.edgec --text "a gripping, beautifully shot film"
+    edgec run sst2-host.edgec --file inputs.jsonl     # {"text": ..., "text_pair": ...} per line
 
-    edgec run NAME.edgec --text "..." | --file in.jsonl
+The bundle is verified (every file's sha256) before it runs; a .tar.gz is unpacked safely into a
+temporary folder first. One JSON line per input: {"label": ..., "scores": {label: probability}}.
 """
 
-HELP = "run a verified bundle with ONNX Runtime or TensorRT alone (no torch)"
-IMPLEMENTED = False
-PLANNED = 'edgec run NAME.edgec --text "..." | --file in.jsonl'
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+HELP = "run a verified bundle with ONNX Runtime alone (no torch)"
+IMPLEMENTED = True
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundle", metavar="NAME.edgec", help="bundle folder or .tar.gz")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", action="append", help="an input text (repeatable)")
+    src.add_argument("--file", metavar="in.jsonl", help='one {"text": ...} object per line')
+    parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+
+
+def _rows(args) -> list[dict]:
+    from toolchain.bundle.manifest import BundleError
+
+    if args.text:
+        return [{"text": t} for t in args.text]
+    rows = []
+    path = Path(args.file)
+    if not path.is_file():
+        raise BundleError(f"input file not found: {path}")
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise BundleError(f'{path}:{i}: not JSON ({e.msg}); expected {{"text": ...}}') from None
+        if not isinstance(row, dict):
+            raise BundleError(f'{path}:{i}: expected an object {{"text": ...}}')
+        rows.append(row)
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    from toolchain.bundle.manifest import unpack
+    from toolchain.bundle.runtime import BundleRunner
+
+    rows = _rows(args)
+    bundle = Path(args.bundle)
+    with tempfile.TemporaryDirectory(prefix="edgec-run-") as tmp:
+        if bundle.is_file() and bundle.name.endswith((".tar.gz", ".tgz")):
+            bundle = unpack(bundle, Path(tmp))
+        runner = BundleRunner(bundle, threads=args.threads)
+        for start in range(0, len(rows), 32):
+            for pred in runner.predict(rows[start : start + 32]):
+                sys.stdout.write(json.dumps(pred) + "\n")
+    return 0

@@ -1,1 +1,6 @@
-"""ONNX and TensorRT export with parity checks against PyTorch."""
+"""Export to ONNX (fp32, INT8 dynamic and Q/DQ, MatMulNBits) with parity checks.
+
+This file stays light (no torch): the CLI reads :data:`FORMATS` to build its parser.
+"""
+
+FORMATS = ("fp32", "int8-dynamic", "int8-qdq", "nbits", "auto")

@@ -56,9 +56,12 @@ def _linear_sites(model, qc: dict, tensors: dict) -> list[tuple]:
             continue
         n, k = e["shape"]
         w = lb.dequantize(
-            tensors[f"{name}.qweight"], tensors[f"{name}.w_scale"], bits=e["bits"], k=k,
+            tensors[f"{name}.qweight"],
+            tensors[f"{name}.w_scale"],
+            bits=e["bits"],
+            k=k,
             block_size=block,
-        ).numpy()  # fmt: skip
+        ).numpy()
         by_digest[_digest(w)] = name  # Gemm with transB=1 holds W
         by_digest["T" + _digest(w.T)] = name  # MatMul holds W.T
     inits = {i.name: i for i in model.graph.initializer}
@@ -149,11 +152,18 @@ def to_matmul_nbits(
         out = node.output[0] if transposed else f"{name}.nbits_out"
         new = [
             helper.make_node(
-                "MatMulNBits", [node.input[0], b_name, s_name], [out], name=f"{name}.nbits",
-                domain="com.microsoft", K=k, N=n, bits=e["container_bits"], block_size=block,
+                "MatMulNBits",
+                [node.input[0], b_name, s_name],
+                [out],
+                name=f"{name}.nbits",
+                domain="com.microsoft",
+                K=k,
+                N=n,
+                bits=e["container_bits"],
+                block_size=block,
                 accuracy_level=accuracy_level,
             )
-        ]  # fmt: skip
+        ]
         if not transposed:
             new += _gemm_tail(node, out, helper)
         replacements[node.output[0]] = new
@@ -188,10 +198,12 @@ def to_qdq_int8(float_onnx: str | Path, dst: str | Path, packed_dir: str | Path)
         ]
         new = [
             helper.make_node(
-                "DequantizeLinear", [f"{name}.w_int8", f"{name}.w_scale"], [f"{name}.w_dq"],
+                "DequantizeLinear",
+                [f"{name}.w_int8", f"{name}.w_scale"],
+                [f"{name}.w_dq"],
                 axis=1 if transposed else 0,
             )
-        ]  # fmt: skip
+        ]
         x = node.input[0]
         if f"{name}.a_scale" in tensors:
             signed = e.get("act_signed", True)
@@ -202,11 +214,15 @@ def to_qdq_int8(float_onnx: str | Path, dst: str | Path, packed_dir: str | Path)
                 helper.make_tensor(f"{name}.a_zp", zp_type, [], [0]),
             ]
             new += [
-                helper.make_node("QuantizeLinear", [x, f"{name}.a_scale", f"{name}.a_zp"],
-                                 [f"{name}.x_q"]),
-                helper.make_node("DequantizeLinear", [f"{name}.x_q", f"{name}.a_scale",
-                                                      f"{name}.a_zp"], [f"{name}.x_dq"]),
-            ]  # fmt: skip
+                helper.make_node(
+                    "QuantizeLinear", [x, f"{name}.a_scale", f"{name}.a_zp"], [f"{name}.x_q"]
+                ),
+                helper.make_node(
+                    "DequantizeLinear",
+                    [f"{name}.x_q", f"{name}.a_scale", f"{name}.a_zp"],
+                    [f"{name}.x_dq"],
+                ),
+            ]
             x = f"{name}.x_dq"
         model.graph.initializer.extend(inits)
         if transposed:

@@ -119,8 +119,9 @@ def export_float(adapter, path: str | Path, *, opset: int = OPSET) -> Path:
             "encoders (sequence and token classification) are"
         )
     model = adapter.model.eval().cpu()
-    tok = adapter.tokenizer(["an example", "another example sentence"], padding=True,
-                            return_tensors="pt")  # fmt: skip
+    tok = adapter.tokenizer(
+        ["an example", "another example sentence"], padding=True, return_tensors="pt"
+    )
     names = tuple(n for n in INPUT_NAMES if n in tok)
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     token_level = type(model).__name__.endswith("ForTokenClassification")

@@ -26,11 +26,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from toolchain.config import ExportConfig
+from toolchain.export import FORMATS
 from toolchain.export.onnx import ExportError, check_parity, export_float, load_for_export, session
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("fp32", "int8-dynamic", "int8-qdq", "nbits", "auto")
 # max |logit difference| allowed against the PyTorch reference of each format
 TOLERANCE = {
     "fp32": 1e-3,
@@ -213,11 +213,17 @@ def export_stage(
     from toolchain.pipeline import Stage
 
     cfg = cfg or ExportConfig()
-    config = {"model": model_dir, "format": fmt, "task": spec.name, "task_spec": spec,
-              "export": cfg}  # fmt: skip
+    config = {
+        "model": model_dir,
+        "format": fmt,
+        "task": spec.name,
+        "task_spec": spec,
+        "export": cfg,
+    }
 
     def run(ctx) -> dict:
-        return export_model(model_dir, ctx.out_dir, fmt=fmt, spec=spec, data_dir=data_dir,
-                            cfg=cfg, seed=ctx.seed)  # fmt: skip
+        return export_model(
+            model_dir, ctx.out_dir, fmt=fmt, spec=spec, data_dir=data_dir, cfg=cfg, seed=ctx.seed
+        )
 
     return Stage(name, run, config=config, inputs=teacher_inputs(model_dir, spec, data_dir))

@@ -1,0 +1,199 @@
+"""Bundles: build, verify (tampering named), safe unpacking, and `edgec run` without torch."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from toy import write_toy_table
+
+from toolchain.bundle.build import build_bundle
+from toolchain.bundle.manifest import BundleError, unpack, verify
+from toolchain.data.tasks import TaskSpec
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    """A tiny sentiment classifier exported to fp32 and bundled for this host."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    from toolchain.export.stage import export_model
+    from toolchain.models.adapters import adapter_for
+
+    tmp = tmp_path_factory.mktemp("bundle")
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "movie", "the"]
+    (tmp / "vocab.txt").write_text("\n".join(words) + "\n")
+    tok = BertTokenizerFast(vocab_file=str(tmp / "vocab.txt"))
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(words),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=160,
+        id2label={0: "neg", 1: "pos"},
+        label2id={"neg": 0, "pos": 1},
+    )
+    model = BertForSequenceClassification(config).eval()
+    adapter_for(model, tok).save(tmp / "model")
+    write_toy_table(tmp / "dev.tsv", 32, 1)
+    spec = TaskSpec(
+        name="toy",
+        kind="classification",
+        folder="",
+        format="tsv",
+        files={"dev": str(tmp / "dev.tsv")},
+        text_columns=("text",),
+        label_column="label",
+        labels=("neg", "pos"),
+    )
+    export_model(tmp / "model", tmp / "onnx", fmt="fp32", spec=spec)
+    manifest = build_bundle(tmp / "onnx", tmp / "toy.edgec", device="host", spec=spec)
+    return tmp / "toy.edgec", manifest
+
+
+def test_manifest_lists_every_file_and_measured_host_latency(bundle):
+    folder, manifest = bundle
+    assert set(manifest["files"]) == {
+        "model.onnx",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "vocab.txt",
+        "README.md",
+    }
+    assert manifest["labels"] == ["neg", "pos"] and manifest["model"]["format"] == "fp32"
+    lat = manifest["latency"]
+    assert lat["status"] == "measured" and lat["label"].startswith("measured on x86-64-host")
+    assert 0 < lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"] and lat["torch_loaded"] is False
+    assert manifest["metrics"]["parity"]["label_agreement"] == 1.0
+    assert verify(folder) == json.loads((folder / "manifest.json").read_text())
+    assert verify(folder.with_name("toy.edgec.tar.gz"))["files"] == manifest["files"]
+
+
+def test_another_device_gets_no_host_latency(bundle, tmp_path):
+    folder, _ = bundle
+    spec = TaskSpec(
+        name="toy",
+        kind="classification",
+        folder="",
+        format="tsv",
+        files={},
+        text_columns=("text",),
+        label_column="label",
+        labels=("neg", "pos"),
+    )
+    manifest = build_bundle(
+        folder.parent / "onnx", tmp_path / "orin.edgec", device="jetson", spec=spec, tarball=False
+    )
+    assert manifest["target"]["device"] == "jetson-orin-nano-8gb"
+    assert manifest["latency"]["status"] == "not measured"
+    assert "never reported as the device's" in manifest["latency"]["label"]
+    assert "p50_ms" not in manifest["latency"]
+
+
+def _copy(folder: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(folder, tmp_path / folder.name))
+
+
+def test_one_changed_byte_fails_verify_naming_the_file(bundle, tmp_path):
+    copy = _copy(bundle[0], tmp_path)
+    data = bytearray((copy / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (copy / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"model.onnx does not match its sha256"):
+        verify(copy)
+
+
+def test_added_missing_and_resized_files_fail_verify(bundle, tmp_path):
+    copy = _copy(bundle[0], tmp_path)
+    (copy / "extra.bin").write_bytes(b"x")
+    with pytest.raises(BundleError, match="extra.bin is not in the manifest"):
+        verify(copy)
+    (copy / "extra.bin").unlink()
+    (copy / "vocab.txt").unlink()
+    with pytest.raises(BundleError, match="vocab.txt is listed in the manifest but missing"):
+        verify(copy)
+    with pytest.raises(BundleError, match="no manifest.json; not an edgec bundle"):
+        verify(tmp_path)
+
+
+def _tar_with(path: Path, name: str, *, symlink: bool = False) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo(name)
+        if symlink:
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(info)
+        else:
+            info.size = 4
+            tar.addfile(info, io.BytesIO(b"evil"))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "symlink", "message"),
+    [
+        ("toy.edgec/../../escape.txt", False, "unsafe path 'toy.edgec/../../escape.txt'"),
+        ("/tmp/abs.txt", False, "unsafe path '/tmp/abs.txt'"),
+        ("toy.edgec/link", True, "member 'toy.edgec/link' is a link or device; refused"),
+    ],
+)
+def test_unsafe_archives_are_refused_before_writing(tmp_path, name, symlink, message):
+    archive = _tar_with(tmp_path / "bad.edgec.tar.gz", name, symlink=symlink)
+    target = tmp_path / "out"
+    target.mkdir()
+    with pytest.raises(BundleError, match=message):
+        unpack(archive, target)
+    assert list(target.iterdir()) == [] and not (tmp_path.parent / "escape.txt").exists()
+
+
+def test_edgec_run_works_where_torch_cannot_be_imported(bundle, tmp_path):
+    blocked = tmp_path / "blocked" / "torch"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text("raise ImportError('torch is blocked in this test')\n")
+    env = {**os.environ, "PYTHONPATH": f"{blocked.parent}{os.pathsep}{REPO}"}
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text('{"text": "the movie good"}\n\n{"text": "bad"}\n')
+    for source in (["--text", "good movie"], ["--file", str(inputs)]):
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "toolchain",
+                "run",
+                str(bundle[0].with_name("toy.edgec.tar.gz")),
+                *source,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        rows = [json.loads(line) for line in proc.stdout.splitlines()]
+        assert all(r["label"] in ("neg", "pos") for r in rows)
+        assert all(abs(sum(r["scores"].values()) - 1) < 1e-4 for r in rows)
+    assert len(rows) == 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "toolchain", "run", str(bundle[0]), "--file", str(bad)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1 and "bad.jsonl:1: not JSON" in proc.stderr

@@ -1,0 +1,275 @@
+"""Write a deployable bundle (DESIGN.md): ``NAME.edgec/`` with ``manifest.json``, ``model.onnx``,
+the tokenizer and a model card, and the same as ``NAME.edgec.tar.gz``.
+
+Latency is measured only when the target *is* this host (its profile's protocol: warm-up, timed
+runs, p50/p90/p99, peak process memory) and is then marked "measured on <host>"; for any other
+device the manifest says it was not measured (the profiling stage measures it on the device,
+through `edgec agent`, or predicts it, labelled as a prediction). No host figure is ever written
+as a device figure.
+
+Example::
+
+    build_bundle("runs/student-w4a8-onnx", Path("sst2-host.edgec"), device="host", spec=spec)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from toolchain.bundle.manifest import MANIFEST, SCHEMA_VERSION, BundleError, file_table, pack
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+)
+
+
+def _origin_metrics(model_dir: Path) -> dict:
+    """Accuracy and loyalty recorded by the stage that produced the model, if any."""
+    path = model_dir / "metrics.json"
+    if not path.is_file():
+        return {}
+    m = json.loads(path.read_text())
+    dev = m.get("dev") or {}
+    model = dev.get("quantized") or dev.get("student") or dev.get("model")
+    reference = dev.get("float") or dev.get("teacher")
+    out = {"source_stage_metrics": str(path)}
+    if model:
+        out["dev"] = model
+    if reference:
+        out["reference_dev"] = reference
+        out["reference"] = "float model" if "float" in dev else "teacher"
+    for key in ("label_loyalty", "prob_loyalty"):
+        if key in dev:
+            out[key] = dev[key]
+    out["robustness"] = "not measured"
+    return out
+
+
+def _export(source: Path, tmp: Path, *, fmt: str | None, host: bool, spec, data_dir) -> Path:
+    """An export folder for ``source``: itself when it already holds model.onnx."""
+    if (source / "model.onnx").is_file():
+        return source
+    from toolchain.export.onnx import load_for_export
+    from toolchain.export.stage import export_model
+
+    if fmt is None:
+        _, qc = load_for_export(source)
+        if host:
+            fmt = "auto"
+        elif qc is None:
+            fmt = "fp32"
+        else:
+            fmt = "int8-qdq" if qc.get("act_bits") in (8, None) else "nbits"
+    out = tmp / "export"
+    export_model(source, out, fmt=fmt, spec=spec, data_dir=data_dir)
+    return out
+
+
+def measure_host_latency(folder: Path, protocol) -> dict:
+    """Run :mod:`toolchain.bundle.measure` on ``folder`` in a fresh process (the profile's
+    protocol); its peak RSS is the runner's alone."""
+    import subprocess
+    import sys
+
+    args = {
+        "batch": protocol.batch,
+        "seq_len": protocol.seq_len,
+        "warmup": protocol.warmup,
+        "iterations": protocol.iterations,
+        "threads": protocol.threads,
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "toolchain.bundle.measure", str(folder), json.dumps(args)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    if proc.returncode:
+        raise BundleError(f"measuring {folder} failed: {proc.stderr.strip()[-500:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def build_bundle(
+    source: str | Path,
+    out: str | Path,
+    *,
+    device: str,
+    spec,
+    data_dir=None,
+    budget: str | None = None,
+    fmt: str | None = None,
+    tarball: bool = True,
+) -> dict:
+    """Write ``out`` (a ``NAME.edgec`` folder; and ``NAME.edgec.tar.gz`` when ``tarball``).
+
+    Args:
+        source: an export folder (``model.onnx`` + tokenizer, from `edgec export`) or a model
+            directory, which is exported first (``fmt``; default ``auto`` on this host,
+            ``int8-qdq``/``nbits``/``fp32`` for another device).
+        device: the target profile (name or alias).
+        budget: the device budget the bundle is for (default: the profile's first).
+
+    Returns:
+        The manifest.
+    """
+    from toolchain.profile.devices import resolve_device
+
+    source, out = Path(source), Path(out)
+    if not out.name.endswith(".edgec"):
+        raise BundleError(f"the bundle name must end in .edgec, got {out.name}")
+    resolved = resolve_device(device)
+    profile = resolved.profile
+    host = profile.name == resolve_device("host").profile.name
+    target_budget = profile.budget(budget) if budget else profile.budgets[0]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp_name:
+        tmp = Path(tmp_name)
+        exported = _export(source, tmp, fmt=fmt, host=host, spec=spec, data_dir=data_dir)
+        folder = tmp / out.name
+        folder.mkdir()
+        shutil.copyfile(exported / "model.onnx", folder / "model.onnx")
+        for name in TOKENIZER_FILES:
+            if (exported / name).is_file():
+                shutil.copyfile(exported / name, folder / name)
+        if not (folder / "tokenizer.json").is_file():
+            raise BundleError(f"{exported}: no tokenizer.json (a fast tokenizer is required)")
+        manifest = _manifest(exported, folder, profile, target_budget, resolved, spec)
+        manifest["files"] = file_table(folder)
+        (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if host:  # the bundle's own runner, on the machine the bundle is for
+            manifest["latency"] = {
+                **measure_host_latency(folder, profile.protocol),
+                "label": f"measured on {profile.name} ({platform.processor() or 'this host'})",
+            }
+        (folder / "README.md").write_text(model_card(manifest))
+        manifest["files"] = file_table(folder)
+        (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        folder.rename(out)
+    if tarball:
+        pack(out, out.with_name(out.name + ".tar.gz"))
+    log.info("bundle %s: %d files", out, len(manifest["files"]))
+    return manifest
+
+
+def _manifest(exported: Path, folder: Path, profile, target_budget, resolved, spec) -> dict:
+    from toolchain import __version__
+
+    export_file = exported / "export.json"
+    export = json.loads(export_file.read_text()) if export_file.is_file() else {}
+    origin = Path(export["source"]) if "source" in export else None
+    config = json.loads((origin / "config.json").read_text()) if origin else {}
+    id2label = config.get("id2label") or {}
+    labels = [id2label[k] for k in sorted(id2label, key=int)] or list(spec.labels or ())
+    if spec.labels and len(spec.labels) == len(labels):
+        labels = list(spec.labels)
+    qc = config.get("quantization_config")
+    precision = (
+        {n: f"W{e['bits']}A{qc['act_bits'] or 'float'}" for n, e in qc["modules"].items()}
+        if qc
+        else {"*": "fp32"}
+    )
+    tok = json.loads((folder / "tokenizer.json").read_text())
+    pad = (tok.get("padding") or {}) if isinstance(tok, dict) else {}
+    pad_token = pad.get("pad_token") or "[PAD]"
+    vocab = (tok.get("model") or {}).get("vocab") or {}
+    pad_id = pad.get("pad_id", vocab.get(pad_token, 0) if isinstance(vocab, dict) else 0)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": {
+            "architecture": (config.get("architectures") or ["unknown"])[0],
+            "source": str(origin) if origin else str(exported),
+            "format": export.get("format", "unknown"),
+            "precision": precision,
+        },
+        "task": {"name": spec.name, "kind": spec.kind},
+        "labels": labels,
+        "target": {
+            "device": profile.name,
+            "requested": resolved.requested,
+            "budget": {
+                "name": target_budget.name,
+                "latency_ms": target_budget.latency_ms,
+                "memory_mb": target_budget.memory_mb,
+            },
+        },
+        "metrics": {**(_origin_metrics(origin) if origin else {}), "parity": export.get("parity")},
+        "latency": {
+            "status": "not measured",
+            "label": f"not measured on {profile.name}: run `edgec profile` there (or through "
+            "`edgec agent`); this host's figures are never reported as the device's",
+        },
+        "provenance": {
+            "edgec": __version__,
+            "export": export.get("candidates"),
+            "python": platform.python_version(),
+            "onnxruntime": _version("onnxruntime"),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+        "runtime": {
+            "model": "model.onnx",
+            "tokenizer": "tokenizer.json",
+            "max_seq_len": 128,
+            "pad_id": int(pad_id),
+            "pad_token": pad_token,
+            "providers": ["CPUExecutionProvider"],
+        },
+        "files": {},
+    }
+
+
+def _version(dist: str) -> str | None:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def model_card(manifest: dict) -> str:
+    m, t, met, lat = manifest["model"], manifest["target"], manifest["metrics"], manifest["latency"]
+    lines = [
+        f"# {manifest['task']['name']} for {t['device']} ({t['budget']['name']} budget)",
+        "",
+        f"- Model: {m['architecture']} from `{m['source']}`, exported as {m['format']}.",
+        f"- Labels: {', '.join(manifest['labels'])}.",
+    ]
+    if "dev" in met:
+        dev = ", ".join(f"{k} {v:.4f}" for k, v in met["dev"].items() if isinstance(v, float))
+        lines.append(f"- Dev: {dev} (reference {met.get('reference', '-')}).")
+    if "label_loyalty" in met:
+        lines.append(
+            f"- Loyalty to the {met.get('reference')}: label {met['label_loyalty']:.4f}, "
+            f"probability {met['prob_loyalty']:.4f}."
+        )
+    if met.get("parity"):
+        p = met["parity"]
+        lines.append(
+            f"- ONNX vs PyTorch: max |logit diff| {p['max_abs_diff']:.3g}, label agreement "
+            f"{p['label_agreement']:.4f} on {p['n']} dev examples."
+        )
+    if lat["status"] == "measured":
+        lines.append(
+            f"- Latency ({lat['label']}): p50 {lat['p50_ms']} ms, p90 {lat['p90_ms']} ms, p99 "
+            f"{lat['p99_ms']} ms at batch {lat['batch']}, sequence {lat['seq_len']}; peak RSS "
+            f"{lat['peak_rss_mb']} MB."
+        )
+    else:
+        lines.append(f"- Latency: {lat['label']}.")
+    lines += ["", 'Run it without torch: `edgec run NAME.edgec --text "..."`.', ""]
+    return "\n".join(lines)

@@ -1,0 +1,77 @@
+"""Run a bundle with ONNX Runtime, ``tokenizers`` and numpy alone: no torch, no transformers.
+
+Example::
+
+    runner = BundleRunner("sst2-host.edgec")          # verifies the hashes first
+    runner.predict([{"text": "a gripping film"}])      # [{"label": "positive", "scores": {...}}]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from toolchain.bundle.manifest import BundleError, verify
+
+
+class BundleRunner:
+    """A verified bundle, ready to predict.
+
+    Args:
+        bundle: the ``NAME.edgec`` folder (a ``.tar.gz`` must be unpacked first, see
+            :func:`toolchain.bundle.manifest.unpack`).
+        threads: ONNX Runtime intra-op threads (None: its default).
+    """
+
+    def __init__(self, bundle: str | Path, *, threads: int | None = None):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.folder = Path(bundle)
+        self.manifest = verify(self.folder)
+        rt = self.manifest["runtime"]
+        self.labels = list(self.manifest["labels"])
+        self.max_len = int(rt["max_seq_len"])
+        self.tokenizer = Tokenizer.from_file(str(self.folder / rt["tokenizer"]))
+        self.tokenizer.enable_truncation(self.max_len)
+        self.tokenizer.enable_padding(pad_id=int(rt["pad_id"]), pad_token=rt["pad_token"])
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(
+                str(self.folder / rt["model"]), opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as e:
+            raise BundleError(
+                f"{self.folder}: ONNX Runtime cannot load {rt['model']}: {e}"
+            ) from None
+        self.inputs = {i.name for i in self.session.get_inputs()}
+
+    def encode(self, rows: list[dict]) -> dict[str, np.ndarray]:
+        texts = []
+        for i, row in enumerate(rows):
+            if "text" not in row:
+                raise BundleError(f"input {i + 1} has no 'text' (keys: {sorted(row)})")
+            texts.append((row["text"], row["text_pair"]) if row.get("text_pair") else row["text"])
+        enc = self.tokenizer.encode_batch(texts)
+        arrays = {
+            "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64),
+        }
+        return {k: v for k, v in arrays.items() if k in self.inputs}
+
+    def predict(self, rows: list[dict]) -> list[dict]:
+        """One ``{"label", "scores"}`` per row (sequence classification)."""
+        if not rows:
+            return []
+        logits = self.session.run(["logits"], self.encode(rows))[0]
+        z = logits - logits.max(-1, keepdims=True)
+        probs = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+        out = []
+        for p in probs:
+            scores = {label: round(float(v), 6) for label, v in zip(self.labels, p, strict=True)}
+            out.append({"label": self.labels[int(p.argmax())], "scores": scores})
+        return out
