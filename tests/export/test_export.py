@@ -84,7 +84,7 @@ def float_dir(tiny_bert_dir, tmp_path):
     return tmp_path / "float"
 
 
-@pytest.mark.parametrize("fmt", ("fp32", "int8-dynamic", "int8-qdq", "nbits"))
+@pytest.mark.parametrize("fmt", ("fp32", "fp16", "int8-dynamic", "int8-qdq", "nbits"))
 @pytest.mark.parametrize("level", (0, 4))
 def test_every_format_passes_parity(packed_dir, toy_task, tmp_path, fmt, level):
     if fmt != "nbits" and level:
@@ -127,9 +127,12 @@ def test_nbits_weights_are_the_packed_buffers(packed_dir, tmp_path):
 @pytest.mark.parametrize(
     ("fake", "expected"),
     [
-        ({"fp32": 5.0, "int8-dynamic": 3.0, "int8-qdq": 2.0, "nbits": 9.0}, "int8-qdq"),
-        ({"fp32": 1.0, "int8-dynamic": 3.0, "int8-qdq": 2.0, "nbits": 9.0}, "fp32"),
-        ({"fp32": 5.0, "int8-dynamic": 4.0, "int8-qdq": 6.0, "nbits": 0.5}, "nbits"),
+        (
+            {"fp32": 5.0, "fp16": 7.0, "int8-dynamic": 3.0, "int8-qdq": 2.0, "nbits": 9.0},
+            "int8-qdq",
+        ),
+        ({"fp32": 1.0, "fp16": 7.0, "int8-dynamic": 3.0, "int8-qdq": 2.0, "nbits": 9.0}, "fp32"),
+        ({"fp32": 5.0, "fp16": 4.5, "int8-dynamic": 4.0, "int8-qdq": 6.0, "nbits": 0.5}, "nbits"),
     ],
 )
 def test_auto_never_picks_a_slower_candidate(packed_dir, toy_task, tmp_path, fake, expected):
@@ -143,8 +146,8 @@ def test_auto_never_picks_a_slower_candidate(packed_dir, toy_task, tmp_path, fak
 
 
 def test_auto_on_a_float_model_has_float_candidates_only(float_dir, toy_task, tmp_path):
-    assert candidates("auto", packed=False, act_bits=None) == ["fp32", "int8-dynamic"]
-    fake = {"fp32": 2.0, "int8-dynamic": 1.0}
+    assert candidates("auto", packed=False, act_bits=None) == ["fp32", "fp16", "int8-dynamic"]
+    fake = {"fp32": 2.0, "fp16": 3.0, "int8-dynamic": 1.0}
     report = export_model(
         float_dir, tmp_path / "o", fmt="auto", spec=toy_task, measure=lambda p, b: fake[p.stem]
     )

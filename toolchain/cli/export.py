@@ -4,7 +4,7 @@ ONNX model, checked against PyTorch on real dev inputs.
     edgec export runs/student-w4a8 --task sst2 --format nbits -o runs/student-w4a8-onnx
     edgec export runs/student-w4a8 --task sst2 --format auto -o runs/student-w4a8-onnx
 
-Formats: fp32; int8-dynamic (ONNX Runtime's dynamic INT8); int8-qdq (explicit Q/DQ with the
+Formats: fp32; fp16; int8-dynamic (ONNX Runtime's dynamic INT8); int8-qdq (explicit Q/DQ with the
 learned LSQ scales, TensorRT's rules); nbits (com.microsoft::MatMulNBits built from the packed
 codes, nothing re-quantized); auto (every candidate that applies, timed on this host; the fastest
 that passes parity wins, never slower than float). DIR gets model.onnx, the tokenizer,
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from toolchain.cli.teacher import add_task_arguments, task_from_args
 
-HELP = "export to ONNX (fp32, INT8 dynamic or Q/DQ, MatMulNBits, auto) with parity checks"
+HELP = "export to ONNX (fp32, fp16, INT8 dynamic or Q/DQ, MatMulNBits, auto) with parity checks"
 IMPLEMENTED = True
 
 

@@ -251,3 +251,12 @@ def to_dynamic_int8(float_onnx: str | Path, dst: str | Path) -> Path:
     finally:
         logging.disable(logging.NOTSET)
     return Path(dst)
+
+
+def to_fp16(float_onnx: str | Path, dst: str | Path) -> Path:
+    """The float graph in float16 (inputs and outputs stay as they were)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(float_onnx)), keep_io_types=True)
+    return _save(model, Path(dst))

@@ -1,6 +1,7 @@
 """The export stage: a model directory (float or packed) -> one checked ONNX model.
 
-Formats: ``fp32``; ``int8-dynamic`` (ONNX Runtime's dynamic INT8 of the float graph);
+Formats: ``fp32``; ``fp16`` (weights and activations, float32 inputs and outputs kept);
+``int8-dynamic`` (ONNX Runtime's dynamic INT8 of the float graph);
 ``int8-qdq`` (explicit Q/DQ with the learned LSQ scales; packed checkpoints);
 ``nbits`` (MatMulNBits from the packed codes; packed checkpoints); ``auto`` (every candidate that
 applies, each checked for parity and timed on this host at batch 1, sequence 128; the fastest
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 # max |logit difference| allowed against the PyTorch reference of each format
 TOLERANCE = {
     "fp32": 1e-3,
+    "fp16": 0.05,
     "nbits": 1e-3,  # weights exact; accuracy_level 0
     "nbits-acc4": 0.3,  # activations quantized per block inside the kernel
     "int8-qdq": 0.3,  # vs the fake-quant model; ORT's int8 kernels round differently
@@ -54,7 +56,7 @@ def candidates(fmt: str, packed: bool, act_bits: int | None) -> list[str]:
         )
     if fmt != "auto":
         return [fmt]
-    out = ["fp32", "int8-dynamic"]
+    out = ["fp32", "fp16", "int8-dynamic"]
     if packed:
         out.append("nbits")
         if act_bits in (8, None):
@@ -69,6 +71,8 @@ def _build(fmt: str, float_onnx: Path, src: Path, dst: Path, cfg: ExportConfig) 
     if fmt == "fp32":
         shutil.copyfile(float_onnx, dst)
         return dst, "fp32"
+    if fmt == "fp16":
+        return lowbit.to_fp16(float_onnx, dst), "fp16"
     if fmt == "int8-dynamic":
         return lowbit.to_dynamic_int8(float_onnx, dst), "int8-dynamic"
     if fmt == "int8-qdq":
