@@ -213,3 +213,24 @@ def test_edgec_export_cli(edgec, packed_dir, toy_task, tmp_path):
         bad.returncode == 1
         and "is not a Hugging Face model directory: config.json is missing" in bad.stderr
     )
+
+
+def test_tensorrt_absence_is_said_plainly(packed_dir, toy_task, tmp_path):
+    from toolchain.export.tensorrt import availability, build_engine
+
+    ok, why = availability()
+    if ok:
+        pytest.skip("tensorrt is installed here; see the tensorrt-marked test")
+    assert "TensorRT is not installed here" in why
+    with pytest.raises(ExportError, match="TensorRT is not installed here"):
+        build_engine(tmp_path / "m.onnx", tmp_path / "engine.plan")
+    report = export_model(packed_dir, tmp_path / "o", fmt="fp32", spec=toy_task, tensorrt=True)
+    assert report["tensorrt"] == {"built": False, "why": why}
+    assert not (tmp_path / "o" / "engine.plan").exists()
+
+
+@pytest.mark.cuda
+def test_tensorrt_engine_from_qdq(packed_dir, toy_task, tmp_path):
+    pytest.importorskip("tensorrt")
+    report = export_model(packed_dir, tmp_path / "o", fmt="int8-qdq", spec=toy_task, tensorrt=True)
+    assert report["tensorrt"]["built"] and (tmp_path / "o" / "engine.plan").stat().st_size > 0

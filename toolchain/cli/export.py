@@ -37,6 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=(0, 1, 2, 3, 4),
         help="MatMulNBits: 4 = int8 activations inside the kernel (default), 0 = float",
     )
+    parser.add_argument(
+        "--tensorrt",
+        action="store_true",
+        help="also build engine.plan (only where tensorrt imports: Jetson, NVIDIA GPU hosts)",
+    )
     parser.add_argument("--parity-samples", type=int, help="dev examples compared (default 256)")
     parser.add_argument(
         "--device",
@@ -77,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         cfg=cfg,
         name=out.name,
+        tensorrt=args.tensorrt,
     )
     result = run_single(stage, out, force=args.force)
     m = result.record["metrics"]
@@ -90,6 +96,9 @@ def run(args: argparse.Namespace) -> int:
         f"max |logit diff| {p['max_abs_diff']:.2g}, label agreement {p['label_agreement']:.4f} "
         f"on {p['n']} dev examples"
     )
+    trt = m.get("tensorrt")
+    if trt:
+        print(f"  TensorRT: engine.plan {'built' if trt['built'] else 'NOT built: ' + trt['why']}")
     if m["requested"] == "auto":
         for f, e in m["candidates"].items():
             lat = e.get("latency_ms_b1_s128")

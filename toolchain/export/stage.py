@@ -128,11 +128,14 @@ def export_model(
     cfg: ExportConfig | None = None,
     seed: int = 0,
     measure: Callable[[Path, dict], float] | None = None,
+    tensorrt: bool = False,
 ) -> dict:
     """Export ``model_dir`` into ``out_dir`` (``model.onnx``, tokenizer, ``export.json``).
 
     Args:
         measure: ``(onnx path, batch) -> ms`` used by ``auto`` (default: :func:`latency_ms`).
+        tensorrt: also build ``engine.plan`` where tensorrt imports; elsewhere the report says
+            plainly that it was not built and why.
 
     Returns:
         The report: chosen format, file size, parity figures, and for ``auto`` every
@@ -183,8 +186,20 @@ def export_model(
         out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(Path(tmp) / f"{chosen}.onnx", out / "model.onnx")
     twin.tokenizer.save_pretrained(str(out))
+    if tensorrt:
+        report["tensorrt"] = _tensorrt(out)
     (out / "export.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _tensorrt(out: Path) -> dict:
+    from toolchain.export.tensorrt import availability, build_engine
+
+    ok, why = availability()
+    if not ok:
+        log.warning("engine.plan not built: %s", why)
+        return {"built": False, "why": why}
+    return {"built": True, **build_engine(out / "model.onnx", out / "engine.plan")}
 
 
 def _choose(entries: dict, fmt: str) -> str:
@@ -211,6 +226,7 @@ def export_stage(
     data_dir=None,
     cfg: ExportConfig | None = None,
     name: str = "export",
+    tensorrt: bool = False,
 ):
     """A pipeline :class:`~toolchain.pipeline.Stage` around :func:`export_model`."""
     from toolchain.models.teacher import teacher_inputs
@@ -220,6 +236,7 @@ def export_stage(
     config = {
         "model": model_dir,
         "format": fmt,
+        "tensorrt": tensorrt,
         "task": spec.name,
         "task_spec": spec,
         "export": cfg,
@@ -227,7 +244,14 @@ def export_stage(
 
     def run(ctx) -> dict:
         return export_model(
-            model_dir, ctx.out_dir, fmt=fmt, spec=spec, data_dir=data_dir, cfg=cfg, seed=ctx.seed
+            model_dir,
+            ctx.out_dir,
+            fmt=fmt,
+            spec=spec,
+            data_dir=data_dir,
+            cfg=cfg,
+            seed=ctx.seed,
+            tensorrt=tensorrt,
         )
 
     return Stage(name, run, config=config, inputs=teacher_inputs(model_dir, spec, data_dir))
