@@ -114,6 +114,7 @@ class Bench:
             "p90_ms": round(p90, 3),
             "bytes": nbytes,
             "dev_accuracy": acc,
+            "parity": note,
         }
         self.rows.append(row)
         print(json.dumps(row), flush=True)

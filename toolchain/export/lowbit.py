@@ -3,7 +3,8 @@
 Nothing is re-quantized: the float export of a packed checkpoint holds, for every quantized
 Linear, exactly ``codes * step`` (see :func:`toolchain.export.onnx.dequantize_modules`). Each
 such weight is found in the graph by its content (a ``MatMul`` against ``W.T``, or a ``Gemm`` with
-``transB=1`` against ``W``) and the node is replaced:
+``transB=1`` against ``W``, or without it against ``W.T`` as GPT-2's Conv1D exports) and the
+node is replaced:
 
 * :func:`to_matmul_nbits`: ``com.microsoft::MatMulNBits`` fed the checkpoint's packed codes and
   the per-channel steps repeated per block (the layout of :mod:`toolchain.lowbit.reference`);
@@ -46,7 +47,7 @@ def _packed(packed_dir: Path):
 
 
 def _linear_sites(model, qc: dict, tensors: dict) -> list[tuple]:
-    """``(node, module name, weight initializer name, transposed)`` for every quantized Linear."""
+    """``(node, module name, weight initializer name, holds W.T)`` for every quantized Linear."""
     from onnx import numpy_helper
 
     block = qc["block_size"]
@@ -74,9 +75,11 @@ def _linear_sites(model, qc: dict, tensors: dict) -> list[tuple]:
             name, transposed = by_digest.get("T" + _digest(array)), True
         else:
             attrs = {a.name: a for a in node.attribute}
-            if "transB" not in attrs or attrs["transB"].i != 1 or "transA" in attrs:
+            if attrs.get("transA") and attrs["transA"].i:
                 continue
-            name, transposed = by_digest.get(_digest(array)), False
+            trans_b = bool(attrs["transB"].i) if "transB" in attrs else False
+            key = _digest(array) if trans_b else "T" + _digest(array)
+            name, transposed = by_digest.get(key), not trans_b
         if name is not None:
             sites.append((node, name, node.input[1], transposed))
     found = {s[1] for s in sites}
@@ -138,7 +141,7 @@ def to_matmul_nbits(
     model = onnx.load(str(float_onnx))
     block = qc["block_size"]
     replacements = {}
-    for node, name, _, transposed in _linear_sites(model, qc, tensors):
+    for node, name, _, _ in _linear_sites(model, qc, tensors):
         e = qc["modules"][name]
         n, k = e["shape"]
         b_name, s_name = f"{name}.qweight", f"{name}.scales"
@@ -149,7 +152,8 @@ def to_matmul_nbits(
                 numpy_helper.from_array(scales.numpy().astype(np.float32), s_name),
             ]
         )
-        out = node.output[0] if transposed else f"{name}.nbits_out"
+        gemm = node.op_type == "Gemm"
+        out = f"{name}.nbits_out" if gemm else node.output[0]
         new = [
             helper.make_node(
                 "MatMulNBits",
@@ -164,7 +168,7 @@ def to_matmul_nbits(
                 accuracy_level=accuracy_level,
             )
         ]
-        if not transposed:
+        if gemm:
             new += _gemm_tail(node, out, helper)
         replacements[node.output[0]] = new
     _replace(model, replacements)
@@ -225,12 +229,18 @@ def to_qdq_int8(float_onnx: str | Path, dst: str | Path, packed_dir: str | Path)
             ]
             x = f"{name}.x_dq"
         model.graph.initializer.extend(inits)
-        if transposed:
+        if node.op_type == "MatMul":
             new.append(helper.make_node("MatMul", [x, f"{name}.w_dq"], [node.output[0]]))
         else:
             out = f"{name}.mm_out"
             new.append(
-                helper.make_node("Gemm", [x, f"{name}.w_dq"], [out], transB=1, name=f"{name}.gemm")
+                helper.make_node(
+                    "Gemm",
+                    [x, f"{name}.w_dq"],
+                    [out],
+                    transB=int(not transposed),
+                    name=f"{name}.gemm",
+                )
             )
             new += _gemm_tail(node, out, helper)
         replacements[node.output[0]] = new

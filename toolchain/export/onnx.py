@@ -85,7 +85,13 @@ def dequantize_modules(model: nn.Module) -> None:
     for name, m in quantized_modules(model).items():
         w = m.weight_quant.codes(m.weight.float()).float()
         w = w * m.weight_quant.step.view(-1, 1)
-        if isinstance(m, QuantLinear):
+        if isinstance(m, QuantLinear) and m.from_conv1d:
+            from transformers.pytorch_utils import Conv1D
+
+            new = Conv1D(m.out_features, m.in_features)  # keeps the checkpoint layout of GPT-2
+            new.weight.copy_(w.T)
+            new.bias.copy_(m.bias)
+        elif isinstance(m, QuantLinear):
             new = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
             new.weight.copy_(w)
             if m.bias is not None:
@@ -114,10 +120,7 @@ def export_float(adapter, path: str | Path, *, opset: int = OPSET) -> Path:
     if adapter.tokenizer is None:
         raise ExportError("the model has no tokenizer: export needs one to build inputs")
     if adapter.is_decoder:
-        raise ExportError(
-            "decoder export (causal LM with past key values) is not implemented yet; "
-            "encoders (sequence and token classification) are"
-        )
+        raise ExportError("a decoder: use toolchain.export.decoder.export_decoder")
     model = adapter.model.eval().cpu()
     tok = adapter.tokenizer(
         ["an example", "another example sentence"], padding=True, return_tensors="pt"

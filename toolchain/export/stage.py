@@ -44,10 +44,12 @@ TOLERANCE = {
 LATENCY_SEQ = 128
 
 
-def candidates(fmt: str, packed: bool, act_bits: int | None) -> list[str]:
+def candidates(fmt: str, packed: bool, act_bits: int | None, *, decoder: bool = False) -> list[str]:
     """The formats ``fmt`` stands for, given what the model directory holds."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if decoder and fmt == "fp16":
+        raise ExportError("fp16 export of decoders is not supported yet: use fp32, nbits or auto")
     needs_packed = {"int8-qdq", "nbits"}
     if fmt in needs_packed and not packed:
         raise ExportError(
@@ -56,7 +58,7 @@ def candidates(fmt: str, packed: bool, act_bits: int | None) -> list[str]:
         )
     if fmt != "auto":
         return [fmt]
-    out = ["fp32", "fp16", "int8-dynamic"]
+    out = ["fp32", "int8-dynamic"] if decoder else ["fp32", "fp16", "int8-dynamic"]
     if packed:
         out.append("nbits")
         if act_bits in (8, None):
@@ -146,38 +148,31 @@ def export_model(
     cfg = cfg or ExportConfig()
     src, out = Path(model_dir), Path(out_dir)
     twin, qc = load_for_export(src)
-    reference_q = None
-    todo = candidates(fmt, qc is not None, (qc or {}).get("act_bits"))
-    batches = _parity_batches(twin, spec, data_dir, cfg, seed)
-    lat_batch = _latency_batch(twin) if fmt == "auto" else None
+    todo = candidates(fmt, qc is not None, (qc or {}).get("act_bits"), decoder=twin.is_decoder)
+    parity = _checker(twin, spec, data_dir, cfg, seed)
+    batch = _latency_batch(twin) if fmt == "auto" else None
+    if measure is None:
+        measure = _decoder_latency if twin.is_decoder else latency_ms
     report: dict = {"source": str(src), "requested": fmt, "candidates": {}}
+    references = {}
     with tempfile.TemporaryDirectory(prefix="edgec-export-") as tmp:
-        float_onnx = export_float(twin, Path(tmp) / "float.onnx", opset=cfg.opset)
+        float_onnx = _float_export(twin, Path(tmp), cfg)
         for f in todo:
             path, tol_key = _build(f, float_onnx, src, Path(tmp) / f"{f}.onnx", cfg)
-            if f == "int8-qdq":
-                if reference_q is None:
-                    from toolchain.quantize.convert import load_quantized
+            if f == "int8-qdq" and "q" not in references:
+                from toolchain.quantize.convert import load_quantized
 
-                    reference_q = load_quantized(src)
-                reference = reference_q
-            else:
-                reference = twin
+                references["q"] = load_quantized(src)
+            reference = references["q"] if f == "int8-qdq" else twin
             entry: dict = {"bytes": path.stat().st_size, "tolerance": TOLERANCE[tol_key]}
             try:
-                entry["parity"] = check_parity(
-                    path,
-                    reference,
-                    batches,
-                    tolerance=TOLERANCE[tol_key],
-                    min_label_agreement=cfg.min_label_agreement,
-                )
+                entry["parity"] = parity(path, reference, TOLERANCE[tol_key])
             except ExportError as e:
                 if fmt != "auto":
                     raise
                 entry["rejected"] = str(e)
-            if lat_batch is not None and "parity" in entry:
-                entry["latency_ms_b1_s128"] = round((measure or latency_ms)(path, lat_batch), 3)
+            if fmt == "auto" and "parity" in entry:
+                entry["latency_ms_b1_s128"] = round(measure(path, batch), 3)
             report["candidates"][f] = entry
             log.info("%s: %s", f, entry)
         chosen = _choose(report["candidates"], fmt)
@@ -190,6 +185,57 @@ def export_model(
         report["tensorrt"] = _tensorrt(out)
     (out / "export.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _float_export(twin, tmp: Path, cfg: ExportConfig) -> Path:
+    if not twin.is_decoder:
+        return export_float(twin, tmp / "float.onnx", opset=cfg.opset)
+    from toolchain.export.decoder import export_decoder
+
+    path = export_decoder(twin, tmp / "decoder", opset=cfg.opset)
+    return path.rename(tmp / "float.onnx")
+
+
+def _checker(twin, spec, data_dir, cfg: ExportConfig, seed: int) -> Callable:
+    """``parity(path, reference, tolerance) -> report`` on real dev inputs of ``spec``."""
+    if twin.is_decoder:
+        from toolchain.export.decoder import check_decoder_parity
+
+        texts = _parity_texts(spec, data_dir, cfg, seed)
+        return lambda path, ref, tol: check_decoder_parity(
+            path, ref, texts, tolerance=tol, min_agreement=cfg.min_label_agreement
+        )
+    batches = _parity_batches(twin, spec, data_dir, cfg, seed)
+    return lambda path, ref, tol: check_parity(
+        path, ref, batches, tolerance=tol, min_label_agreement=cfg.min_label_agreement
+    )
+
+
+def _parity_texts(spec, data_dir, cfg: ExportConfig, seed: int) -> list[str]:
+    from toolchain.data.readers import load_split
+
+    split = next(s for s in ("dev", "validation", "test", "train") if s in spec.files)
+    lines = [t for t in load_split(spec, split, data_dir) if isinstance(t, str) and t.strip()]
+    if not lines:
+        raise ExportError(f"{spec.name}: no text in its {split} split for the parity check")
+    sample = random.Random(seed).sample(lines, min(len(lines), max(2, cfg.parity_samples // 32)))
+    return sample
+
+
+def _decoder_latency(path: Path, batch: dict) -> float:
+    """Median ms of a prefill (empty past) at ``batch``'s shape."""
+    from toolchain.export.decoder import _feeds
+
+    sess = session(path)
+    feeds = _feeds(sess, batch["input_ids"].numpy(), batch["attention_mask"].numpy(), {}, 0)
+    for _ in range(3):
+        sess.run(None, feeds)
+    times = []
+    for _ in range(20):
+        start = time.perf_counter()
+        sess.run(None, feeds)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
 
 
 def _tensorrt(out: Path) -> dict:

@@ -44,7 +44,8 @@ class QuantLinear(nn.Module):
 
     def __init__(self, layer: nn.Module, w_bits: int, a_bits: int | None):
         super().__init__()
-        weight = layer.weight if isinstance(layer, nn.Linear) else layer.weight.detach().T
+        self.from_conv1d = not isinstance(layer, nn.Linear)  # GPT-2's Conv1D stores W.T
+        weight = layer.weight if not self.from_conv1d else layer.weight.detach().T
         self.out_features, self.in_features = weight.shape
         self.weight = weight if isinstance(weight, nn.Parameter) else nn.Parameter(weight.clone())
         self.bias = layer.bias
