@@ -234,3 +234,32 @@ def test_tensorrt_engine_from_qdq(packed_dir, toy_task, tmp_path):
     pytest.importorskip("tensorrt")
     report = export_model(packed_dir, tmp_path / "o", fmt="int8-qdq", spec=toy_task, tensorrt=True)
     assert report["tensorrt"]["built"] and (tmp_path / "o" / "engine.plan").stat().st_size > 0
+
+
+@pytest.fixture
+def packed_with_tables(tiny_bert_dir, tmp_path):
+    """Every Linear and every embedding table at 2 bits (tables stored in the 4-bit container)."""
+    adapter = _classifier(tiny_bert_dir, tmp_path / "train")
+    plan = plan_modules(adapter.model, weight_bits=2, quantize_embeddings=True)
+    quantize_modules(adapter.model, plan, act_bits=8)
+    tok = adapter.tokenizer(
+        ["the movie was good", "a bad world"] * 4, padding=True, return_tensors="pt"
+    )
+    calibrate(adapter.model, [dict(tok)])
+    adapter.model.eval()
+    return save_quantized(adapter, tmp_path / "packed-tables", block_size=16)
+
+
+@pytest.mark.parametrize("fmt", ("nbits", "int8-qdq"))
+def test_quantized_tables_stay_quantized_in_onnx(packed_with_tables, toy_task, tmp_path, fmt):
+    out = tmp_path / fmt
+    report = export_model(packed_with_tables, out, fmt=fmt, spec=toy_task)
+    assert report["parity"]["label_agreement"] >= 0.995
+    graph = onnx.load(str(out / "model.onnx")).graph
+    float_tables = [i.name for i in graph.initializer if i.name.endswith("embeddings.weight")]
+    assert float_tables == []  # no float copy of any table is left
+    if fmt == "nbits":
+        gbq = [n for n in graph.node if n.op_type == "GatherBlockQuantized"]
+        assert len(gbq) == 3 and {a.i for n in gbq for a in n.attribute if a.name == "bits"} == {4}
+    else:
+        assert "bert.embeddings.word_embeddings.w_int8" in {i.name for i in graph.initializer}

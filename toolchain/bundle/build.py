@@ -128,6 +128,11 @@ def build_bundle(
     from toolchain.profile.devices import resolve_device
 
     source, out = Path(source), Path(out)
+    if spec.kind not in ("classification", "regression"):
+        raise BundleError(
+            f"bundles of {spec.kind} models are not supported yet (sequence classification "
+            "and regression are): export them with `edgec export` and run the ONNX directly"
+        )
     if not out.name.endswith(".edgec"):
         raise BundleError(f"the bundle name must end in .edgec, got {out.name}")
     resolved = resolve_device(device)

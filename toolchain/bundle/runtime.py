@@ -64,10 +64,12 @@ class BundleRunner:
         return {k: v for k, v in arrays.items() if k in self.inputs}
 
     def predict(self, rows: list[dict]) -> list[dict]:
-        """One ``{"label", "scores"}`` per row (sequence classification)."""
+        """One ``{"label", "scores"}`` per row (classification), or ``{"score"}`` (regression)."""
         if not rows:
             return []
         logits = self.session.run(["logits"], self.encode(rows))[0]
+        if self.manifest["task"]["kind"] == "regression":
+            return [{"score": round(float(v[0]), 6)} for v in logits]
         z = logits - logits.max(-1, keepdims=True)
         probs = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
         out = []

@@ -92,6 +92,43 @@ def _linear_sites(model, qc: dict, tensors: dict) -> list[tuple]:
     return sites
 
 
+def _embedding_sites(model, qc: dict, tensors: dict) -> list[tuple]:
+    """``(Gather node, module name)`` for every quantized embedding table found in the graph."""
+    from onnx import numpy_helper
+
+    block = qc["block_size"]
+    by_digest = {}
+    for name, e in qc["modules"].items():
+        if e["kind"] == "embedding":
+            n, k = e["shape"]
+            w = lb.dequantize(
+                tensors[f"{name}.qweight"],
+                tensors[f"{name}.w_scale"],
+                bits=e["bits"],
+                k=k,
+                block_size=block,
+            ).numpy()
+            by_digest[_digest(w)] = name
+    if not by_digest:
+        return []
+    inits = {i.name: i for i in model.graph.initializer}
+    sites = []
+    for node in model.graph.node:
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        if node.op_type == "Gather" and axis == 0 and node.input[0] in inits:
+            name = by_digest.get(_digest(numpy_helper.to_array(inits[node.input[0]])))
+            if name is not None:
+                sites.append((node, name))
+    return sites
+
+
+def _embedding_codes(e: dict, tensors: dict, name: str) -> np.ndarray:
+    """Signed codes (N, K) int8 of a quantized table."""
+    n, k = e["shape"]
+    codes = lb.unpack(tensors[f"{name}.qweight"], bits=e["bits"], k=k)
+    return lb.to_signed(codes, e["bits"]).numpy()
+
+
 def _replace(model, replacements: dict[str, list]) -> None:
     """Swap nodes (keyed by their first output) for their replacements, in place, in order."""
     nodes = []
@@ -171,6 +208,8 @@ def to_matmul_nbits(
         if gemm:
             new += _gemm_tail(node, out, helper)
         replacements[node.output[0]] = new
+    for node, name in _embedding_sites(model, qc, tensors):
+        replacements[node.output[0]] = _gather_block_quantized(model, node, name, qc, tensors)
     _replace(model, replacements)
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
@@ -244,9 +283,73 @@ def to_qdq_int8(float_onnx: str | Path, dst: str | Path, packed_dir: str | Path)
             )
             new += _gemm_tail(node, out, helper)
         replacements[node.output[0]] = new
+    for node, name in _embedding_sites(model, qc, tensors):
+        replacements[node.output[0]] = _gather_int8(model, node, name, qc, tensors)
     _replace(model, replacements)
     _drop_unused_initializers(model)
     return _save(model, Path(dst))
+
+
+def _gather_block_quantized(model, node, name: str, qc: dict, tensors: dict) -> list:
+    """``GatherBlockQuantized`` (4- or 8-bit data; 2-bit tables are stored as 4-bit)."""
+    from onnx import helper, numpy_helper
+
+    e = qc["modules"][name]
+    n, k = e["shape"]
+    block = qc["block_size"]
+    if k % block:
+        raise ExportError(f"{name}: embedding width {k} is not a multiple of block {block}")
+    bits = max(4, e["container_bits"])
+    codes = lb.to_unsigned(_as_tensor(_embedding_codes(e, tensors, name)), bits)
+    data = lb.pack(codes, bits=bits, block_size=block).reshape(n, -1)
+    scales = lb.block_scales(tensors[f"{name}.w_scale"], k, block)
+    model.graph.initializer.extend(
+        [
+            numpy_helper.from_array(data.numpy(), f"{name}.qdata"),
+            numpy_helper.from_array(scales.numpy().astype(np.float32), f"{name}.scales"),
+        ]
+    )
+    return [
+        helper.make_node(
+            "GatherBlockQuantized",
+            [f"{name}.qdata", node.input[1], f"{name}.scales"],
+            [node.output[0]],
+            name=f"{name}.gbq",
+            domain="com.microsoft",
+            gather_axis=0,
+            quantize_axis=1,
+            block_size=block,
+            bits=bits,
+        )
+    ]
+
+
+def _gather_int8(model, node, name: str, qc: dict, tensors: dict) -> list:
+    """Standard ops: gather int8 rows and their steps, then scale (no whole-table dequant)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    e = qc["modules"][name]
+    codes = _embedding_codes(e, tensors, name)
+    steps = tensors[f"{name}.w_scale"].numpy().astype(np.float32).reshape(-1, 1)
+    model.graph.initializer.extend(
+        [
+            numpy_helper.from_array(codes.astype(np.int8), f"{name}.w_int8"),
+            numpy_helper.from_array(steps, f"{name}.w_scale"),
+        ]
+    )
+    ids, out = node.input[1], node.output[0]
+    return [
+        helper.make_node("Gather", [f"{name}.w_int8", ids], [f"{name}.rows_q"]),
+        helper.make_node("Cast", [f"{name}.rows_q"], [f"{name}.rows_f"], to=TensorProto.FLOAT),
+        helper.make_node("Gather", [f"{name}.w_scale", ids], [f"{name}.row_steps"]),
+        helper.make_node("Mul", [f"{name}.rows_f", f"{name}.row_steps"], [out]),
+    ]
+
+
+def _as_tensor(array: np.ndarray):
+    import torch
+
+    return torch.from_numpy(array)
 
 
 def to_dynamic_int8(float_onnx: str | Path, dst: str | Path) -> Path:
