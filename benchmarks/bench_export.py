@@ -172,6 +172,7 @@ def optimum_baseline(bench, teacher: str, out: Path, tokenizer) -> None:
 def markdown(report: dict) -> str:
     env = report["environment"]
     rows = report["rows"]
+    # quantized students are compared with their float student's ONNX Runtime fp32 row
     base = {
         (r["model"], r["batch"]): r["p50_ms"]
         for r in rows
@@ -182,19 +183,19 @@ def markdown(report: dict) -> str:
         "",
         f"Measured {report['date']} on {env['cpu']} ({env['cores']} cores, GPU: "
         f"{env['gpu'] or 'none'}), torch {env['torch']}; one run, one machine. Speed-up is the "
-        "ONNX Runtime fp32 p50 of the same model over this row's p50.",
+        "ONNX Runtime fp32 p50 of the same float model over this row's p50.",
         "",
         "| model | runtime | format | batch | p50 ms | p90 ms | speed-up | MiB | dev acc "
         "| parity |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        ref = base.get((r["model"], r["batch"]))
+        ref = base.get((r["model"].split("-")[0], r["batch"]))
         speed = f"{ref / r['p50_ms']:.2f}x" if ref else "-"
         lines.append(
             f"| {r['model']} | {r['runtime']} | {r['format']} | {r['batch']} | {r['p50_ms']:.2f} "
             f"| {r['p90_ms']:.2f} | {speed} | {r['bytes'] / 2**20:.1f} | {r['dev_accuracy']:.4f} "
-            f"| {r.get('parity') or '-'} |"
+            f"| {(r.get('parity') or '-').replace('|', '&#124;')} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -211,7 +212,12 @@ def main() -> int:
     parser.add_argument("--w2", default=str(REPO / "runs" / "bench_quantize" / "kdlsq-w2a8"))
     parser.add_argument("--run-dir", default=str(REPO / "runs" / "bench_export"))
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    parser.add_argument("--report-only", action="store_true", help="rewrite export.md only")
     args = parser.parse_args()
+    if args.report_only:
+        report = json.loads((Path(args.out) / "export.json").read_text())
+        (Path(args.out) / "export.md").write_text(markdown(report))
+        return 0
     from toolchain.export.onnx import load_for_export
 
     bench = Bench(args)
