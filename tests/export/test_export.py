@@ -272,17 +272,30 @@ def test_token_classification_export_compares_real_tokens(tiny_bert_dir, tmp_pat
     from toolchain.models.adapters import adapter_for
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=16, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=64, num_labels=3)
+    config = BertConfig(
+        vocab_size=16,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=3,
+    )
     tok = BertTokenizerFast.from_pretrained(str(tiny_bert_dir))
     adapter_for(BertForTokenClassification(config).eval(), tok).save(tmp_path / "tagger")
     lines = ["-DOCSTART- -X- -X- O", ""]
     for words in (["the", "movie", "was", "good"], ["hello", "world"]) * 4:
         lines += [f"{w} X X {'B-MISC' if w in ('movie', 'world') else 'O'}" for w in words] + [""]
     (tmp_path / "dev.txt").write_text("\n".join(lines) + "\n")
-    spec = TaskSpec(name="toy-ner", kind="token-classification", folder="", format="conll",
-                    files={"dev": str(tmp_path / "dev.txt")}, label_column="3",
-                    labels=("O", "B-MISC", "I-MISC"))
+    spec = TaskSpec(
+        name="toy-ner",
+        kind="token-classification",
+        folder="",
+        format="conll",
+        files={"dev": str(tmp_path / "dev.txt")},
+        label_column="3",
+        labels=("O", "B-MISC", "I-MISC"),
+    )
     report = export_model(tmp_path / "tagger", tmp_path / "o", fmt="fp32", spec=spec)
     assert report["parity"]["max_abs_diff"] < 1e-4
     assert report["parity"]["n"] > 8  # counted per real token, not per sentence
