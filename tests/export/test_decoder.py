@@ -66,3 +66,33 @@ def test_packed_decoder_as_matmulnbits(gpt2_dirs, text_task, tmp_path):
     )  # c_attn, c_proj, c_fc, c_proj
     with pytest.raises(ExportError, match="fp16 export of decoders is not supported yet"):
         export_model(gpt2_dirs[0], tmp_path / "x", fmt="fp16", spec=text_task)
+
+
+def test_llama_decoder_with_past(tiny_gpt2, text_task, tmp_path):
+    """The Llama family (RoPE, grouped KV heads) through the same route."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from toolchain.models.adapters import adapter_for
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=28,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    adapter_for(LlamaForCausalLM(config).eval(), tiny_gpt2.tokenizer).save(tmp_path / "llama")
+    report = export_model(tmp_path / "llama", tmp_path / "o", fmt="fp32", spec=text_task)
+    assert report["parity"]["max_abs_diff"] < 1e-3 and report["parity"]["label_agreement"] == 1.0
+    past = [
+        i
+        for i in onnx.load(str(tmp_path / "o" / "model.onnx")).graph.input
+        if i.name == "past_key_values.0.key"
+    ]
+    assert past[0].type.tensor_type.shape.dim[1].dim_value == 2  # the grouped KV heads
