@@ -250,6 +250,8 @@ def to_qdq_int8(float_onnx: str | Path, dst: str | Path, packed_dir: str | Path)
         x = node.input[0]
         if f"{name}.a_scale" in tensors:
             signed = e.get("act_signed", True)
+            if not signed:  # TensorRT's explicit quantization takes symmetric int8 only
+                log.warning("%s: unsigned activations become uint8 Q/DQ (not TensorRT-ready)", name)
             zp_type = TensorProto.INT8 if signed else TensorProto.UINT8
             a_scale = tensors[f"{name}.a_scale"].numpy().astype(np.float32).reshape(())
             inits += [
