@@ -46,23 +46,27 @@ def _packed(packed_dir: Path):
     return qc, load_file(str(packed_dir / "model.safetensors"))
 
 
+def _dequantized(qc: dict, tensors: dict, kind: str):
+    """``(module name, float weight (N, K))`` of every quantized module of ``kind``: exactly the
+    values the float twin of the checkpoint holds."""
+    for name, e in qc["modules"].items():
+        if e["kind"] == kind:
+            w = lb.dequantize(
+                tensors[f"{name}.qweight"],
+                tensors[f"{name}.w_scale"],
+                bits=e["bits"],
+                k=e["shape"][1],
+                block_size=qc["block_size"],
+            )
+            yield name, w.numpy()
+
+
 def _linear_sites(model, qc: dict, tensors: dict) -> list[tuple]:
     """``(node, module name, weight initializer name, holds W.T)`` for every quantized Linear."""
     from onnx import numpy_helper
 
-    block = qc["block_size"]
     by_digest: dict[str, str] = {}
-    for name, e in qc["modules"].items():
-        if e["kind"] != "linear":
-            continue
-        n, k = e["shape"]
-        w = lb.dequantize(
-            tensors[f"{name}.qweight"],
-            tensors[f"{name}.w_scale"],
-            bits=e["bits"],
-            k=k,
-            block_size=block,
-        ).numpy()
+    for name, w in _dequantized(qc, tensors, "linear"):
         by_digest[_digest(w)] = name  # Gemm with transB=1 holds W
         by_digest["T" + _digest(w.T)] = name  # MatMul holds W.T
     inits = {i.name: i for i in model.graph.initializer}
@@ -96,19 +100,7 @@ def _embedding_sites(model, qc: dict, tensors: dict) -> list[tuple]:
     """``(Gather node, module name)`` for every quantized embedding table found in the graph."""
     from onnx import numpy_helper
 
-    block = qc["block_size"]
-    by_digest = {}
-    for name, e in qc["modules"].items():
-        if e["kind"] == "embedding":
-            n, k = e["shape"]
-            w = lb.dequantize(
-                tensors[f"{name}.qweight"],
-                tensors[f"{name}.w_scale"],
-                bits=e["bits"],
-                k=k,
-                block_size=block,
-            ).numpy()
-            by_digest[_digest(w)] = name
+    by_digest = {_digest(w): name for name, w in _dequantized(qc, tensors, "embedding")}
     if not by_digest:
         return []
     inits = {i.name: i for i in model.graph.initializer}
