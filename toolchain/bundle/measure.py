@@ -7,10 +7,7 @@ the peak RSS is what `edgec run` needs, not what the build process happened to h
 from __future__ import annotations
 
 import json
-import resource
-import statistics
 import sys
-import time
 
 
 def measure(
@@ -24,31 +21,23 @@ def measure(
 ) -> dict:
     """p50/p90/p99/mean (ms) of one ONNX Runtime call, and this process's peak RSS (MB)."""
     from toolchain.bundle.runtime import BundleRunner
+    from toolchain.profile import protocol
 
     runner = BundleRunner(folder, threads=threads)
     feeds = runner.encode([{"text": " ".join(["edge"] * seq_len * 2)}] * batch)
-    for _ in range(warmup):
-        runner.session.run(["logits"], feeds)
-    times = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        runner.session.run(["logits"], feeds)
-        times.append((time.perf_counter() - start) * 1000)
-    times.sort()
-
-    def pct(q: float) -> float:
-        return round(times[min(len(times) - 1, int(q / 100 * len(times)))], 3)
-
+    stats = protocol.measure(
+        lambda: runner.session.run(["logits"], feeds),
+        warmup=warmup,
+        iterations=iterations,
+        batch=batch,
+    )
     return {
         "status": "measured",
-        "p50_ms": pct(50),
-        "p90_ms": pct(90),
-        "p99_ms": pct(99),
-        "mean_ms": round(statistics.fmean(times), 3),
+        **{k: round(stats[k], 3) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms")},
         "batch": batch,
         "seq_len": int(feeds["input_ids"].shape[1]),
         "iterations": iterations,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": protocol.peak_rss_mb(),
         "runtime": "onnxruntime-cpu",
         "torch_loaded": "torch" in sys.modules,
     }

@@ -1,11 +1,93 @@
 """`edgec profile`: measure latency and memory of a model against a device profile.
 
-Not implemented yet: it lands with the issue
-"Profiling". Planned form::
+    edgec profile sst2-host.edgec --device host
+    edgec profile runs/student-onnx/model.onnx --device host --batch 1,8,32 --seq 32,128 --json
+    edgec profile runs/student --device host --runtime pytorch
 
-    edgec profile TARGET --device D [--target http://HOST:9600 --token-file F] [--json]
+TARGET is a bundle, an ONNX file, an export folder or (with --runtime pytorch) a model directory.
+The target runs in a fresh process under the device profile's protocol (warm-up, timed runs,
+repeats; --warmup/--iterations/--repeats override it): p50/p90/p99, mean, throughput, the spread
+of p50 over repeats, and the process's peak RSS; every budget of the profile is marked met or
+missed. Figures are labelled with the machine that measured them: only this host can be measured
+here.
 """
 
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
 HELP = "measure latency and memory of a model against a device profile"
-IMPLEMENTED = False
-PLANNED = "edgec profile TARGET --device D [--target http://HOST:9600 --token-file F] [--json]"
+IMPLEMENTED = True
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from toolchain.profile.runners import RUNTIMES
+
+    parser.add_argument("target", metavar="TARGET", help="bundle, ONNX file, export folder, model")
+    parser.add_argument("--device", required=True, help="device profile (this host: `host`)")
+    parser.add_argument("--runtime", default="onnxruntime", choices=RUNTIMES)
+    parser.add_argument("--batch", type=_ints, help="batch sizes to sweep, e.g. 1,8,32")
+    parser.add_argument("--seq", type=_ints, help="sequence lengths to sweep, e.g. 32,128")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: the profile's)")
+    parser.add_argument("--warmup", type=int)
+    parser.add_argument("--iterations", type=int)
+    parser.add_argument("--repeats", type=int)
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from toolchain.profile.local import profile_local
+    from toolchain.profile.runners import ProfileError
+
+    target = Path(args.target)
+    if not target.exists():
+        raise ProfileError(f"target not found: {target}")
+    shapes = None
+    if args.batch or args.seq:
+        shapes = [(b, s) for b in (args.batch or [1]) for s in (args.seq or [128])]
+    report = profile_local(
+        target,
+        device=args.device,
+        runtime=args.runtime,
+        shapes=shapes,
+        threads=args.threads,
+        warmup=args.warmup,
+        iterations=args.iterations,
+        repeats=args.repeats,
+    )
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{target}: {report['label']}, {report['environment']['runtime']}")
+    print("  batch  seq    p50 ms    p90 ms    p99 ms   items/s  spread%  peak RSS MB")
+    for r in report["results"]:
+        spread = r.get("p50_spread_pct")
+        print(
+            f"  {r['batch']:>5} {r['seq']:>4} {r['p50_ms']:>9.3f} {r['p90_ms']:>9.3f} "
+            f"{r['p99_ms']:>9.3f} {r['throughput_per_s']:>9.1f} "
+            f"{'-' if spread is None else f'{spread:.1f}':>8} {r['peak_rss_mb']:>12.1f}"
+        )
+    for b in report["budgets"]:
+        if b["verdict"] == "not measured":
+            print(f"  budget {b['budget']}: not measured")
+            continue
+        print(
+            f"  budget {b['budget']}: {b['verdict']} (p{b['percentile']:g} {b['latency_ms']:.2f} "
+            f"ms <= {b['latency_budget_ms']:g}? peak {b['peak_memory_mb']:.0f} MB <= "
+            f"{b['memory_budget_mb']:g}?)"
+        )
+    return 0

@@ -1,0 +1,111 @@
+"""Profile a target on this machine: sweep shapes in a fresh process, mark the device's budgets
+met or missed, and label every figure with the machine that measured it.
+
+Example::
+
+    report = profile_local(Path("sst2-host.edgec"), device="host", shapes=[(1, 128), (8, 128)])
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from toolchain.profile.protocol import percentile
+from toolchain.profile.runners import ProfileError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_worker(request: dict, *, timeout: float = 3600) -> dict:
+    """:mod:`toolchain.profile.worker` in a fresh Python process."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "toolchain.profile.worker", json.dumps(request)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
+    lines = proc.stdout.strip().splitlines()
+    try:
+        reply = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        raise ProfileError(f"the measuring process failed: {proc.stderr.strip()[-800:]}") from None
+    if "error" in reply:
+        raise ProfileError(reply["error"])
+    return reply
+
+
+def profile_local(
+    target: Path,
+    *,
+    device: str,
+    runtime: str = "onnxruntime",
+    shapes: list[tuple[int, int]] | None = None,
+    threads: int | None = None,
+    warmup: int | None = None,
+    iterations: int | None = None,
+    repeats: int | None = None,
+) -> dict:
+    """Measure ``target`` here. ``device`` must resolve to this host's profile: a figure taken
+    here is never reported as another device's."""
+    from toolchain.profile.devices import resolve_device
+
+    profile = resolve_device(device).profile
+    host = resolve_device("host").profile
+    if profile.name != host.name:
+        raise ProfileError(
+            f"{profile.name} is not this machine ({host.name}): measure it on the device "
+            "(`edgec agent` there, `edgec profile --target http://HOST:9600`), or ask for a "
+            "prediction; a figure measured here is never reported as the device's"
+        )
+    proto = profile.protocol
+    wanted = set(shapes or [(proto.batch, proto.seq_len)])
+    wanted |= {(b.batch, b.seq_len) for b in profile.budgets}
+    request = {
+        "target": str(target),
+        "runtime": runtime,
+        "shapes": sorted(wanted),
+        "threads": threads or proto.threads,
+        "warmup": proto.warmup if warmup is None else warmup,
+        "iterations": iterations or proto.iterations,
+        "repeats": repeats or proto.repeats,
+    }
+    reply = run_worker(request)
+    reply["label"] = f"measured on {host.name} ({reply['environment']['cpu']})"
+    reply["device"] = profile.name
+    reply["budgets"] = budget_verdicts(profile.budgets, reply["results"])
+    return reply
+
+
+def budget_verdicts(budgets, results: list[dict]) -> list[dict]:
+    """Each budget met or missed, from the result at its batch and sequence length."""
+    by_shape = {(r["batch"], r["seq"]): r for r in results}
+    out = []
+    for b in budgets:
+        r = by_shape.get((b.batch, b.seq_len))
+        if r is None:
+            out.append({"budget": b.name, "verdict": "not measured"})
+            continue
+        latency = r.get(f"p{b.percentile:g}_ms")
+        if latency is None:  # a percentile the summary does not carry
+            latency = r["p90_ms"] if b.percentile <= 90 else r["p99_ms"]
+        memory = r["peak_rss_mb"]
+        met = latency <= b.latency_ms and memory <= b.memory_mb
+        out.append(
+            {
+                "budget": b.name,
+                "latency_ms": latency,
+                "latency_budget_ms": b.latency_ms,
+                "percentile": b.percentile,
+                "peak_memory_mb": memory,
+                "memory_budget_mb": b.memory_mb,
+                "verdict": "met" if met else "missed",
+            }
+        )
+    return out
+
+
+__all__ = ["budget_verdicts", "percentile", "profile_local", "run_worker"]
