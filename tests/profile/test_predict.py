@@ -1,0 +1,78 @@
+"""Predictors: the roofline equals a hand calculation; fitting recovers a known law."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from toolchain.profile.devices import get_profile
+from toolchain.profile.predict import FittedPredictor, Shape, features, mape, roofline
+
+
+def test_shape_costs_by_hand():
+    s = Shape(layers=2, hidden=64, heads=4, ffn=256, seq=10, batch=3)
+    tokens = 30
+    assert s.gemm_flops() == 2 * 2 * tokens * (4 * 64 * 64 + 2 * 64 * 256)
+    assert s.attention_flops() == 2 * 2 * 2 * 3 * 100 * 64
+    assert s.weights() == 2 * (4 * 64 * 64 + 2 * 64 * 256)
+
+
+def test_roofline_for_the_orin_nano_equals_a_hand_calculation():
+    profile = get_profile("jetson-orin-nano-8gb")  # 20 dense INT8 TOPS, 68 GB/s
+    s = Shape(layers=6, hidden=384, heads=12, ffn=1536, seq=128, batch=1)
+    flops = 2 * 6 * 128 * (4 * 384**2 + 2 * 384 * 1536) + 2 * 6 * 2 * 128**2 * 384
+    weights = 6 * (4 * 384**2 + 2 * 384 * 1536)
+    acts = 4 * 6 * (128 * (4 * 384 + 1536) + 12 * 128**2)
+    compute_ms = 1000 * flops / 20e12
+    memory_ms = 1000 * (weights * 1 + acts) / 68e9
+    r = roofline(profile, s, "int8")
+    assert r["latency_ms"] == pytest.approx(max(compute_ms, memory_ms), rel=1e-3)
+    assert r["bound"] == ("compute" if compute_ms > memory_ms else "memory")
+    assert r["label"] == "predicted (roofline) for jetson-orin-nano-8gb"
+    assert "20" in r["assumed"] and "68" in r["assumed"]
+    fp16 = roofline(profile, s, "fp16")  # 10.2 dense FP16 TFLOPS, 2 bytes per weight
+    assert fp16["latency_ms"] >= r["latency_ms"]
+    with pytest.raises(ValueError, match="unknown precision 'int3'"):
+        roofline(profile, s, "int3")
+
+
+def _shapes(n: int, seed: int) -> list[Shape]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        h = rng.choice((64, 128, 256, 384))
+        out.append(
+            Shape(
+                layers=rng.randint(1, 6),
+                hidden=h,
+                heads=h // 64 or 1,
+                ffn=4 * h,
+                seq=rng.choice((16, 32, 64, 128)),
+                batch=rng.choice((1, 2, 4, 8)),
+            )
+        )
+    return out
+
+
+def test_fit_recovers_a_known_law(tmp_path):
+    lat_true = [0.3, 0.05, 2.0, 5.0, 0.01]
+    mem_true = [40.0, 1.2, 1.5]
+    rows = []
+    for s in _shapes(40, 0):
+        lat = sum(c * f for c, f in zip(lat_true, features(s, "latency"), strict=True))
+        mem = sum(c * f for c, f in zip(mem_true, features(s, "memory"), strict=True))
+        rows.append({"shape": s, "latency_ms": lat, "memory_mb": mem})
+    p = FittedPredictor.fit(rows, device="synthetic", runtime="fake")
+    assert p.latency_coef == pytest.approx(lat_true, rel=1e-6)
+    assert p.memory_coef == pytest.approx(mem_true, rel=1e-6)
+    held = _shapes(20, 1)
+    truth = [
+        sum(c * f for c, f in zip(lat_true, features(s, "latency"), strict=True)) for s in held
+    ]
+    assert mape([p.predict(s)["latency_ms"] for s in held], truth) < 0.01  # % (4-decimal output)
+    back = FittedPredictor.load(p.save(tmp_path / "synthetic.json"))
+    assert back.predict(held[0]) == p.predict(held[0])
+    assert "fitted on 40 shapes measured on synthetic" in back.predict(held[0])["label"]
+    with pytest.raises(ValueError, match="need at least 7 measured shapes"):
+        FittedPredictor.fit(rows[:3], device="x", runtime="y")
