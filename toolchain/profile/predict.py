@@ -116,7 +116,8 @@ def features(shape: Shape, kind: str) -> list[float]:
             shape.attention_flops() / 1e9,
             shape.layers * shape.batch * shape.seq / 1e3,
         ]
-    return [1.0, shape.weights() * 4 / 2**20, shape.activation_bytes() / 2**20]
+    params = shape.weights() + shape.vocab * shape.hidden  # the embedding table is resident
+    return [1.0, params * 4 / 2**20, shape.activation_bytes() / 2**20]
 
 
 @dataclass

@@ -1,0 +1,107 @@
+"""Latency and memory predictors on this host: measure a designed set of encoder shapes in ONNX
+Runtime (each in a fresh process), fit on the calibration set, and score on held-out shapes;
+also the p50 spread over 5 repeats of one shape. Writes ``benchmarks/results/profile.json`` and
+``profile.md``.
+
+    python benchmarks/bench_profile.py --calibration 48 --holdout 24
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from bench_distill import environment
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calibration", type=int, default=48)
+    parser.add_argument("--holdout", type=int, default=24)
+    parser.add_argument("--run-dir", default=str(REPO / "runs" / "bench_profile"))
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    args = parser.parse_args()
+    from toolchain.profile.calibrate import design, measure_shapes
+    from toolchain.profile.devices import get_profile
+    from toolchain.profile.predict import FittedPredictor, Shape, mape, roofline
+
+    started = time.perf_counter()
+    shapes = design(args.calibration + args.holdout, seed=0)
+    calib_shapes, held_shapes = shapes[: args.calibration], shapes[args.calibration :]
+    work = Path(args.run_dir)
+    calib = measure_shapes(calib_shapes, workdir=work)
+    held = measure_shapes(held_shapes, workdir=work)
+    predictor = FittedPredictor.fit(calib, device="x86-64-host", runtime="onnxruntime")
+    predictor.save(work / "x86-64-host.json")
+    pred = [predictor.predict(r["shape"]) for r in held]
+    lat_mape = mape([p["latency_ms"] for p in pred], [r["latency_ms"] for r in held])
+    mem_mape = mape([p["memory_mb"] for p in pred], [r["memory_mb"] for r in held])
+    spread_shape = Shape(layers=3, hidden=384, heads=6, ffn=1536, seq=128, batch=1, vocab=30522)
+    spread = measure_shapes([spread_shape], workdir=work, iterations=100, repeats=5)[0]["stats"]
+    host = get_profile("host")
+    try:
+        roof = roofline(host, spread_shape, "fp32")
+    except ValueError as e:  # the host profile reads no GHz or bandwidth it cannot measure
+        roof = {"unavailable": str(e)}
+    report = {
+        "latency_mape": round(lat_mape, 3),
+        "memory_mape": round(mem_mape, 3),
+        "n_calibration": len(calib),
+        "n_holdout": len(held),
+        "p50_spread_pct": spread.get("p50_spread_pct"),
+        "spread_shape": asdict(spread_shape),
+        "spread_repeat_p50_ms": spread.get("repeat_p50_ms"),
+        "roofline_for_spread_shape": roof,
+        "predictor": asdict(predictor),
+        "holdout": [
+            {
+                **asdict(r["shape"]),
+                "latency_ms": r["latency_ms"],
+                "memory_mb": r["memory_mb"],
+                "predicted_latency_ms": p["latency_ms"],
+                "predicted_memory_mb": p["memory_mb"],
+            }
+            for r, p in zip(held, pred, strict=True)
+        ],
+        "environment": environment(),
+        "date": time.strftime("%Y-%m-%d"),
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    out = Path(args.out)
+    (out / "profile.json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = [
+        "# Latency and memory predictors (this host, ONNX Runtime fp32)",
+        "",
+        f"Measured {report['date']} on {report['environment']['cpu']} "
+        f"({report['environment']['cores']} cores); every shape in a fresh process.",
+        "",
+        "| calibration shapes | held-out shapes | latency MAPE | memory MAPE "
+        "| p50 spread (5 repeats) |",
+        "|---|---|---|---|---|",
+        f"| {len(calib)} | {len(held)} | {lat_mape:.2f}% | {mem_mape:.2f}% | "
+        f"{report['p50_spread_pct']}% |",
+        "",
+        "| held-out shape (L/H/F/V, batch x seq) | measured ms | predicted ms | measured MB "
+        "| predicted MB |",
+        "|---|---|---|---|---|",
+    ]
+    for h in report["holdout"]:
+        lines.append(
+            f"| {h['layers']}/{h['hidden']}/{h['ffn']}/{h['vocab']}, {h['batch']}x{h['seq']} | "
+            f"{h['latency_ms']:.3f} | {h['predicted_latency_ms']:.3f} | {h['memory_mb']:.1f} | "
+            f"{h['predicted_memory_mb']:.1f} |"
+        )
+    (out / "profile.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines[:9]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Calibration: measure a designed set of encoder shapes on this host and fit its predictor.
+
+Each architecture (layers, hidden, heads, FFN, vocabulary) is a randomly initialised BERT
+exported to ONNX once; each (batch, sequence) of it is measured in a fresh process, so every
+shape's peak memory is its own.
+
+Example::
+
+    rows = measure_shapes(design(48, seed=0), runtime="onnxruntime", workdir=tmp)
+    predictor = FittedPredictor.fit(rows, device="x86-64-host", runtime="onnxruntime")
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from toolchain.log import progress
+from toolchain.profile.local import run_worker
+from toolchain.profile.predict import Shape
+
+
+def design(n: int, *, seed: int = 0) -> list[Shape]:
+    """``n`` distinct shapes spread over depth, width, FFN ratio, vocabulary, batch and length."""
+    rng = random.Random(seed)
+    seen, out = set(), []
+    while len(out) < n:
+        hidden = rng.choice((64, 128, 192, 256, 320, 384, 512))
+        shape = Shape(
+            layers=rng.randint(1, 6),
+            hidden=hidden,
+            heads=max(1, hidden // 64),
+            ffn=hidden * rng.choice((2, 4)),
+            seq=rng.choice((16, 32, 64, 96, 128)),
+            batch=rng.choice((1, 2, 4, 8)),
+            vocab=rng.choice((2000, 8000, 30522)),
+        )
+        if shape not in seen:
+            seen.add(shape)
+            out.append(shape)
+    return out
+
+
+def _onnx_for(shape: Shape, workdir: Path) -> Path:
+    arch = f"L{shape.layers}H{shape.hidden}A{shape.heads}F{shape.ffn}V{shape.vocab}"
+    path = workdir / f"{arch}.onnx"
+    if path.is_file():
+        return path
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    from toolchain.export.onnx import export_float
+    from toolchain.models.adapters import adapter_for
+
+    vocab = workdir / "vocab.txt"
+    if not vocab.is_file():
+        vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "word"]) + "\n")
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=shape.vocab,
+        hidden_size=shape.hidden,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        intermediate_size=shape.ffn,
+        max_position_embeddings=512,
+    )
+    model = BertForSequenceClassification(config).eval()
+    adapter = adapter_for(model, BertTokenizerFast(vocab_file=str(vocab)))
+    tmp = path.with_name(path.name + ".tmp.onnx")
+    export_float(adapter, tmp)
+    tmp.replace(path)
+    return path
+
+
+def measure_shapes(
+    shapes: list[Shape],
+    *,
+    runtime: str = "onnxruntime",
+    workdir: Path,
+    threads: int | None = None,
+    warmup: int = 5,
+    iterations: int = 30,
+    repeats: int = 1,
+) -> list[dict]:
+    """``{"shape", "latency_ms" (p50), "memory_mb" (peak RSS), "stats"}`` per shape."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for shape in progress(shapes, desc="calibrate", unit="shape"):
+        reply = run_worker(
+            {
+                "target": str(_onnx_for(shape, workdir)),
+                "runtime": runtime,
+                "shapes": [[shape.batch, shape.seq]],
+                "threads": threads,
+                "warmup": warmup,
+                "iterations": iterations,
+                "repeats": repeats,
+            }
+        )
+        stats = reply["results"][0]
+        rows.append(
+            {
+                "shape": shape,
+                "latency_ms": stats["p50_ms"],
+                "memory_mb": stats["peak_rss_mb"],
+                "stats": stats,
+            }
+        )
+    return rows
