@@ -156,3 +156,24 @@ def test_edgec_profile_cli(edgec, tiny_onnx):
     assert {(r["batch"], r["seq"]) for r in report["results"]} >= {(1, 8), (2, 8)}
     bad = edgec("profile", str(tiny_onnx), "--device", "jetson-nano-9000")
     assert bad.returncode == 1 and "unknown device 'jetson-nano-9000'" in bad.stderr
+
+
+def test_profile_predict_labels_the_roofline(edgec, tmp_path):
+    proc = edgec(
+        "profile",
+        "--device",
+        "jetson",
+        "--predict",
+        "L6:H384:A12:F1536",
+        "--precision",
+        "int8",
+        "--json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads(proc.stdout)["rows"][0]
+    assert row["label"] == "predicted (roofline) for jetson-orin-nano-8gb"
+    assert row["latency_ms"] > 0 and "TOPS" in row["assumed"]
+    missing = edgec("profile", "--device", "host")
+    assert (
+        missing.returncode == 1 and "give a TARGET to measure, or --predict SHAPE" in missing.stderr
+    )

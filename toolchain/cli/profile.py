@@ -37,7 +37,9 @@ def _ints(text: str) -> list[int]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from toolchain.profile.runners import RUNTIMES
 
-    parser.add_argument("target", metavar="TARGET", help="bundle, ONNX file, export folder, model")
+    parser.add_argument(
+        "target", nargs="?", metavar="TARGET", help="bundle, ONNX file, export folder, model"
+    )
     parser.add_argument("--device", required=True, help="device profile (this host: `host`)")
     parser.add_argument("--runtime", default="onnxruntime", choices=RUNTIMES)
     parser.add_argument("--batch", type=_ints, help="batch sizes to sweep, e.g. 1,8,32")
@@ -46,6 +48,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int)
     parser.add_argument("--iterations", type=int)
     parser.add_argument("--repeats", type=int)
+    parser.add_argument(
+        "--predict",
+        metavar="L3:H384:A12:F1536",
+        help="predict instead of measuring: a fitted predictor of the device if one is stored "
+        "(--predictors DIR), else the roofline of its profile (labelled as such)",
+    )
+    parser.add_argument(
+        "--precision", default="fp32", help="with --predict: fp32 fp16 int8 int4 int2"
+    )
+    parser.add_argument("--predictors", metavar="DIR", help="fitted predictors, DEVICE.json each")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -53,6 +65,10 @@ def run(args: argparse.Namespace) -> int:
     from toolchain.profile.local import profile_local
     from toolchain.profile.runners import ProfileError
 
+    if args.predict:
+        return _predict(args)
+    if not args.target:
+        raise ProfileError("give a TARGET to measure, or --predict SHAPE")
     target = Path(args.target)
     if not target.exists():
         raise ProfileError(f"target not found: {target}")
@@ -89,5 +105,35 @@ def run(args: argparse.Namespace) -> int:
             f"  budget {b['budget']}: {b['verdict']} (p{b['percentile']:g} {b['latency_ms']:.2f} "
             f"ms <= {b['latency_budget_ms']:g}? peak {b['peak_memory_mb']:.0f} MB <= "
             f"{b['memory_budget_mb']:g}?)"
+        )
+    return 0
+
+
+def _predict(args) -> int:
+    from toolchain.models.adapters import Shape as ModelShape
+    from toolchain.profile.devices import resolve_device
+    from toolchain.profile.predict import FittedPredictor, Shape, roofline
+
+    profile = resolve_device(args.device).profile
+    m = ModelShape.parse(args.predict)
+    rows = []
+    for b in args.batch or [profile.protocol.batch]:
+        for s in args.seq or [profile.protocol.seq_len]:
+            shape = Shape(
+                layers=m.layers, hidden=m.hidden, heads=m.heads, ffn=m.ffn, seq=s, batch=b
+            )
+            fitted = Path(args.predictors or ".", f"{profile.name}.json")
+            if args.predictors and fitted.is_file():
+                p = FittedPredictor.load(fitted).predict(shape)
+            else:
+                p = roofline(profile, shape, args.precision)
+            rows.append({"batch": b, "seq": s, **p})
+    if args.json:
+        print(json.dumps({"device": profile.name, "shape": args.predict, "rows": rows}, indent=2))
+        return 0
+    for r in rows:
+        print(
+            f"{args.predict} batch {r['batch']} seq {r['seq']}: {r['latency_ms']:.3f} ms "
+            f"[{r['label']}]" + (f" ({r['assumed']})" if "assumed" in r else "")
         )
     return 0
