@@ -11,7 +11,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from toy import write_toy_table
 
 from toolchain.bundle.build import build_bundle
 from toolchain.bundle.manifest import BundleError, unpack, verify
@@ -21,45 +20,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    """A tiny sentiment classifier exported to fp32 and bundled for this host."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
-
-    from toolchain.export.stage import export_model
-    from toolchain.models.adapters import adapter_for
-
-    tmp = tmp_path_factory.mktemp("bundle")
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "movie", "the"]
-    (tmp / "vocab.txt").write_text("\n".join(words) + "\n")
-    tok = BertTokenizerFast(vocab_file=str(tmp / "vocab.txt"))
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(words),
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=160,
-        id2label={0: "neg", 1: "pos"},
-        label2id={"neg": 0, "pos": 1},
-    )
-    model = BertForSequenceClassification(config).eval()
-    adapter_for(model, tok).save(tmp / "model")
-    write_toy_table(tmp / "dev.tsv", 32, 1)
-    spec = TaskSpec(
-        name="toy",
-        kind="classification",
-        folder="",
-        format="tsv",
-        files={"dev": str(tmp / "dev.tsv")},
-        text_columns=("text",),
-        label_column="label",
-        labels=("neg", "pos"),
-    )
-    export_model(tmp / "model", tmp / "onnx", fmt="fp32", spec=spec)
-    manifest = build_bundle(tmp / "onnx", tmp / "toy.edgec", device="host", spec=spec)
-    return tmp / "toy.edgec", manifest
+def bundle(tiny_bundle):
+    return tiny_bundle
 
 
 def test_manifest_lists_every_file_and_measured_host_latency(bundle):

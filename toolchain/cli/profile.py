@@ -75,16 +75,19 @@ def run(args: argparse.Namespace) -> int:
     shapes = None
     if args.batch or args.seq:
         shapes = [(b, s) for b in (args.batch or [1]) for s in (args.seq or [128])]
-    report = profile_local(
-        target,
-        device=args.device,
-        runtime=args.runtime,
-        shapes=shapes,
-        threads=args.threads,
-        warmup=args.warmup,
-        iterations=args.iterations,
-        repeats=args.repeats,
-    )
+    if args.agent_url:
+        report = _remote(args, target, shapes)
+    else:
+        report = profile_local(
+            target,
+            device=args.device,
+            runtime=args.runtime,
+            shapes=shapes,
+            threads=args.threads,
+            warmup=args.warmup,
+            iterations=args.iterations,
+            repeats=args.repeats,
+        )
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -137,3 +140,32 @@ def _predict(args) -> int:
             f"[{r['label']}]" + (f" ({r['assumed']})" if "assumed" in r else "")
         )
     return 0
+
+
+def _remote(args, target: Path, shapes) -> dict:
+    from toolchain.errors import ConfigError
+    from toolchain.profile.agent import profile_remote, read_token
+    from toolchain.profile.devices import resolve_device
+    from toolchain.profile.local import budget_verdicts
+
+    if not args.token_file:
+        raise ConfigError("--target needs --token-file F (the agent's token)")
+    profile = resolve_device(args.device).profile
+    proto = profile.protocol
+    wanted = set(shapes or [(proto.batch, proto.seq_len)])
+    wanted |= {(b.batch, b.seq_len) for b in profile.budgets}
+    request = {
+        "shapes": [list(s) for s in sorted(wanted)],
+        "runtime": args.runtime,
+        "warmup": proto.warmup if args.warmup is None else args.warmup,
+        "iterations": args.iterations or proto.iterations,
+        "repeats": args.repeats or proto.repeats,
+    }
+    if args.threads or proto.threads:
+        request["threads"] = args.threads or proto.threads
+    report = profile_remote(
+        target, args.agent_url, token=read_token(args.token_file), request=request
+    )
+    report["device"] = profile.name
+    report["budgets"] = budget_verdicts(profile.budgets, report["results"])
+    return report

@@ -1,0 +1,187 @@
+"""The on-device agent on loopback, in a second process: a good request is measured; every bad
+one is refused with a clear status and the agent keeps serving; requests run one at a time."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from toolchain.profile.agent import REQUEST_HEADER, profile_remote
+from toolchain.profile.runners import ProfileError
+
+REPO = Path(__file__).resolve().parents[2]
+TOKEN = "correct-horse-battery"
+QUICK = {"shapes": [[1, 8]], "warmup": 1, "iterations": 3, "repeats": 1}
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("agent")
+    (tmp / "token").write_text(TOKEN + "\n")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "toolchain",
+            "agent",
+            "--port",
+            "0",
+            "--token-file",
+            str(tmp / "token"),
+            "--device",
+            "host",
+            "--max-upload-mb",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    line = proc.stdout.readline()
+    assert "listening on" in line, proc.stderr.read() if proc.poll() is not None else line
+    host, port = line.split("listening on ")[1].split(" as ")[0].rsplit(":", 1)
+    yield f"http://{host}:{port}", int(port)
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def _post(url: str, data: bytes, headers: dict) -> tuple[int, dict]:
+    req = urllib.request.Request(url + "/measure", data=data, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def _archive(tiny_bundle) -> bytes:
+    return tiny_bundle[0].with_name(tiny_bundle[0].name + ".tar.gz").read_bytes()
+
+
+def test_a_good_request_is_measured_on_the_agent(agent, tiny_bundle):
+    report = profile_remote(tiny_bundle[0], agent[0], token=TOKEN, request=QUICK)
+    assert report["label"] == "measured on x86-64-host by edgec agent"
+    assert report["environment"]["device"] == "x86-64-host"
+    r = report["results"][0]
+    assert (r["batch"], r["seq"]) == (1, 8) and r["p50_ms"] > 0 and r["peak_rss_mb"] > 0
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "message"),
+    [
+        ({}, 401, "missing token"),
+        ({"Authorization": "Bearer wrong-token-here"}, 403, "wrong token"),
+        ({"Authorization": f"Bearer {TOKEN}", REQUEST_HEADER: "{not json"}, 400, "is not JSON"),
+        (
+            {"Authorization": f"Bearer {TOKEN}", REQUEST_HEADER: '{"shapes": [[0, 8]]}'},
+            400,
+            "shapes must be a list",
+        ),
+        (
+            {"Authorization": f"Bearer {TOKEN}", REQUEST_HEADER: '{"command": "rm -rf /"}'},
+            400,
+            "unknown request keys: ['command']",
+        ),
+    ],
+)
+def test_bad_requests_are_refused(agent, tiny_bundle, headers, status, message):
+    code, body = _post(agent[0], _archive(tiny_bundle), headers)
+    assert code == status and message in body["error"]
+
+
+def test_tampered_and_oversize_uploads_are_refused(agent, tiny_bundle, tmp_path):
+    import shutil
+
+    copy = Path(shutil.copytree(tiny_bundle[0], tmp_path / tiny_bundle[0].name))
+    (copy / "vocab.txt").write_text("tampered\n")
+    with pytest.raises(ProfileError, match="422 bundle refused: .*vocab.txt"):
+        profile_remote(copy, agent[0], token=TOKEN, request=QUICK)
+    headers = {"Authorization": f"Bearer {TOKEN}", REQUEST_HEADER: json.dumps(QUICK)}
+    code, body = _post(agent[0], b"x" * (2 * 2**20), headers)
+    assert code == 413 and "exceeds" in body["error"]
+    code, body = _post(agent[0], b"not a tar.gz", headers)
+    assert code == 422 and "not a readable .tar.gz" in body["error"]
+
+
+def test_a_truncated_upload_is_refused(agent):
+    with socket.create_connection(("127.0.0.1", agent[1]), timeout=60) as s:
+        head = (
+            f"POST /measure HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"{REQUEST_HEADER}: {json.dumps(QUICK)}\r\nContent-Length: 5000\r\n\r\n"
+        )
+        s.sendall(head.encode() + b"only a little")
+        s.shutdown(socket.SHUT_WR)
+        reply = s.recv(4096).decode()
+    assert " 400 " in reply.splitlines()[0] and "truncated upload" in reply
+
+
+def test_two_requests_are_served_one_after_the_other(agent, tiny_bundle):
+    results = []
+
+    def go():
+        results.append(profile_remote(tiny_bundle[0], agent[0], token=TOKEN, request=QUICK))
+
+    threads = [threading.Thread(target=go) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert len(results) == 2
+    first, second = sorted(results, key=lambda r: r["started"])
+    assert first["finished"] <= second["started"]
+
+
+def test_the_agent_is_still_healthy(agent):
+    req = urllib.request.Request(agent[0] + "/health", headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert json.loads(resp.read())["status"] == "ok"
+
+
+def test_edgec_profile_through_the_agent(edgec, agent, tiny_bundle, tmp_path):
+    (tmp_path / "token").write_text(TOKEN)
+    proc = edgec(
+        "profile",
+        str(tiny_bundle[0]),
+        "--device",
+        "host",
+        "--target",
+        agent[0],
+        "--token-file",
+        str(tmp_path / "token"),
+        "--seq",
+        "8",
+        "--warmup",
+        "1",
+        "--iterations",
+        "3",
+        "--repeats",
+        "1",
+        "--json",
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["label"].endswith("by edgec agent") and report["budgets"]
+    (tmp_path / "bad").write_text("short")
+    bad = edgec(
+        "profile",
+        str(tiny_bundle[0]),
+        "--device",
+        "host",
+        "--target",
+        agent[0],
+        "--token-file",
+        str(tmp_path / "bad"),
+    )
+    assert bad.returncode == 1 and "the token must be at least 8 characters" in bad.stderr
