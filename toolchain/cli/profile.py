@@ -58,6 +58,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision", default="fp32", help="with --predict: fp32 fp16 int8 int4 int2"
     )
     parser.add_argument("--predictors", metavar="DIR", help="fitted predictors, DEVICE.json each")
+    parser.add_argument(
+        "--target",
+        dest="agent_url",
+        metavar="http://HOST:9600",
+        help="measure on the device through its `edgec agent` (TARGET must be a bundle)",
+    )
+    parser.add_argument("--token-file", metavar="F", help="the agent's token (with --target)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
