@@ -57,7 +57,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision", default="fp32", help="with --predict: fp32 fp16 int8 int4 int2"
     )
-    parser.add_argument("--predictors", metavar="DIR", help="fitted predictors, DEVICE.json each")
+    parser.add_argument(
+        "--predictors",
+        metavar="DIR",
+        help="fitted predictors, DEVICE.json each (default: $EDGEC_HOME/predictors or "
+        "~/.cache/edgec/predictors)",
+    )
+    parser.add_argument(
+        "--calibrate",
+        type=int,
+        metavar="N",
+        help="measure N designed shapes on this host and store its fitted predictor",
+    )
     parser.add_argument(
         "--target",
         dest="agent_url",
@@ -72,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
     from toolchain.profile.local import profile_local
     from toolchain.profile.runners import ProfileError
 
+    if args.calibrate:
+        return _calibrate(args)
     if args.predict:
         return _predict(args)
     if not args.target:
@@ -132,8 +145,8 @@ def _predict(args) -> int:
             shape = Shape(
                 layers=m.layers, hidden=m.hidden, heads=m.heads, ffn=m.ffn, seq=s, batch=b
             )
-            fitted = Path(args.predictors or ".", f"{profile.name}.json")
-            if args.predictors and fitted.is_file():
+            fitted = predictors_dir(args) / f"{profile.name}.json"
+            if fitted.is_file():
                 p = FittedPredictor.load(fitted).predict(shape)
             else:
                 p = roofline(profile, shape, args.precision)
@@ -176,3 +189,38 @@ def _remote(args, target: Path, shapes) -> dict:
     report["device"] = profile.name
     report["budgets"] = budget_verdicts(profile.budgets, report["results"])
     return report
+
+
+def predictors_dir(args) -> Path:
+    import os
+
+    if args.predictors:
+        return Path(args.predictors)
+    home = os.environ.get("EDGEC_HOME")
+    return Path(home) / "predictors" if home else Path.home() / ".cache" / "edgec" / "predictors"
+
+
+def _calibrate(args) -> int:
+    import tempfile
+
+    from toolchain.profile.calibrate import design, measure_shapes
+    from toolchain.profile.devices import resolve_device
+    from toolchain.profile.predict import FittedPredictor
+    from toolchain.profile.runners import ProfileError
+
+    profile = resolve_device(args.device).profile
+    if profile.name != resolve_device("host").profile.name:
+        raise ProfileError(
+            f"--calibrate measures this machine, not {profile.name}: run it on the device"
+        )
+    with tempfile.TemporaryDirectory(prefix="edgec-calibrate-") as tmp:
+        rows = measure_shapes(
+            design(args.calibrate, seed=0),
+            runtime=args.runtime,
+            workdir=Path(tmp),
+            threads=args.threads,
+        )
+    predictor = FittedPredictor.fit(rows, device=profile.name, runtime=args.runtime)
+    path = predictor.save(predictors_dir(args) / f"{profile.name}.json")
+    print(f"{path}: fitted on {len(rows)} shapes measured on {profile.name}")
+    return 0
