@@ -36,8 +36,8 @@ def main() -> int:
     shapes = design(args.calibration + args.holdout, seed=0)
     calib_shapes, held_shapes = shapes[: args.calibration], shapes[args.calibration :]
     work = Path(args.run_dir)
-    calib = measure_shapes(calib_shapes, workdir=work, warmup=10, iterations=50)
-    held = measure_shapes(held_shapes, workdir=work, warmup=10, iterations=50)
+    calib = measure_shapes(calib_shapes, workdir=work, warmup=10, iterations=40, rounds=3)
+    held = measure_shapes(held_shapes, workdir=work, warmup=10, iterations=40, rounds=3)
     predictor = FittedPredictor.fit(calib, device="x86-64-host", runtime="onnxruntime")
     predictor.save(work / "x86-64-host.json")
     pred = [predictor.predict(r["shape"]) for r in held]
