@@ -34,6 +34,7 @@ def teacher(edgec, tiny_bert_dir, tmp_path):
         "--no-clean",
         "-o",
         str(out),
+        env={"OMP_NUM_THREADS": "1"},  # repeatable training (see test_teacher_eval.py)
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
