@@ -21,36 +21,69 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
+def _measured(path: Path):
+    """(calibration rows, held-out rows, spread stats) measured by the previous run."""
+    from toolchain.profile.predict import Shape
+
+    old = json.loads(path.read_text())
+    keys = ("layers", "hidden", "heads", "ffn", "seq", "batch", "vocab")
+
+    def rows(items):
+        return [
+            {
+                "shape": Shape(**{k: r[k] for k in keys}),
+                "latency_ms": r["latency_ms"],
+                "memory_mb": r["memory_mb"],
+            }
+            for r in items
+        ]
+
+    spread = {"p50_spread_pct": old["p50_spread_pct"], "repeat_p50_ms": old["spread_repeat_p50_ms"]}
+    return rows(old["calibration"]), rows(old["holdout"]), spread
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calibration", type=int, default=48)
     parser.add_argument("--holdout", type=int, default=24)
     parser.add_argument("--run-dir", default=str(REPO / "runs" / "bench_profile"))
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    parser.add_argument(
+        "--refit-only",
+        action="store_true",
+        help="refit the predictor on the shapes measured last time (profile.json) and rescore",
+    )
     args = parser.parse_args()
     from toolchain.profile.calibrate import design, measure_shapes
     from toolchain.profile.devices import get_profile
-    from toolchain.profile.predict import FittedPredictor, Shape, mape, roofline
+    from toolchain.profile.predict import LATENCY_TERMS, FittedPredictor, Shape, mape, roofline
 
     started = time.perf_counter()
     shapes = design(args.calibration + args.holdout, seed=0)
     calib_shapes, held_shapes = shapes[: args.calibration], shapes[args.calibration :]
     work = Path(args.run_dir)
-    calib = measure_shapes(calib_shapes, workdir=work, warmup=10, iterations=40, rounds=3)
-    held = measure_shapes(held_shapes, workdir=work, warmup=10, iterations=40, rounds=3)
+    if args.refit_only:
+        calib, held, spread = _measured(Path(args.out) / "profile.json")
+    else:
+        calib = measure_shapes(calib_shapes, workdir=work, warmup=10, iterations=40, rounds=3)
+        held = measure_shapes(held_shapes, workdir=work, warmup=10, iterations=40, rounds=3)
     predictor = FittedPredictor.fit(calib, device="x86-64-host", runtime="onnxruntime")
     predictor.save(work / "x86-64-host.json")
     pred = [predictor.predict(r["shape"]) for r in held]
     lat_mape = mape([p["latency_ms"] for p in pred], [r["latency_ms"] for r in held])
     mem_mape = mape([p["memory_mb"] for p in pred], [r["memory_mb"] for r in held])
     spread_shape = Shape(layers=3, hidden=384, heads=6, ffn=1536, seq=128, batch=1, vocab=30522)
-    spread = measure_shapes([spread_shape], workdir=work, iterations=100, repeats=5)[0]["stats"]
+    if not args.refit_only:
+        spread = measure_shapes([spread_shape], workdir=work, iterations=100, repeats=5)
+        spread = spread[0]["stats"]
     host = get_profile("host")
     try:
         roof = roofline(host, spread_shape, "fp32")
     except ValueError as e:  # the host profile reads no GHz or bandwidth it cannot measure
         roof = {"unavailable": str(e)}
     report = {
+        "measured_in_this_run": not args.refit_only,  # else refit on the last run's shapes
+        "latency_terms": list(LATENCY_TERMS),
         "latency_mape": round(lat_mape, 3),
         "memory_mape": round(mem_mape, 3),
         "n_calibration": len(calib),

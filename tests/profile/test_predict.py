@@ -56,7 +56,7 @@ def _shapes(n: int, seed: int) -> list[Shape]:
 
 
 def test_fit_recovers_a_known_law(tmp_path):
-    lat_true = [0.3, 0.05, 2.0, 5.0, 0.01]
+    lat_true = [0.3, 0.05, 2.0, 5.0, 0.01, 0.4, 0.2]
     mem_true = [40.0, 1.2, 1.5]
     rows = []
     for s in _shapes(40, 0):
@@ -74,5 +74,5 @@ def test_fit_recovers_a_known_law(tmp_path):
     back = FittedPredictor.load(p.save(tmp_path / "synthetic.json"))
     assert back.predict(held[0]) == p.predict(held[0])
     assert "fitted on 40 shapes measured on synthetic" in back.predict(held[0])["label"]
-    with pytest.raises(ValueError, match="need at least 7 measured shapes"):
+    with pytest.raises(ValueError, match="need at least 9 measured shapes"):
         FittedPredictor.fit(rows[:3], device="x", runtime="y")

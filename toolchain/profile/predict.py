@@ -103,7 +103,15 @@ def roofline(profile, shape: Shape, precision: str = "fp32") -> dict:
 
 
 # -- fitted ---------------------------------------------------------------------------------
-LATENCY_TERMS = ("1", "layers", "gemm_gflops", "attention_gflops", "tokens_layers_k")
+LATENCY_TERMS = (
+    "1",
+    "layers",
+    "gemm_gflops",
+    "attention_gflops",
+    "tokens_layers_k",
+    "gemm_gflops_x_64/hidden",  # narrow GEMMs run further below peak
+    "gemm_gflops_x_16/sqrt(tokens)",  # so do GEMMs over few tokens
+)
 MEMORY_TERMS = ("1", "weights_mb", "activations_mb")
 
 
@@ -115,6 +123,8 @@ def features(shape: Shape, kind: str) -> list[float]:
             shape.gemm_flops() / 1e9,
             shape.attention_flops() / 1e9,
             shape.layers * shape.batch * shape.seq / 1e3,
+            shape.gemm_flops() / 1e9 * 64 / shape.hidden,
+            shape.gemm_flops() / 1e9 * 16 / (shape.batch * shape.seq) ** 0.5,
         ]
     params = shape.weights() + shape.vocab * shape.hidden  # the embedding table is resident
     return [1.0, params * 4 / 2**20, shape.activation_bytes() / 2**20]
