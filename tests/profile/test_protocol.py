@@ -181,11 +181,13 @@ def test_profile_predict_labels_the_roofline(edgec, tmp_path):
 
 def test_calibrate_then_predict_with_the_fitted_predictor(edgec, tmp_path):
     env = {"EDGEC_HOME": str(tmp_path)}
-    proc = edgec("profile", "--device", "host", "--calibrate", "8", env=env, timeout=600)
+    proc = edgec("profile", "--device", "host", "--calibrate", "10", env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "predictors" / "x86-64-host.json").is_file()
     pred = edgec("profile", "--device", "host", "--predict", "L2:H128:A2:F512", "--json", env=env)
     row = json.loads(pred.stdout)["rows"][0]
-    assert row["label"] == "predicted (fitted on 8 shapes measured on x86-64-host)"
-    refused = edgec("profile", "--device", "jetson", "--calibrate", "8", env=env)
+    assert row["label"] == "predicted (fitted on 10 shapes measured on x86-64-host)"
+    few = edgec("profile", "--device", "host", "--calibrate", "3", env=env)
+    assert few.returncode == 1 and "--calibrate needs at least 9 shapes" in few.stderr
+    refused = edgec("profile", "--device", "jetson", "--calibrate", "10", env=env)
     assert refused.returncode == 1 and "--calibrate measures this machine" in refused.stderr

@@ -205,7 +205,7 @@ def _calibrate(args) -> int:
 
     from toolchain.profile.calibrate import design, measure_shapes
     from toolchain.profile.devices import resolve_device
-    from toolchain.profile.predict import FittedPredictor
+    from toolchain.profile.predict import LATENCY_TERMS, FittedPredictor
     from toolchain.profile.runners import ProfileError
 
     profile = resolve_device(args.device).profile
@@ -213,6 +213,8 @@ def _calibrate(args) -> int:
         raise ProfileError(
             f"--calibrate measures this machine, not {profile.name}: run it on the device"
         )
+    if args.calibrate < len(LATENCY_TERMS) + 2:
+        raise ProfileError(f"--calibrate needs at least {len(LATENCY_TERMS) + 2} shapes")
     with tempfile.TemporaryDirectory(prefix="edgec-calibrate-") as tmp:
         rows = measure_shapes(
             design(args.calibrate, seed=0),
