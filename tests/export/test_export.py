@@ -56,7 +56,7 @@ def _classifier(tiny_bert_dir, tmp):
     adapter = adapter_for(model, BertTokenizerFast.from_pretrained(str(tiny_bert_dir)))
     # trained on the toy task, so its labels carry real margins (a random head's do not)
     cfg = TeacherConfig(
-        learning_rate=3e-3, batch_size=16, max_seq_len=16, max_steps=60, eval_every=60
+        learning_rate=1e-3, batch_size=16, max_seq_len=16, max_steps=120, eval_every=120
     )
     finetune(adapter, TOY_SPEC, toy_examples(400, 0), toy_examples(50, 1), cfg, out_dir=tmp)
     adapter.model.eval()
