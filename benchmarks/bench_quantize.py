@@ -98,11 +98,12 @@ def run_stage_row(args, method, bits, avg, steps, lr) -> dict:
 def ort_rows(args, bench) -> list[dict]:
     from toolchain.evaluate.evaluate import score
     from toolchain.evaluate.loyalty import loyalty
-    from toolchain.quantize.ort_baseline import export_float_onnx, ort_logits, quantize_matmul_nbits
+    from toolchain.export.onnx import export_float
+    from toolchain.quantize.ort_baseline import ort_logits, quantize_matmul_nbits
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        float_path = export_float_onnx(bench.model, Path(tmp) / "float.onnx")
+        float_path = export_float(bench.model, Path(tmp) / "float.onnx")
         ref = ort_logits(float_path, bench.encoded_dev, pad_id=bench.pad_id)
         for bits in (8, 4, 2):
             path = Path(tmp) / f"w{bits}.onnx"

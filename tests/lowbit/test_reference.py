@@ -85,40 +85,15 @@ def test_bad_inputs_are_refused_with_the_rule():
 def test_onnxruntime_matmulnbits_reads_the_same_buffers(bits, k):
     """A stock ONNX Runtime MatMulNBits node fed our packed codes and block scales computes the
     reference GEMM (default zero point, no zero-point input)."""
-    ort = pytest.importorskip("onnxruntime")
-    from onnx import TensorProto, helper, numpy_helper
+    pytest.importorskip("onnxruntime")
+    from ort_nbits import matmul_nbits_session
 
     n, m, block = 24, 5, 32
     _, codes = random_codes(n, k, bits, seed=k)
     steps = torch.rand(n) * 0.1 + 0.01
     packed = lb.pack(codes, bits=bits, block_size=block)
     scales = lb.block_scales(steps, k, block)
-    node = helper.make_node(
-        "MatMulNBits",
-        ["A", "B", "S"],
-        ["Y"],
-        domain="com.microsoft",
-        K=k,
-        N=n,
-        bits=bits,
-        block_size=block,
-    )
-    graph = helper.make_graph(
-        [node],
-        "nbits",
-        [helper.make_tensor_value_info("A", TensorProto.FLOAT, [m, k])],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [m, n])],
-        initializer=[
-            numpy_helper.from_array(packed.numpy(), "B"),
-            numpy_helper.from_array(scales.reshape(-1).numpy(), "S"),
-        ],
-    )
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
-        ir_version=10,
-    )
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = matmul_nbits_session(packed, scales, k=k, n=n, bits=bits, block_size=block)
     x = torch.randn(m, k)
     got = sess.run(None, {"A": x.numpy()})[0]
     ref = lb.matmul_nbits(x, packed, scales, bits=bits, k=k, block_size=block).numpy()

@@ -41,9 +41,8 @@ def test_real_minilm_w2_packs_reloads_and_runs_in_onnxruntime(edgec, shared_data
 
     # the packed codes and steps of one layer run as-is in ONNX Runtime's MatMulNBits
     import numpy as np
-    import onnxruntime as ort
     import torch
-    from onnx import TensorProto, helper, numpy_helper
+    from ort_nbits import matmul_nbits_session
     from safetensors.torch import load_file
 
     from toolchain.lowbit.reference import block_scales, matmul_nbits
@@ -53,32 +52,14 @@ def test_real_minilm_w2_packs_reloads_and_runs_in_onnxruntime(edgec, shared_data
     n, k = qc["modules"][name]["shape"]
     t = load_file(str(out / "model.safetensors"))
     packed, scales = t[f"{name}.qweight"], block_scales(t[f"{name}.w_scale"], k, 32)
-    node = helper.make_node(
-        "MatMulNBits",
-        ["A", "B", "S"],
-        ["Y"],
-        domain="com.microsoft",
-        K=k,
-        N=n,
+    sess = matmul_nbits_session(
+        packed,
+        scales,
+        k=k,
+        n=n,
         bits=qc["modules"][name]["container_bits"],
         block_size=qc["block_size"],
     )
-    graph = helper.make_graph(
-        [node],
-        "layer",
-        [helper.make_tensor_value_info("A", TensorProto.FLOAT, [4, k])],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [4, n])],
-        initializer=[
-            numpy_helper.from_array(packed.numpy(), "B"),
-            numpy_helper.from_array(scales.reshape(-1).numpy(), "S"),
-        ],
-    )
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
-        ir_version=10,
-    )
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     x = torch.randn(4, k)
     ref = matmul_nbits(x, packed, scales, bits=2, k=k, block_size=32).numpy()
     np.testing.assert_allclose(sess.run(None, {"A": x.numpy()})[0], ref, rtol=1e-4, atol=1e-4)

@@ -6,7 +6,7 @@ It is what a user gets from ONNX Runtime alone, and what KDLSQ is measured again
 
 Example::
 
-    export_float_onnx(model, "float.onnx")
+    export_float(model, "float.onnx")            # toolchain.export.onnx
     quantize_matmul_nbits("float.onnx", "w4.onnx", bits=4, block_size=32)
     logits = ort_logits("w4.onnx", spec, encoded, pad_id=0)
 """
@@ -16,46 +16,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from toolchain.errors import EdgecError
+from toolchain.export.onnx import IR_VERSION
 
 log = logging.getLogger(__name__)
 
 ORT_BITS = (2, 4, 8)
-OPSET = 17
-IR_VERSION = 10  # onnxruntime 1.31 reads IR <= 13; onnx 1.23 would write 14
-
-
-def export_float_onnx(adapter, path: str | Path, *, max_len: int = 128) -> Path:
-    """Export a classifier's logits with dynamic batch and sequence (TorchScript exporter)."""
-    path = Path(path)
-    model = adapter.model.eval().cpu()
-    tok = adapter.tokenizer(["an example sentence"] * 2, return_tensors="pt", padding=True)
-    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in tok]
-    dyn = {n: {0: "batch", 1: "sequence"} for n in names}
-
-    class _Logits(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, *args):
-            return self.inner(**dict(zip(names, args, strict=True))).logits
-
-    with torch.no_grad():
-        torch.onnx.export(
-            _Logits(model),
-            tuple(tok[n] for n in names),
-            str(path),
-            input_names=names,
-            output_names=["logits"],
-            dynamic_axes={**dyn, "logits": {0: "batch"}},
-            opset_version=OPSET,
-            dynamo=False,
-        )
-    return path
 
 
 def quantize_matmul_nbits(src: str | Path, dst: str | Path, *, bits: int, block_size: int) -> Path:
@@ -94,16 +60,12 @@ def quantize_matmul_nbits(src: str | Path, dst: str | Path, *, bits: int, block_
 
 def ort_logits(path: str | Path, encoded: list, *, pad_id: int, batch_size: int = 64) -> list:
     """Per-example logits of an exported classifier in an ONNX Runtime CPU session."""
-    import onnxruntime as ort
-
     from toolchain.data.encode import batches
+    from toolchain.export.onnx import onnx_logits, session
 
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    wanted = {i.name for i in sess.get_inputs()}
+    sess = session(path)
     out: list = [None] * len(encoded)
     for idx, batch in batches(encoded, batch_size, pad_id=pad_id):
-        feeds = {k: v.numpy().astype(np.int64) for k, v in batch.items() if k in wanted}
-        logits = sess.run(["logits"], feeds)[0]
-        for i, row in zip(idx, logits, strict=True):
+        for i, row in zip(idx, onnx_logits(sess, batch), strict=True):
             out[i] = row
     return out
