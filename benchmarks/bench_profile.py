@@ -34,6 +34,7 @@ def _measured(path: Path):
                 "shape": Shape(**{k: r[k] for k in keys}),
                 "latency_ms": r["latency_ms"],
                 "memory_mb": r["memory_mb"],
+                "stats": {"round_p50_ms": r.get("round_p50_ms")},
             }
             for r in items
         ]
@@ -46,6 +47,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calibration", type=int, default=48)
     parser.add_argument("--holdout", type=int, default=24)
+    parser.add_argument("--rounds", type=int, default=5, help="least disturbed of R rounds")
     parser.add_argument("--run-dir", default=str(REPO / "runs" / "bench_profile"))
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument(
@@ -60,13 +62,13 @@ def main() -> int:
 
     started = time.perf_counter()
     shapes = design(args.calibration + args.holdout, seed=0)
-    calib_shapes, held_shapes = shapes[: args.calibration], shapes[args.calibration :]
     work = Path(args.run_dir)
     if args.refit_only:
         calib, held, spread = _measured(Path(args.out) / "profile.json")
     else:
-        calib = measure_shapes(calib_shapes, workdir=work, warmup=10, iterations=40, rounds=3)
-        held = measure_shapes(held_shapes, workdir=work, warmup=10, iterations=40, rounds=3)
+        # one round-robin over every shape, so drift of the machine hits both sets alike
+        rows = measure_shapes(shapes, workdir=work, warmup=10, iterations=40, rounds=args.rounds)
+        calib, held = rows[: args.calibration], rows[args.calibration :]
     predictor = FittedPredictor.fit(calib, device="x86-64-host", runtime="onnxruntime")
     predictor.save(work / "x86-64-host.json")
     pred = [predictor.predict(r["shape"]) for r in held]
@@ -74,7 +76,7 @@ def main() -> int:
     mem_mape = mape([p["memory_mb"] for p in pred], [r["memory_mb"] for r in held])
     spread_shape = Shape(layers=3, hidden=384, heads=6, ffn=1536, seq=128, batch=1, vocab=30522)
     if not args.refit_only:
-        spread = measure_shapes([spread_shape], workdir=work, iterations=100, repeats=5)
+        spread = measure_shapes([spread_shape], workdir=work, iterations=100, repeats=5, rounds=1)
         spread = spread[0]["stats"]
     host = get_profile("host")
     try:
@@ -98,13 +100,19 @@ def main() -> int:
                 **asdict(r["shape"]),
                 "latency_ms": r["latency_ms"],
                 "memory_mb": r["memory_mb"],
+                "round_p50_ms": r.get("stats", {}).get("round_p50_ms"),
                 "predicted_latency_ms": p["latency_ms"],
                 "predicted_memory_mb": p["memory_mb"],
             }
             for r, p in zip(held, pred, strict=True)
         ],
         "calibration": [
-            {**asdict(r["shape"]), "latency_ms": r["latency_ms"], "memory_mb": r["memory_mb"]}
+            {
+                **asdict(r["shape"]),
+                "latency_ms": r["latency_ms"],
+                "memory_mb": r["memory_mb"],
+                "round_p50_ms": r.get("stats", {}).get("round_p50_ms"),
+            }
             for r in calib
         ],
         "environment": environment(),

@@ -79,6 +79,12 @@ def test_budget_verdicts():
     assert verdicts["tight"]["verdict"] == "missed" and verdicts["tight"]["latency_ms"] == 3.0
     assert verdicts["roomy"]["verdict"] == "met" and verdicts["roomy"]["latency_ms"] == 5.0
     assert verdicts["big"]["verdict"] == "not measured"
+    assert verdicts["roomy"]["memory_kind"] == "peak RSS"
+    # a GPU runtime's row carries the device memory it uses: that is what the budget holds
+    gpu = [{**results[0], "p99_ms": 1.0, "device_memory_mb": 1200.0}]
+    verdict = budget_verdicts(budgets[1:2], gpu)[0]
+    assert verdict["verdict"] == "missed" and verdict["memory_kind"] == "device"
+    assert verdict["peak_memory_mb"] == 1200.0
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +138,24 @@ def test_another_device_cannot_be_measured_here(tiny_onnx):
         runner_for(REPO, "onnxruntime")
 
 
+def test_tensorrt_targets_are_engines(tiny_onnx, tmp_path):
+    from toolchain.export.tensorrt import availability
+    from toolchain.profile.runners import engine_of
+
+    plan = tmp_path / "engine.plan"
+    plan.write_bytes(b"not an engine")
+    assert engine_of(plan) == plan and engine_of(tmp_path) == plan
+    with pytest.raises(ProfileError, match="no TensorRT engine .* `edgec export --tensorrt`"):
+        engine_of(tiny_onnx)
+    ok, why = availability()
+    if not ok:  # here: the reason, never a figure
+        with pytest.raises(ProfileError, match="TensorRT is not installed here"):
+            runner_for(plan, "tensorrt")
+    else:  # where tensorrt imports: a corrupt engine is refused with the fix
+        with pytest.raises(ProfileError, match="cannot deserialize it"):
+            runner_for(plan, "tensorrt")
+
+
 def test_edgec_profile_cli(edgec, tiny_onnx):
     proc = edgec(
         "profile",
@@ -181,7 +205,9 @@ def test_profile_predict_labels_the_roofline(edgec, tmp_path):
 
 def test_calibrate_then_predict_with_the_fitted_predictor(edgec, tmp_path):
     env = {"EDGEC_HOME": str(tmp_path)}
-    proc = edgec("profile", "--device", "host", "--calibrate", "10", env=env, timeout=600)
+    proc = edgec(
+        "profile", "--device", "host", "--calibrate", "10", "--rounds", "1", env=env, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "predictors" / "x86-64-host.json").is_file()
     pred = edgec("profile", "--device", "host", "--predict", "L2:H128:A2:F512", "--json", env=env)

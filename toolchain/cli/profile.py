@@ -70,6 +70,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="measure N designed shapes on this host and store its fitted predictor",
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        metavar="R",
+        help="with --calibrate: measure every shape R times round-robin and keep its least "
+        "disturbed round (default 5)",
+    )
+    parser.add_argument(
         "--target",
         dest="agent_url",
         metavar="http://HOST:9600",
@@ -112,13 +120,18 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     print(f"{target}: {report['label']}, {report['environment']['runtime']}")
-    print("  batch  seq    p50 ms    p90 ms    p99 ms   items/s  spread%  peak RSS MB")
+    gpu = any("device_memory_mb" in r for r in report["results"])
+    print(
+        "  batch  seq    p50 ms    p90 ms    p99 ms   items/s  spread%  peak RSS MB"
+        + ("  device MB" if gpu else "")
+    )
     for r in report["results"]:
         spread = r.get("p50_spread_pct")
         print(
             f"  {r['batch']:>5} {r['seq']:>4} {r['p50_ms']:>9.3f} {r['p90_ms']:>9.3f} "
             f"{r['p99_ms']:>9.3f} {r['throughput_per_s']:>9.1f} "
             f"{'-' if spread is None else f'{spread:.1f}':>8} {r['peak_rss_mb']:>12.1f}"
+            + (f" {r.get('device_memory_mb', float('nan')):>10.1f}" if gpu else "")
         )
     for b in report["budgets"]:
         if b["verdict"] == "not measured":
@@ -126,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         print(
             f"  budget {b['budget']}: {b['verdict']} (p{b['percentile']:g} {b['latency_ms']:.2f} "
-            f"ms <= {b['latency_budget_ms']:g}? peak {b['peak_memory_mb']:.0f} MB <= "
+            f"ms <= {b['latency_budget_ms']:g}? {b['memory_kind']} {b['peak_memory_mb']:.0f} MB <= "
             f"{b['memory_budget_mb']:g}?)"
         )
     return 0
@@ -215,12 +228,15 @@ def _calibrate(args) -> int:
         )
     if args.calibrate < len(LATENCY_TERMS) + 2:
         raise ProfileError(f"--calibrate needs at least {len(LATENCY_TERMS) + 2} shapes")
+    if args.rounds < 1:
+        raise ProfileError(f"--rounds must be at least 1, got {args.rounds}")
     with tempfile.TemporaryDirectory(prefix="edgec-calibrate-") as tmp:
         rows = measure_shapes(
             design(args.calibrate, seed=0),
             runtime=args.runtime,
             workdir=Path(tmp),
             threads=args.threads,
+            rounds=args.rounds,
         )
     predictor = FittedPredictor.fit(rows, device=profile.name, runtime=args.runtime)
     path = predictor.save(predictors_dir(args) / f"{profile.name}.json")

@@ -92,7 +92,9 @@ def budget_verdicts(budgets, results: list[dict]) -> list[dict]:
         latency = r.get(f"p{b.percentile:g}_ms")
         if latency is None:  # a percentile the summary does not carry
             latency = r["p90_ms"] if b.percentile <= 90 else r["p99_ms"]
-        memory = r["peak_rss_mb"]
+        # GPU runtimes are held to the device memory they use, CPU ones to the peak RSS
+        kind = "device" if "device_memory_mb" in r else "peak RSS"
+        memory = r["device_memory_mb"] if kind == "device" else r["peak_rss_mb"]
         met = latency <= b.latency_ms and memory <= b.memory_mb
         out.append(
             {
@@ -101,6 +103,7 @@ def budget_verdicts(budgets, results: list[dict]) -> list[dict]:
                 "latency_budget_ms": b.latency_ms,
                 "percentile": b.percentile,
                 "peak_memory_mb": memory,
+                "memory_kind": kind,
                 "memory_budget_mb": b.memory_mb,
                 "verdict": "met" if met else "missed",
             }

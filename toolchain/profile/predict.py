@@ -185,6 +185,44 @@ class FittedPredictor:
         return cls(**json.loads(Path(path).read_text()))
 
 
+def predictor_for(profile, predictors_dir: Path | None, precision: str = "fp32"):
+    """``predict(shape) -> {"latency_ms", "memory_mb", "label"}`` for ``profile``'s device: its
+    fitted predictor (``predictors_dir/<device>.json``, from ``edgec profile --calibrate``) where
+    one exists, else the roofline at ``precision`` (no memory figure: ``memory_mb`` None).
+
+    A predictor fitted at another precision is scaled by the roofline's ratio between the two
+    precisions where the profile has the facts for it, else used as is; the label says which.
+    """
+    fitted_path = Path(predictors_dir) / f"{profile.name}.json" if predictors_dir else None
+    if fitted_path is None or not fitted_path.is_file():
+
+        def by_roofline(shape: Shape) -> dict:
+            return {**roofline(profile, shape, precision), "memory_mb": None}
+
+        by_roofline(Shape(1, 64, 1, 64, 8))  # the profile has the facts, or ValueError now
+        return by_roofline
+    fitted = FittedPredictor.load(fitted_path)
+    if fitted.precision == precision:
+        return fitted.predict
+
+    def scaled(shape: Shape) -> dict:
+        out = fitted.predict(shape)
+        try:
+            ratio = (
+                roofline(profile, shape, precision)["latency_ms"]
+                / roofline(profile, shape, fitted.precision)["latency_ms"]
+            )
+        except ValueError:
+            return {**out, "label": out["label"] + f", at {fitted.precision} (no {precision} fit)"}
+        return {
+            **out,
+            "latency_ms": round(out["latency_ms"] * ratio, 4),
+            "label": out["label"] + f", x roofline {fitted.precision}->{precision} ratio",
+        }
+
+    return scaled
+
+
 def mape(predicted: list[float], measured: list[float]) -> float:
     """Mean absolute percentage error (%)."""
     pairs = list(zip(predicted, measured, strict=True))

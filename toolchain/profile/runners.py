@@ -71,6 +71,9 @@ class OrtRunner:
     def sync(self) -> None:  # session.run returns when the outputs are on the host
         return None
 
+    def device_memory_mb(self) -> float | None:
+        return _cuda_used_mb() if self.name == "onnxruntime-cuda" else None
+
 
 class TorchRunner:
     """PyTorch eager (no_grad), for comparison with the exported runtimes."""
@@ -108,6 +111,162 @@ class TorchRunner:
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
 
+    def device_memory_mb(self) -> float | None:
+        """Peak memory torch's allocator handed out on the GPU (MB); None on CPU."""
+        import torch
+
+        if not self.device.startswith("cuda"):
+            return None
+        return round(torch.cuda.max_memory_allocated() / 2**20, 2)
+
+
+class CudaRuntime:
+    """The few CUDA runtime calls a TensorRT engine needs (malloc, copy, stream, memory info),
+    through ctypes on libcudart: the agent on a Jetson then needs nothing beyond tensorrt."""
+
+    HOST_TO_DEVICE = 1
+
+    def __init__(self):
+        import ctypes
+        import ctypes.util
+
+        names = [ctypes.util.find_library("cudart"), "libcudart.so"]
+        names += [f"libcudart.so.{v}" for v in (13, 12, 11)]
+        for name in filter(None, names):
+            try:
+                self.lib = ctypes.CDLL(name)
+                break
+            except OSError:
+                continue
+        else:
+            raise ProfileError("the CUDA runtime (libcudart) is not found; TensorRT needs it")
+        self.ctypes = ctypes
+
+    def _check(self, code: int, what: str) -> None:
+        if code != 0:
+            self.lib.cudaGetErrorString.restype = self.ctypes.c_char_p
+            raise ProfileError(f"CUDA {what} failed: {self.lib.cudaGetErrorString(code).decode()}")
+
+    def malloc(self, nbytes: int) -> int:
+        ptr = self.ctypes.c_void_p()
+        self._check(self.lib.cudaMalloc(self.ctypes.byref(ptr), max(nbytes, 1)), "cudaMalloc")
+        return ptr.value
+
+    def free(self, ptr: int) -> None:
+        self.lib.cudaFree(self.ctypes.c_void_p(ptr))
+
+    def upload(self, ptr: int, array) -> None:
+        c = self.ctypes
+        code = self.lib.cudaMemcpy(
+            c.c_void_p(ptr), c.c_void_p(array.ctypes.data), c.c_size_t(array.nbytes), 1
+        )
+        self._check(code, "cudaMemcpy")
+
+    def stream(self) -> int:
+        handle = self.ctypes.c_void_p()
+        self._check(self.lib.cudaStreamCreate(self.ctypes.byref(handle)), "cudaStreamCreate")
+        return handle.value or 0
+
+    def synchronize(self, stream: int) -> None:
+        self._check(
+            self.lib.cudaStreamSynchronize(self.ctypes.c_void_p(stream)), "cudaStreamSynchronize"
+        )
+
+    def used_mb(self) -> float:
+        free, total = self.ctypes.c_size_t(), self.ctypes.c_size_t()
+        code = self.lib.cudaMemGetInfo(self.ctypes.byref(free), self.ctypes.byref(total))
+        self._check(code, "cudaMemGetInfo")
+        return round((total.value - free.value) / 2**20, 2)
+
+
+class TrtRunner:
+    """A serialized TensorRT engine (``engine.plan``) run with ``execute_async_v3`` on its own
+    CUDA stream; ``sync()`` synchronises that stream before the clock is read."""
+
+    def __init__(self, path: Path, *, plugin_libs: tuple[str, ...] = ()):
+        import ctypes
+
+        import tensorrt as trt
+
+        self.name = "tensorrt"
+        self.cuda = CudaRuntime()
+        logger = trt.Logger(trt.Logger.WARNING)
+        for lib in plugin_libs:
+            try:
+                ctypes.CDLL(str(lib))
+            except OSError as e:
+                raise ProfileError(f"cannot load the TensorRT plugin library {lib}: {e}") from None
+        trt.init_libnvinfer_plugins(logger, "")
+        self.engine = trt.Runtime(logger).deserialize_cuda_engine(Path(path).read_bytes())
+        if self.engine is None:
+            raise ProfileError(
+                f"{path}: TensorRT cannot deserialize it (built by another TensorRT version or "
+                "for another GPU? rebuild it on this device with `edgec export --tensorrt`)"
+            )
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        is_input = {n: self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
+        self.inputs = [n for n in names if is_input[n]]
+        self.outputs = [n for n in names if not is_input[n]]
+        self.stream = self.cuda.stream()
+        self.buffers: list[int] = []
+
+    def _dtype(self, name: str):
+        import numpy as np
+        import tensorrt as trt
+
+        return np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
+
+    def prepare(self, batch: int, seq: int) -> None:
+        import numpy as np
+
+        for ptr in self.buffers:
+            self.cuda.free(ptr)
+        self.buffers = []
+        for name in self.inputs:
+            if name == "position_ids":
+                host = np.tile(np.arange(seq), (batch, 1))
+            elif name in ("input_ids", "attention_mask", "token_type_ids"):
+                fill = {"input_ids": TOKEN_ID, "attention_mask": 1, "token_type_ids": 0}[name]
+                host = np.full((batch, seq), fill)
+            else:
+                raise ProfileError(f"do not know how to feed engine input {name!r}")
+            host = np.ascontiguousarray(host, dtype=self._dtype(name))
+            if not self.context.set_input_shape(name, host.shape):
+                raise ProfileError(
+                    f"the engine's optimisation profile does not cover batch {batch} x seq "
+                    f"{seq} for {name!r}; rebuild it with larger maximum shapes"
+                )
+            ptr = self.cuda.malloc(host.nbytes)
+            self.buffers.append(ptr)
+            self.cuda.upload(ptr, host)
+            self.context.set_tensor_address(name, ptr)
+        for name in self.outputs:
+            shape = tuple(self.context.get_tensor_shape(name))
+            nbytes = int(np.prod(shape)) * self._dtype(name).itemsize
+            ptr = self.cuda.malloc(nbytes)
+            self.buffers.append(ptr)
+            self.context.set_tensor_address(name, ptr)
+
+    def run(self) -> None:
+        if not self.context.execute_async_v3(self.stream):
+            raise ProfileError("TensorRT failed to enqueue the engine (see its log)")
+
+    def sync(self) -> None:
+        self.cuda.synchronize(self.stream)
+
+    def device_memory_mb(self) -> float | None:
+        return self.cuda.used_mb()
+
+
+def _cuda_used_mb() -> float | None:
+    """Device memory in use on the current CUDA device (MB, as the driver counts it: every
+    process's), or None where no CUDA runtime is found."""
+    try:
+        return CudaRuntime().used_mb()
+    except ProfileError:
+        return None
+
 
 def runner_for(target: Path, runtime: str, *, threads: int | None = None):
     """The runner for ``target`` (an ONNX file, a bundle folder, a TensorRT engine or a model
@@ -120,13 +279,25 @@ def runner_for(target: Path, runtime: str, *, threads: int | None = None):
         ok, why = availability()
         if not ok:
             raise ProfileError(why)
-        raise ProfileError("TensorRT engine timing is not implemented yet on this machine type")
+        return TrtRunner(engine_of(target))
     if runtime == "pytorch":
         if not (target / "config.json").is_file():
             raise ProfileError(f"pytorch runs a model directory; {target} is not one")
         return TorchRunner(target, threads=threads)
     onnx = onnx_of(target)
     return OrtRunner(onnx, threads=threads, cuda=runtime == "onnxruntime-cuda")
+
+
+def engine_of(target: Path) -> Path:
+    """The TensorRT engine of a target: itself (.plan / .engine) or an export folder's."""
+    if target.is_file() and target.suffix in (".plan", ".engine"):
+        return target
+    if target.is_dir() and (target / "engine.plan").is_file():
+        return target / "engine.plan"
+    raise ProfileError(
+        f"{target}: no TensorRT engine (a .plan/.engine file, or an export folder holding "
+        "engine.plan from `edgec export --tensorrt`)"
+    )
 
 
 def onnx_of(target: Path) -> Path:

@@ -31,7 +31,11 @@ def profile_shapes(request: dict) -> dict:
             batch=batch,
             sync=runner.sync,
         )
-        results.append({"batch": batch, "seq": seq, **stats, "peak_rss_mb": peak_rss_mb()})
+        row = {"batch": batch, "seq": seq, **stats, "peak_rss_mb": peak_rss_mb()}
+        device_mb = runner.device_memory_mb()
+        if device_mb is not None:  # GPU runtimes: the device memory in use after the runs
+            row["device_memory_mb"] = device_mb
+        results.append(row)
     return {
         "environment": environment(runner.name, threads=request.get("threads")),
         "rss_before_load_mb": baseline,
