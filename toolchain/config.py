@@ -283,15 +283,32 @@ class SearchConfig(StageConfig):
     """NAS-BERT supernet training and per-budget evolutionary search."""
 
     supernet_steps: int = 2000
+    sandwich: int = 4  # subnets per step: largest, smallest, then random ones (>= 1)
+    learning_rate: float = 5e-5
+    batch_size: int = 32
+    max_seq_len: int = 128
+    temperature: float = 2.0
+    hidden_weight: float = 1.0  # per-block KD: each kept layer's output vs the teacher layer's
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.01
+    prune_after: float = 0.5  # share of the steps before dominated choices are dropped; 0 = off
+    checkpoint_every: int = 100
     population: int = 32
     generations: int = 10
     mutation_rate: float = 0.3
     crossover_rate: float = 0.5
     eval_samples: int = 512  # validation subset for the inherited-weight accuracy estimate
     measure_top_k: int = 3  # candidates measured for real per budget
+    precision: Literal["fp32", "fp16", "int8", "int4", "int2"] = "fp32"  # of the predictors
 
     def __post_init__(self):
         check_range(self, "supernet_steps", lo=1)
+        check_range(self, "sandwich", lo=1, hi=64)
+        check_range(self, "learning_rate", lo=0.0, hi=1.0)
+        check_range(self, "batch_size", lo=1)
+        check_range(self, "max_seq_len", lo=8, hi=8192)
+        check_range(self, "prune_after", lo=0.0, hi=0.95)
+        check_range(self, "checkpoint_every", lo=1)
         check_range(self, "population", lo=2, hi=100000)
         check_range(self, "generations", lo=1, hi=10000)
         check_range(self, "mutation_rate", lo=0.0, hi=1.0)

@@ -1,11 +1,139 @@
-"""`edgec search`: train a NAS-BERT supernet and search one subnet per device budget.
+"""`edgec search`: train a NAS-BERT supernet from the teacher and search one subnet per budget
+of a device.
 
-Not implemented yet: it lands with the issue
-"NAS-BERT supernet and per-budget subnet search". Planned form::
+    edgec search --teacher runs/teacher --task sst2 --device host -o runs/search
+    edgec search --teacher runs/teacher --task sst2 --device jetson-orin-nano \\
+        --budget interactive --predictors DIR -o runs/search-orin
 
-    edgec search --teacher DIR --device D [--budget NAME] -o DIR
+DIR gets supernet/ (the trained supernet), subnets/<budget>/ (each chosen subnet as a plain
+Hugging Face model that `edgec distill`, `edgec quantize` and `edgec export` take unchanged),
+search.json (per budget: subnet, accuracy with inherited weights, predicted and - where the
+device is this host - measured latency and memory) and pareto.json/.png. Latency and memory are
+predicted by the device's fitted predictor (`edgec profile --calibrate`, stored in
+--predictors) or else its roofline. Re-running the same command does nothing; an interrupted
+run resumes from its last supernet checkpoint or search generation.
 """
 
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from toolchain.cli.teacher import add_task_arguments, task_from_args
+
 HELP = "train a NAS-BERT supernet and search one subnet per device budget"
-IMPLEMENTED = False
-PLANNED = "edgec search --teacher DIR --device D [--budget NAME] -o DIR"
+IMPLEMENTED = True
+
+_FIELDS = (
+    "supernet_steps",
+    "sandwich",
+    "learning_rate",
+    "batch_size",
+    "max_seq_len",
+    "hidden_weight",
+    "prune_after",
+    "population",
+    "generations",
+    "mutation_rate",
+    "crossover_rate",
+    "eval_samples",
+    "measure_top_k",
+    "precision",
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--teacher", required=True, metavar="DIR", help="fine-tuned teacher")
+    add_task_arguments(parser)
+    parser.add_argument("--device", required=True, metavar="D", help="device profile (budgets)")
+    parser.add_argument(
+        "--budget",
+        action="append",
+        metavar="NAME",
+        help="search for this budget of the device only (repeatable; default: every budget)",
+    )
+    parser.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--recipe", metavar="R.yaml", help="take search settings from a recipe")
+    parser.add_argument(
+        "--predictors",
+        metavar="DIR",
+        help="fitted predictors, DEVICE.json each (default: $EDGEC_HOME/predictors or "
+        "~/.cache/edgec/predictors)",
+    )
+    s = parser.add_argument_group("search (defaults: the recipe's search section)")
+    s.add_argument("--steps", type=int, dest="supernet_steps", help="supernet training steps")
+    s.add_argument("--sandwich", type=int, help="subnets trained per step")
+    s.add_argument("--learning-rate", "--lr", type=float, dest="learning_rate")
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--max-seq-len", type=int)
+    s.add_argument("--hidden-weight", type=float, help="weight of the block-wise hidden KD")
+    s.add_argument("--prune-after", type=float, help="share of steps before pruning (0: off)")
+    s.add_argument("--population", type=int)
+    s.add_argument("--generations", type=int)
+    s.add_argument("--mutation-rate", type=float)
+    s.add_argument("--crossover-rate", type=float)
+    s.add_argument("--eval-samples", type=int, help="validation examples scoring each subnet")
+    s.add_argument("--measure-top-k", type=int, help="candidates measured for real per budget")
+    s.add_argument(
+        "--precision",
+        choices=("fp32", "fp16", "int8", "int4", "int2"),
+        help="precision the latency predictions assume (that of the quantize stage)",
+    )
+    s.add_argument("--seed", type=int)
+    s.add_argument("--no-clean", action="store_true", help="skip training-data cleaning")
+    parser.add_argument(
+        "--train-device",
+        help="torch device for training: cpu, cuda or cuda:N (default: cuda when available)",
+    )
+    parser.add_argument("--force", action="store_true", help="re-run even if the output is current")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from toolchain.cli.profile import predictors_dir
+    from toolchain.config import load_recipe
+    from toolchain.nas.stage import search_stage
+    from toolchain.pipeline import run_single
+
+    spec = task_from_args(args)
+    overrides = {f"search.{k}": getattr(args, k) for k in _FIELDS}
+    overrides["seed"] = args.seed
+    if args.no_clean:
+        overrides["data.clean"] = False
+    recipe = load_recipe(args.recipe, overrides=overrides)
+    out = Path(args.output).resolve()
+    stage = search_stage(
+        teacher_dir=args.teacher,
+        spec=spec,
+        data_dir=args.data_dir or recipe.data_dir,
+        device=args.device,
+        budgets=tuple(args.budget or recipe.budgets),
+        cfg=recipe.search,
+        data_cfg=recipe.data,
+        predictors_dir=str(predictors_dir(args)),
+        torch_device=args.train_device,
+        name=out.name,
+    )
+    result = run_single(stage, out, seed=recipe.seed, force=args.force)
+    m = result.record["metrics"]
+    if args.json:
+        print(json.dumps(m, indent=2))
+        return 0
+    state = "up to date (cached)" if result.status == "skipped" else "searched"
+    sn = m["supernet"]
+    print(f"{out}: {state} on {m['device']} ({m['space_size']:,} subnets: {m['space']})")
+    print(f"  supernet: {sn['steps']} steps in {sn['train_s']} s")
+    for name, r in m["budgets"].items():
+        b, p, meas = r["budget"], r["predicted"], r.get("measured")
+        line = (
+            f"  {name} (p{b['percentile']:g} <= {b['latency_ms']:g} ms, <= {b['memory_mb']:g} MB): "
+            f"{r['subnet']} {r['params']:,} params, {spec.main_metric} "
+            f"{r['accuracy_inherited']:.4f} (inherited), predicted {p['latency_ms']:.2f} ms"
+        )
+        if meas:
+            line += f", measured p50 {meas['p50_ms']:.2f} ms ({meas['verdict']}, {meas['label']})"
+        else:
+            line += f" [{r['measured_note']}]"
+        print(line + f" -> {r['model']}")
+    return 0

@@ -1,0 +1,156 @@
+"""`edgec search` end to end on a tiny teacher and the toy task, its cache, and its errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from toy import write_toy_table
+
+from toolchain.profile.predict import FittedPredictor
+
+
+@pytest.fixture
+def teacher_dir(tmp_path):
+    """A tiny random BERT classifier (2 layers, hidden 32) with room for 160 positions."""
+    import torch
+    from conftest import TINY_WORDS
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    folder = tmp_path / "teacher"
+    folder.mkdir()
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TINY_WORDS]) + "\n")
+    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(folder)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=5 + len(TINY_WORDS),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=160,
+    )
+    BertForSequenceClassification(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def predictors(tmp_path):
+    """A made-up fitted law for this host: 1 ms + 1.5 ms per layer, 60 MB + the weights."""
+    folder = tmp_path / "predictors"
+    FittedPredictor(
+        device="x86-64-host",
+        runtime="onnxruntime",
+        precision="fp32",
+        latency_coef=[1.0, 1.5, 0, 0, 0, 0, 0],
+        memory_coef=[60.0, 1.0, 1.0],
+        n=48,
+    ).save(folder / "x86-64-host.json")
+    return folder
+
+
+def test_search_end_to_end_then_cached(edgec, teacher_dir, predictors, tmp_path):
+    write_toy_table(tmp_path / "train.tsv", 160, 0)
+    write_toy_table(tmp_path / "dev.tsv", 40, 1)
+    out = tmp_path / "search"
+    args = (
+        "search",
+        "--teacher",
+        str(teacher_dir),
+        "--train-file",
+        str(tmp_path / "train.tsv"),
+        "--dev-file",
+        str(tmp_path / "dev.tsv"),
+        "--text-column",
+        "text",
+        "--label-column",
+        "label",
+        "--no-clean",
+        "--device",
+        "host",
+        "--budget",
+        "tight",
+        "--budget",
+        "balanced",
+        "--predictors",
+        str(predictors),
+        "--steps",
+        "6",
+        "--sandwich",
+        "2",
+        "--batch-size",
+        "8",
+        "--population",
+        "6",
+        "--generations",
+        "2",
+        "--eval-samples",
+        "16",
+        "--measure-top-k",
+        "1",
+        "--train-device",
+        "cpu",
+        "-o",
+        str(out),
+    )
+    proc = edgec(*args, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "searched on x86-64-host" in proc.stdout
+    result = json.loads((out / "search.json").read_text())
+    tight, balanced = result["budgets"]["tight"], result["budgets"]["balanced"]
+    # the law allows one layer under 3 ms, two under 6 ms
+    assert tight["predicted"]["latency_ms"] <= 3.0 and tight["shape"].startswith("L1:")
+    assert balanced["predicted"]["latency_ms"] <= 6.0
+    assert all(c["predicted"]["latency_ms"] <= 3.0 for c in tight["candidates"])
+    assert tight["measured"]["label"].startswith("measured on x86-64-host")
+    assert result["pruning"] is not None and result["supernet"]["steps"] == 6
+    config = json.loads((out / "subnets" / "tight" / "config.json").read_text())
+    assert config["architectures"] == ["BertForSequenceClassification"]
+    assert config["num_hidden_layers"] == 1
+    assert (out / "subnets" / "tight" / "tokenizer.json").is_file()
+    assert (out / "supernet" / "supernet.json").is_file()
+    pareto = json.loads((out / "pareto.json").read_text())
+    assert pareto["front"] and len(pareto["points"]) >= len(pareto["front"])
+    # the subnet is a plain model the other verbs take: export it
+    exported = edgec(
+        "export",
+        str(out / "subnets" / "tight"),
+        *("--train-file", str(tmp_path / "train.tsv"), "--dev-file", str(tmp_path / "dev.tsv")),
+        *("--text-column", "text"),
+        *("--label-column", "label", "--format", "fp32", "-o", str(tmp_path / "x")),
+    )
+    assert exported.returncode == 0, exported.stderr
+    again = edgec(*args, timeout=600)
+    assert again.returncode == 0 and "up to date (cached)" in again.stdout
+
+
+def test_search_errors(edgec, tiny_bert_dir, predictors, tmp_path):
+    write_toy_table(tmp_path / "train.tsv", 40, 0)
+    base = (
+        "search",
+        "--teacher",
+        str(tiny_bert_dir),
+        "--train-file",
+        str(tmp_path / "train.tsv"),
+        "--text-column",
+        "text",
+        "--label-column",
+        "label",
+        "--predictors",
+        str(predictors),
+        "-o",
+        str(tmp_path / "out"),
+    )
+    proc = edgec(*base, "--device", "host", "--budget", "instant")
+    assert proc.returncode != 0
+    assert "x86-64-host has no budget 'instant'; its budgets: tight, balanced, relaxed" in (
+        proc.stderr
+    )
+    proc = edgec(*base, "--device", "jetsn")
+    assert proc.returncode != 0 and "jetson" in proc.stderr and "Traceback" not in proc.stderr
+    # the tiny teacher holds 64 positions; the host budgets are measured at 128 tokens
+    proc = edgec(*base, "--device", "host", "--budget", "tight", "--no-clean", "--steps", "2")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "beyond the teacher's 64 positions" in proc.stderr
+    assert not (tmp_path / "out").exists()

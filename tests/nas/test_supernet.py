@@ -1,0 +1,237 @@
+"""The NAS-BERT supernet: search space, weight sharing, extraction, training, evolution."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+from toy import TOY_SPEC, toy_examples
+
+from toolchain.config import SearchConfig
+from toolchain.errors import ConfigError, EdgecError
+from toolchain.models.adapters import Shape
+from toolchain.nas.search import evolve, pareto_front, prune_space
+from toolchain.nas.space import Arch, SearchSpace
+from toolchain.nas.supernet import SuperNet
+from toolchain.nas.train import SubnetScorer, frozen_teacher, train_supernet
+
+WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+WORDS += ["the", "movie", "is", "was", "a", "hello", "world", "good", "great", "bad", "awful"]
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    """A tiny random BERT classifier: 4 layers, hidden 64, 4 heads of 16, FFN 128."""
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    from toolchain.models.adapters import adapter_for
+
+    tmp = tmp_path_factory.mktemp("nas")
+    (tmp / "vocab.txt").write_text("\n".join(WORDS) + "\n")
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(WORDS),
+        hidden_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=32,
+    )
+    model = BertForSequenceClassification(config).eval()
+    return adapter_for(model, BertTokenizerFast(vocab_file=str(tmp / "vocab.txt")))
+
+
+def scores_for(adapter, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    s = adapter.shape
+    return {
+        "hidden": torch.rand(s.hidden, generator=g),
+        "heads": torch.rand(s.layers, s.heads, generator=g),
+        "ffn": torch.rand(s.layers, s.ffn, generator=g),
+    }
+
+
+def batch(n=3, t=9, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, len(WORDS), (n, t), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0  # a padded row
+    return ids, mask
+
+
+SPACE = SearchSpace.for_teacher(Shape(6, 384, 12, 1536))
+
+
+def test_default_space_of_minilm():
+    assert SPACE.hidden == (128, 192, 256, 320, 384)
+    assert SPACE.ffn == (384, 768, 1152, 1536)
+    assert SPACE.largest() == Arch((0, 1, 2, 3, 4, 5), 384, 12, 1536)
+    assert SPACE.smallest() == Arch((5,), 128, 4, 384)
+    assert SPACE.contains(Arch((1, 3, 5), 192, 6, 768))
+    assert not SPACE.contains(Arch((1, 3, 5), 384, 6, 768))  # heads of 64 > the teacher's 32
+    assert not SPACE.contains(Arch((3, 1), 192, 6, 768))  # layers out of order
+    assert not SPACE.contains(Arch((1, 3, 5), 200, 8, 768))  # not a hidden choice
+    assert Arch.parse("L[1,3,5]:H192:A6:F768") == Arch((1, 3, 5), 192, 6, 768)
+    assert str(Arch((1, 3, 5), 192, 6, 768)) == "L[1,3,5]:H192:A6:F768"
+    with pytest.raises(ConfigError, match="outside the search space"):
+        SPACE.check(Arch((0,), 384, 4, 384))
+    with pytest.raises(ConfigError, match="invalid subnet"):
+        Arch.parse("L3:H192")
+
+
+def test_evolution_operators_stay_inside_the_space():
+    rng = random.Random(0)
+    space = SearchSpace(
+        6, 12, 32, (128, 192, 384), (4, 6, 12), (384, 1536), min_layers=2, max_layers=4
+    )
+    archs = [space.sample(rng) for _ in range(200)]
+    for _ in range(2000):
+        a, b = rng.choice(archs), rng.choice(archs)
+        child = space.mutate(space.crossover(a, b, rng), rng, rate=0.5)
+        assert space.contains(child), child
+        assert 2 <= len(child.layers) <= 4
+    assert all(space.contains(a) for a in archs)
+    assert len(set(archs)) > 50  # the sampler reaches much of the space
+
+
+def test_largest_subnet_is_the_teacher_and_extraction_equals_the_active_forward(teacher):
+    supernet = SuperNet.from_teacher(teacher, scores_for(teacher)).eval()
+    ids, mask = batch()
+    with torch.no_grad():
+        ref = teacher.model(input_ids=ids, attention_mask=mask).logits
+        assert supernet.get_active() == supernet.space.largest()
+        torch.testing.assert_close(supernet(ids, mask).logits, ref, atol=1e-5, rtol=0)
+        rng = random.Random(0)
+        for _ in range(8):
+            arch = supernet.sample_active(rng)
+            student = supernet.extract()
+            assert student.shape == arch.shape
+            assert type(student.model) is type(teacher.model)
+            out = student.model.eval()(input_ids=ids, attention_mask=mask).logits
+            torch.testing.assert_close(supernet(ids, mask).logits, out, atol=1e-5, rtol=0)
+    # units were reordered, not just copied: the first hidden dimension is the most important
+    order = scores_for(teacher)["hidden"].argsort(descending=True)
+    emb = teacher.model.bert.embeddings.word_embeddings.weight
+    assert torch.equal(
+        supernet.model.bert.embeddings.word_embeddings.weight[:, 0], emb[:, order[0]]
+    )
+
+
+def test_supernet_save_and_load(teacher, tmp_path):
+    supernet = SuperNet.from_teacher(teacher, scores_for(teacher))
+    supernet.save(tmp_path / "sn")
+    again = SuperNet.load(tmp_path / "sn").eval()
+    arch = Arch((0, 2), 32, 2, 64)
+    supernet.eval().set_active(arch)
+    again.set_active(arch)
+    ids, mask = batch()
+    with torch.no_grad():
+        torch.testing.assert_close(again(ids, mask).logits, supernet(ids, mask).logits)
+    with pytest.raises(ConfigError, match="not a supernet directory"):
+        SuperNet.load(tmp_path)
+
+
+def test_decoders_are_refused(tiny_gpt2):
+    with pytest.raises(ConfigError, match="BERT-family encoder .* truncation"):
+        SuperNet(tiny_gpt2)
+
+
+def fake_latency(arch: Arch) -> float:
+    """A made-up law: cost grows with depth and width."""
+    return len(arch.layers) * (arch.hidden / 64 + arch.ffn / 256 + arch.heads / 8)
+
+
+def test_search_never_returns_a_subnet_over_budget(tmp_path):
+    cfg = SearchConfig(population=12, generations=6)
+    fitness = lambda a: len(a.layers) * 0.1 + a.hidden / 1000 + a.ffn / 10000  # noqa: E731
+    for budget in (4.0, 8.0, 15.0):
+        ranked = evolve(SPACE, fitness, lambda a, b=budget: fake_latency(a) <= b, cfg, seed=1)
+        assert ranked and all(fake_latency(a) <= budget for a, _ in ranked)
+        assert [v for _, v in ranked] == sorted((v for _, v in ranked), reverse=True)
+        assert all(SPACE.contains(a) for a, _ in ranked)
+    with pytest.raises(EdgecError, match="no subnet of the search space fits this budget"):
+        evolve(SPACE, fitness, lambda a: False, cfg)
+
+
+def test_a_resumed_search_continues_from_its_checkpoint(tmp_path):
+    cfg = SearchConfig(population=10, generations=6)
+    calls = []
+
+    def fitness(a):
+        calls.append(a)
+        return a.hidden / 1000 - len(a.layers) * 0.01
+
+    feasible = lambda a: fake_latency(a) <= 9.0  # noqa: E731
+    full = evolve(SPACE, fitness, feasible, cfg, seed=3)
+    n_full = len(calls)
+    # stop after 3 generations, then resume to 6 from the state file
+    state = tmp_path / "evolve.json"
+    calls.clear()
+    evolve(
+        SPACE,
+        fitness,
+        feasible,
+        SearchConfig(population=10, generations=3),
+        seed=3,
+        state_path=state,
+    )
+    assert json.loads(state.read_text())["generation"] == 3
+    first_part = len(calls)
+    calls.clear()
+    resumed = evolve(SPACE, fitness, feasible, cfg, seed=3, state_path=state)
+    assert json.loads(state.read_text())["generation"] == 6
+    assert first_part + len(calls) == n_full  # nothing scored twice, nothing skipped
+    assert resumed == full
+
+
+def test_pruning_drops_dominated_choices_only():
+    space = SearchSpace(4, 4, 16, (32, 64), (2, 4), (64, 96, 128))
+    # FFN 96 is as costly as 128 in this law but less accurate: dominated. Others trade off.
+    fitness = lambda a: a.hidden / 100 + {64: 0.1, 96: 0.05, 128: 0.2}[a.ffn]  # noqa: E731
+    cost = lambda a: a.hidden + {64: 1.0, 96: 2.0, 128: 2.0}[a.ffn]  # noqa: E731
+    pruned, report = prune_space(space, fitness, cost, samples=6)
+    assert pruned.ffn == (64, 128) and report["ffn"]["96"]["dropped"]
+    assert pruned.hidden == (32, 64)  # wider is costlier and better: both stay
+
+
+def test_pareto_front():
+    pts = [
+        {"latency_ms": 1.0, "accuracy": 0.80},
+        {"latency_ms": 2.0, "accuracy": 0.85},
+        {"latency_ms": 2.5, "accuracy": 0.84},  # dominated by the 2.0 ms point
+        {"latency_ms": 3.0, "accuracy": 0.90},
+    ]
+    assert [p["latency_ms"] for p in pareto_front(pts)] == [1.0, 2.0, 3.0]
+
+
+def test_training_lowers_the_distillation_loss_and_resumes(teacher, tmp_path):
+    supernet = SuperNet.from_teacher(teacher, scores_for(teacher))
+    supernet.space = SearchSpace(4, 4, 16, (32, 64), (2, 4), (64, 128))
+    train = toy_examples(96, seed=0)
+    cfg = SearchConfig(batch_size=16, learning_rate=1e-3, sandwich=3, checkpoint_every=5)
+    frozen = frozen_teacher(supernet)
+    ckpt = tmp_path / "supernet.pt"
+    events = []
+
+    def hook(net):
+        events.append(net.space)
+        return {"pruned": True}
+
+    first = train_supernet(
+        supernet, frozen, TOY_SPEC, train, cfg, steps=10, checkpoint=ckpt, after_step={5: hook}
+    )
+    assert first["steps"] == 10 and first["events"] == {"5": {"pruned": True}}
+    # a fresh supernet on the same checkpoint continues at step 10, hook not run again
+    again = SuperNet.from_teacher(teacher, scores_for(teacher))
+    more = train_supernet(
+        again, frozen, TOY_SPEC, train, cfg, steps=60, checkpoint=ckpt, after_step={5: hook}
+    )
+    assert more["steps"] == 60 and len(events) == 1 and more["events"] == first["events"]
+    assert again.space == supernet.space
+    losses = [v for _, v in more["loss_history"]]
+    assert losses[-1] < losses[0]
+    scorer = SubnetScorer(again, TOY_SPEC, toy_examples(40, seed=1), max_len=16)
+    acc = scorer(again.space.smallest())
+    assert 0.0 <= acc <= 1.0 and again.space.smallest() in scorer.cache

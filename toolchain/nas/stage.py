@@ -1,0 +1,375 @@
+"""The search stage: build the supernet from the teacher, train it by distillation (pruning
+dominated choices after the first round), search one subnet per device budget, measure the best
+candidates for real where the device is this host, and write the chosen subnets as plain models.
+
+Output folder::
+
+    supernet/            the trained supernet (Hugging Face directory + supernet.json)
+    subnets/<budget>/    the chosen subnet of each budget, a plain model with the tokenizer
+    search.json          per budget: subnet, accuracy (inherited weights), predicted and measured
+                         latency/memory, the candidates; supernet training, pruning, timings
+    pareto.json / .png   accuracy vs predicted latency over every scored subnet
+
+Example::
+
+    stage = search_stage(teacher_dir="runs/teacher", spec=get_task("sst2"), data_dir=data,
+                         device="host", budgets=(), cfg=SearchConfig(supernet_steps=1000))
+    run_single(stage, Path("runs/search"))
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import tempfile
+import time
+from pathlib import Path
+
+from toolchain.config import BudgetSpec, DataConfig, SearchConfig
+from toolchain.data.readers import load_split
+from toolchain.data.tasks import TaskSpec
+from toolchain.errors import ConfigError
+from toolchain.pipeline import Stage, StageContext
+
+log = logging.getLogger(__name__)
+
+
+def select_budgets(profile, wanted) -> list[BudgetSpec]:
+    """The profile's budgets named in ``wanted`` (names or BudgetSpecs); all when empty."""
+    if not wanted:
+        if not profile.budgets:
+            raise ConfigError(f"{profile.name} has no budgets; name one with --budget")
+        return list(profile.budgets)
+    known = {b.name: b for b in profile.budgets}
+    out = []
+    for w in wanted:
+        if isinstance(w, BudgetSpec):
+            out.append(w)
+        elif w in known:
+            out.append(known[w])
+        else:
+            raise ConfigError(
+                f"{profile.name} has no budget {w!r}; its budgets: {', '.join(known) or 'none'}",
+                key="budgets",
+            )
+    return out
+
+
+def search_stage(
+    *,
+    teacher_dir: str,
+    spec: TaskSpec,
+    data_dir,
+    device: str,
+    budgets=(),
+    cfg: SearchConfig,
+    data_cfg: DataConfig | None = None,
+    predictors_dir: str | None = None,
+    torch_device: str | None = None,
+    name: str = "search",
+) -> Stage:
+    """A pipeline :class:`~toolchain.pipeline.Stage` running the whole search."""
+    from toolchain.models.teacher import teacher_inputs
+    from toolchain.profile.devices import resolve_device
+
+    profile = resolve_device(device).profile
+    chosen = select_budgets(profile, budgets)
+    config = {
+        "teacher": teacher_dir,
+        "task": spec.name,
+        "task_spec": spec,
+        "device": profile.name,
+        "budgets": chosen,
+        "search": cfg,
+        "data": data_cfg or DataConfig(),
+    }
+    inputs = teacher_inputs(teacher_dir, spec, data_dir)
+    predictor_file = Path(predictors_dir or ".") / f"{profile.name}.json"
+    if predictors_dir and predictor_file.is_file():
+        inputs = (*inputs, predictor_file)
+
+    def run(ctx: StageContext) -> dict:
+        return run_search(
+            ctx,
+            teacher_dir=teacher_dir,
+            spec=spec,
+            data_dir=data_dir,
+            profile=profile,
+            budgets=chosen,
+            cfg=cfg,
+            data_cfg=data_cfg or DataConfig(),
+            predictors_dir=predictors_dir,
+            torch_device=torch_device,
+        )
+
+    return Stage(name, run, config=config, inputs=inputs)
+
+
+def run_search(
+    ctx: StageContext,
+    *,
+    teacher_dir,
+    spec,
+    data_dir,
+    profile,
+    budgets,
+    cfg: SearchConfig,
+    data_cfg,
+    predictors_dir,
+    torch_device,
+) -> dict:
+    from toolchain.data.clean import clean
+    from toolchain.distill.importance import importance
+    from toolchain.models.finetune import head_for, pick_device
+    from toolchain.models.loading import load_model
+    from toolchain.nas.search import evolve, pareto_front, plot_pareto, prune_space
+    from toolchain.nas.supernet import SuperNet
+    from toolchain.nas.train import SubnetScorer, frozen_teacher, train_supernet
+    from toolchain.profile.predict import predictor_for
+
+    started = time.perf_counter()
+    device = pick_device(torch_device)
+    teacher = load_model(teacher_dir, head=head_for(spec))
+    positions = getattr(teacher.config, "max_position_embeddings", None)
+    for b in budgets:
+        if positions and b.seq_len > positions:
+            raise ConfigError(
+                f"budget {b.name!r} is measured at sequence length {b.seq_len}, beyond the "
+                f"teacher's {positions} positions: give a budget with seq_len <= {positions}"
+            )
+    try:
+        predict = predictor_for(profile, predictors_dir, cfg.precision)
+    except ValueError as e:
+        raise ConfigError(
+            f"no latency predictor for {profile.name} ({e}): run `edgec profile --device "
+            f"{profile.name} --calibrate 48` on it, or complete the profile's facts"
+        ) from None
+    train, _ = clean(load_split(spec, "train", data_dir), data_cfg)
+    validation = load_split(spec, "validation", data_dir)
+    val = random.Random(ctx.seed).sample(validation, min(cfg.eval_samples, len(validation)))
+    ckpt = ctx.checkpoint_dir
+
+    sample = random.Random(ctx.seed).sample(train, min(512, len(train)))
+    scores = importance(teacher, spec, sample, max_len=cfg.max_seq_len, device=device)
+    supernet = SuperNet.from_teacher(teacher, scores)
+    scorer = SubnetScorer(supernet, spec, val, max_len=cfg.max_seq_len, device=device)
+    primary = budgets[0]
+    vocab = teacher.vocab_size
+
+    def predicted(arch, budget=primary) -> dict:
+        return predict(_predictor_shape(arch, budget, vocab))
+
+    # -- train, pruning dominated choices after the first round --------------------------
+    steps = cfg.supernet_steps
+    first = int(steps * cfg.prune_after)
+
+    def prune(net) -> dict:
+        space, report = prune_space(
+            net.space, scorer, lambda a: predicted(a)["latency_ms"], seed=ctx.seed
+        )
+        scorer.cache.clear()  # the weights move on: first-round scores go stale
+        log.info("search space pruned after step %d: %s", first, space.describe())
+        before, net.space = net.space.describe(), space
+        return {"before": before, "after": space.describe(), "choices": report}
+
+    t0 = time.perf_counter()
+    trained = train_supernet(
+        supernet,
+        frozen_teacher(supernet),
+        spec,
+        train,
+        cfg,
+        steps=steps,
+        seed=ctx.seed,
+        checkpoint=ckpt / "supernet.pt",
+        device=device,
+        after_step={first: prune} if 0 < first < steps else None,
+    )
+    pruning = trained.pop("events", {}).get(str(first))
+    train_s = round(time.perf_counter() - t0, 1)
+    supernet.save(ctx.out_dir / "supernet", extra={"steps": trained["steps"]})
+
+    # -- search per budget -----------------------------------------------------------------
+    per_budget = {}
+    for budget in budgets:
+        t1 = time.perf_counter()
+
+        def feasible(arch, budget=budget) -> bool:
+            p = predicted(arch, budget)
+            memory_ok = p.get("memory_mb") is None or p["memory_mb"] <= budget.memory_mb
+            return p["latency_ms"] <= budget.latency_ms and memory_ok
+
+        ranked = evolve(
+            supernet.space,
+            scorer,
+            feasible,
+            cfg,
+            seed=ctx.seed,
+            state_path=ckpt / f"evolve-{budget.name}.json",
+            desc=f"search {budget.name}",
+        )
+        candidates = [
+            {**arch.as_dict(), "accuracy": acc, "predicted": predicted(arch, budget)}
+            for arch, acc in ranked[: max(1, cfg.measure_top_k)]
+        ]
+        measured = _measure(candidates, supernet, profile, budget, cfg)
+        best = _choose(candidates, measured)
+        arch = _arch(best)
+        student = supernet.extract(arch)
+        student.tokenizer = teacher.tokenizer
+        subnet_dir = ctx.out_dir / "subnets" / budget.name
+        student.save(subnet_dir)
+        per_budget[budget.name] = {
+            "budget": {
+                "latency_ms": budget.latency_ms,
+                "percentile": budget.percentile,
+                "memory_mb": budget.memory_mb,
+                "batch": budget.batch,
+                "seq_len": budget.seq_len,
+            },
+            "subnet": best["arch"],
+            "shape": str(arch.shape),
+            "params": student.num_parameters(),
+            "accuracy_inherited": best["accuracy"],
+            "predicted": best["predicted"],
+            "measured": best.get("measured"),
+            "measured_note": measured["note"],
+            "candidates": candidates,
+            "scored": len(ranked),
+            "search_s": round(time.perf_counter() - t1, 1),
+            "model": str(Path("subnets") / budget.name),
+        }
+        log.info(
+            "%s: %s (accuracy %.4f with inherited weights, predicted %.2f ms)",
+            budget.name,
+            best["arch"],
+            best["accuracy"],
+            best["predicted"]["latency_ms"],
+        )
+
+    # -- Pareto front over every scored subnet ---------------------------------------------
+    points = [
+        {**a.as_dict(), "accuracy": acc, "latency_ms": predicted(a)["latency_ms"]}
+        for a, acc in scorer.cache.items()
+    ]
+    front = pareto_front(points)
+    chosen_points = [
+        {
+            "latency_ms": predicted(_arch(r))["latency_ms"],
+            "accuracy": r["accuracy_inherited"],
+            "label": f"{name}: {r['subnet']}",
+        }
+        for name, r in per_budget.items()
+    ]
+    (ctx.out_dir / "pareto.json").write_text(
+        json.dumps(
+            {
+                "x": f"predicted latency (ms) at batch {primary.batch} x seq {primary.seq_len} "
+                f"on {profile.name}",
+                "y": f"{spec.main_metric} with inherited weights on {len(val)} validation examples",
+                "front": front,
+                "points": points,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    png = plot_pareto(
+        points,
+        front,
+        ctx.out_dir / "pareto.png",
+        chosen=chosen_points,
+        title=f"{spec.name} on {profile.name}: {len(points)} subnets scored",
+    )
+    metrics = {
+        "task": spec.name,
+        "device": profile.name,
+        "teacher": str(teacher_dir),
+        "space": supernet.space.describe(),
+        "space_size": supernet.space.size(),
+        "supernet": {**trained, "train_s": train_s},
+        "pruning": pruning,
+        "budgets": per_budget,
+        "pareto_png": png,
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    (ctx.out_dir / "search.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def _predictor_shape(arch, budget: BudgetSpec, vocab: int):
+    from toolchain.profile.predict import Shape
+
+    return Shape(
+        layers=len(arch.layers),
+        hidden=arch.hidden,
+        heads=arch.heads,
+        ffn=arch.ffn,
+        seq=budget.seq_len,
+        batch=budget.batch,
+        vocab=vocab,
+    )
+
+
+def _arch(record: dict):
+    from toolchain.nas.space import Arch
+
+    return Arch.parse(record["arch"] if "arch" in record else record["subnet"])
+
+
+def _measure(candidates: list[dict], supernet, profile, budget: BudgetSpec, cfg) -> dict:
+    """Measure the top candidates for real where the device is this host (exported to ONNX,
+    each in a fresh process); elsewhere say why not. Adds ``measured`` to each candidate."""
+    from toolchain.export.onnx import export_float
+    from toolchain.profile.devices import resolve_device
+    from toolchain.profile.local import profile_local
+
+    if cfg.measure_top_k == 0:
+        return {"note": "not measured (measure_top_k is 0)"}
+    host = resolve_device("host").profile
+    if profile.name != host.name:
+        return {
+            "note": f"not measured: {profile.name} is not this machine ({host.name}); the "
+            "figures are predictions (measure the bundles with `edgec profile --target`)"
+        }
+    with tempfile.TemporaryDirectory(prefix="edgec-search-") as tmp:
+        for i, c in enumerate(candidates):
+            student = supernet.extract(_arch(c))
+            student.tokenizer = supernet.adapter.tokenizer
+            onnx = Path(tmp) / f"candidate{i}.onnx"
+            export_float(student, onnx)
+            report = profile_local(
+                onnx, device=profile.name, shapes=[(budget.batch, budget.seq_len)]
+            )
+            r = next(
+                x
+                for x in report["results"]
+                if (x["batch"], x["seq"]) == (budget.batch, budget.seq_len)
+            )
+            verdict = next(v for v in report["budgets"] if v["budget"] == budget.name)
+            c["measured"] = {
+                "p50_ms": r["p50_ms"],
+                "p90_ms": r["p90_ms"],
+                "p99_ms": r["p99_ms"],
+                "peak_rss_mb": r["peak_rss_mb"],
+                "verdict": verdict["verdict"],
+                "label": report["label"],
+            }
+    return {"note": f"top {len(candidates)} measured on this host ({profile.name})"}
+
+
+def _choose(candidates: list[dict], measured: dict) -> dict:
+    """The most accurate candidate whose measurement met the budget; without measurements the
+    most accurate one (they are all predicted to fit); if every measured one missed, the one
+    with the lowest measured latency (its record says it missed)."""
+    meas = [c for c in candidates if "measured" in c]
+    if not meas:
+        return candidates[0]
+    met = [c for c in meas if c["measured"]["verdict"] == "met"]
+    if met:
+        return max(met, key=lambda c: c["accuracy"])
+    return min(meas, key=lambda c: c["measured"]["p90_ms"])
+
+
+__all__ = ["run_search", "search_stage", "select_budgets"]

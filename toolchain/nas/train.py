@@ -1,0 +1,260 @@
+"""Training the supernet by distillation, and the inherited-weight accuracy of its subnets.
+
+Every step distils the frozen teacher into ``sandwich`` subnets at once (in-place distillation
+with the sandwich rule of BigNAS/OFA: the largest, the smallest, then random ones), each with
+logit KD plus NAS-BERT's block-wise term: every kept layer's output learns the output of the
+teacher layer it stands for (the teacher's states restricted to the subnet's leading hidden
+dimensions, which are the teacher's most important ones). Gradients of all the subnets are
+accumulated into the shared weights, then one optimizer step.
+
+Checkpoints (weights, optimizer, schedule, step, RNG and the current search space) are written
+every ``checkpoint_every`` steps; a run that finds one resumes from it.
+
+Example::
+
+    teacher = frozen_teacher(supernet)       # before any training
+    result = train_supernet(supernet, teacher, spec, train, cfg, steps=1000, checkpoint=ckpt)
+    scores = SubnetScorer(supernet, spec, validation[:512])
+    scores(Arch.parse("L[1,3,5]:H256:A8:F768"))   # accuracy with inherited weights
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from toolchain.config import SearchConfig
+from toolchain.data.encode import batches, encode
+from toolchain.data.tasks import TaskSpec
+from toolchain.distill import losses as L
+from toolchain.errors import EdgecError
+from toolchain.evaluate.evaluate import pad_id_of, score
+from toolchain.log import progress
+from toolchain.models.finetune import autocast_for, make_optimizer, seed_everything
+from toolchain.nas.space import Arch, SearchSpace
+from toolchain.nas.supernet import SuperNet
+
+log = logging.getLogger(__name__)
+
+
+def sandwich(space: SearchSpace, n: int, rng: random.Random) -> list[Arch]:
+    """The subnets of one step: largest, smallest, then ``n - 2`` random ones."""
+    fixed = [space.largest(), space.smallest()]
+    return fixed[:n] + [space.sample(rng) for _ in range(max(0, n - 2))]
+
+
+def subnet_loss(
+    supernet: SuperNet, arch: Arch, batch: dict, t_logits, t_states, spec: TaskSpec, cfg
+) -> torch.Tensor:
+    """Logit KD + ``hidden_weight`` x block-wise hidden-state MSE of one subnet on one batch."""
+    supernet.set_active(arch)
+    out = supernet(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+    mask = batch["attention_mask"]
+    token_level = spec.kind == "token-classification"
+    kind = "mse" if spec.kind == "regression" else "kl"
+    loss = L.logit_kd(
+        out.logits,
+        t_logits,
+        temperature=cfg.temperature,
+        kind=kind,
+        mask=mask if token_level else None,
+    )
+    if cfg.hidden_weight:
+        h = arch.hidden
+        pairs = [(out.hidden_states[0], t_states[0])]
+        pairs += [(out.hidden_states[j + 1], t_states[i + 1]) for j, i in enumerate(arch.layers)]
+        block = sum(L.hidden_mse(s, t[..., :h], mask) for s, t in pairs) / len(pairs)
+        loss = loss + cfg.hidden_weight * block
+    return loss
+
+
+def frozen_teacher(supernet: SuperNet) -> torch.nn.Module:
+    """A frozen copy of the supernet's weights as they are now (before training: the teacher,
+    units ordered as the supernet's)."""
+    teacher = copy.deepcopy(supernet.model).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def train_supernet(
+    supernet: SuperNet,
+    teacher: torch.nn.Module,
+    spec: TaskSpec,
+    train: list,
+    cfg: SearchConfig,
+    *,
+    steps: int,
+    seed: int = 0,
+    checkpoint: Path | None = None,
+    device: torch.device | str = "cpu",
+    after_step: dict[int, Callable[[SuperNet], dict]] | None = None,
+) -> dict:
+    """Train ``supernet`` for ``steps`` against ``teacher`` (:func:`frozen_teacher`).
+
+    ``after_step`` maps a step to a function run once right after it (e.g. pruning the search
+    space); what it returns is kept in the result and the checkpoint, so a resumed run neither
+    repeats it nor loses it.
+
+    Returns:
+        ``{"steps", "wall_s", "loss_history": [[step, mean loss over the subnets], ...],
+        "events": {step: what the after_step function returned}}``.
+    """
+    if not train:
+        raise EdgecError(f"{spec.name}: supernet training needs training examples")
+    seed_everything(seed)
+    supernet.to(device)
+    teacher = teacher.to(device).eval()
+    enc = encode(spec, train, supernet.adapter.tokenizer, cfg.max_seq_len)
+    pad_id = pad_id_of(supernet.adapter.tokenizer)
+    opt, sched = make_optimizer(supernet.model, cfg, steps)
+    state = {"step": 0, "loss_history": [], "rng": None, "events": {}}
+    if checkpoint is not None and checkpoint.is_file():
+        state = {**state, **_resume(checkpoint, supernet, opt, sched)}
+    rng = random.Random(seed * 7919 + 1)
+    if state.get("rng") is not None:
+        rng.setstate(_tuple(state["rng"]))
+    per_epoch = math.ceil(len(enc) / cfg.batch_size)
+    started = time.perf_counter()
+    bar = iter(progress(range(state["step"], steps), desc="supernet", unit="step"))
+    supernet.train()
+    window: list[float] = []
+    while state["step"] < steps:
+        epoch, offset = divmod(state["step"], per_epoch)
+        it = batches(enc, cfg.batch_size, pad_id=pad_id, shuffle=True, seed=seed + epoch)
+        for k, (_, batch) in enumerate(it):
+            if k < offset:
+                continue
+            batch = {key: v.to(device) for key, v in batch.items()}
+            inputs = {key: v for key, v in batch.items() if key != "labels"}
+            with torch.no_grad(), autocast_for(torch.device(device)):
+                t_out = teacher(**inputs, output_hidden_states=True)
+            total = 0.0
+            for arch in sandwich(supernet.space, cfg.sandwich, rng):
+                with autocast_for(torch.device(device)):
+                    loss = subnet_loss(
+                        supernet, arch, batch, t_out.logits, t_out.hidden_states, spec, cfg
+                    )
+                if not torch.isfinite(loss):
+                    raise EdgecError(
+                        f"supernet loss became {loss.item()} at step {state['step']} "
+                        f"(subnet {arch}); lower the learning rate"
+                    )
+                (loss / cfg.sandwich).backward()
+                total += loss.item() / cfg.sandwich
+            torch.nn.utils.clip_grad_norm_(supernet.model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            state["step"] += 1
+            window.append(total)
+            next(bar, None)
+            hook = (after_step or {}).get(state["step"])
+            if hook is not None and str(state["step"]) not in state["events"]:
+                state["events"][str(state["step"])] = hook(supernet)
+                state["rng"] = rng.getstate()
+                _save(checkpoint, supernet, opt, sched, state)
+                supernet.train()
+            if state["step"] % 50 == 0 or state["step"] == steps:
+                state["loss_history"].append([state["step"], round(sum(window) / len(window), 5)])
+                window = []
+            if checkpoint is not None and (
+                state["step"] % cfg.checkpoint_every == 0 or state["step"] == steps
+            ):
+                state["rng"] = rng.getstate()
+                _save(checkpoint, supernet, opt, sched, state)
+            if state["step"] >= steps:
+                break
+    supernet.eval()
+    return {
+        "steps": state["step"],
+        "wall_s": round(time.perf_counter() - started, 1),
+        "loss_history": state["loss_history"],
+        "events": state["events"],
+    }
+
+
+def _save(path: Path | None, supernet, opt, sched, state: dict) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(
+        {
+            "model": supernet.model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "space": supernet.space.as_dict(),
+            "state": {**state, "rng": _lists(state["rng"])},
+        },
+        tmp,
+    )
+    tmp.replace(path)
+
+
+def _resume(path: Path, supernet, opt, sched) -> dict:
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    supernet.model.load_state_dict(data["model"])
+    supernet.space = SearchSpace.from_dict(data["space"])
+    opt.load_state_dict(data["optimizer"])
+    sched.load_state_dict(data["scheduler"])
+    log.info("resuming supernet training at step %d (%s)", data["state"]["step"], path)
+    return data["state"]
+
+
+def _lists(rng_state):
+    """random.getstate() as nested lists (torch.load's weights_only takes no tuples of ints
+    mixed with None reliably; lists of ints it does)."""
+    if rng_state is None:
+        return None
+    version, internal, gauss = rng_state
+    return [version, list(internal), gauss]
+
+
+def _tuple(saved):
+    version, internal, gauss = saved
+    return (version, tuple(internal), gauss)
+
+
+class SubnetScorer:
+    """Accuracy (the task's main metric) of subnets with inherited weights on a fixed validation
+    subset (NAS-BERT's performance approximation); results cached per arch."""
+
+    def __init__(
+        self,
+        supernet: SuperNet,
+        spec: TaskSpec,
+        examples: list,
+        *,
+        max_len: int = 128,
+        batch_size: int = 64,
+        device: torch.device | str = "cpu",
+    ):
+        self.supernet, self.spec, self.examples = supernet, spec, examples
+        self.encoded = encode(spec, examples, supernet.adapter.tokenizer, max_len)
+        self.pad_id = pad_id_of(supernet.adapter.tokenizer)
+        self.batch_size, self.device = batch_size, device
+        self.cache: dict[Arch, float] = {}
+
+    @torch.no_grad()
+    def __call__(self, arch: Arch) -> float:
+        if arch not in self.cache:
+            self.supernet.eval().to(self.device)
+            self.supernet.set_active(arch)
+            logits = [None] * len(self.encoded)
+            for idx, batch in batches(self.encoded, self.batch_size, pad_id=self.pad_id):
+                batch = {k: v.to(self.device) for k, v in batch.items() if k != "labels"}
+                out = self.supernet(**batch).logits.float()
+                for row, i in enumerate(idx):
+                    n = int(batch["attention_mask"][row].sum())
+                    logits[i] = (out[row, :n] if out.dim() == 3 else out[row]).cpu().numpy()
+            metrics = score(self.spec, self.examples, self.encoded, {"logits": logits})
+            self.cache[arch] = float(metrics[self.spec.main_metric])
+        return self.cache[arch]
