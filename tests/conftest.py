@@ -75,15 +75,13 @@ def shared_data() -> Path:
 TINY_WORDS = ["hello", "world", "good", "bad", "movie", "a", "the", "is", "was", "great", "awful"]
 
 
-@pytest.fixture
-def tiny_bert_dir(tmp_path) -> Path:
-    """A tiny 'pretrained' BERT (random weights) with a word-level tokenizer, saved as a Hugging
-    Face directory, for fast end-to-end tests."""
+def write_tiny_bert(folder: Path, *, classifier: bool = False, positions: int = 64) -> Path:
+    """A tiny random BERT (2 layers, hidden 32, 4 heads, FFN 64) with a word-level tokenizer,
+    saved as a Hugging Face directory: the base model, or with a sequence-classification head."""
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizerFast
 
-    folder = tmp_path / "tiny-bert"
-    folder.mkdir()
+    folder.mkdir(parents=True, exist_ok=True)
     vocab = folder / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TINY_WORDS]) + "\n")
     BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(folder)
@@ -94,10 +92,17 @@ def tiny_bert_dir(tmp_path) -> Path:
         num_hidden_layers=2,
         num_attention_heads=4,
         intermediate_size=64,
-        max_position_embeddings=64,
+        max_position_embeddings=positions,
     )
-    BertModel(config).save_pretrained(folder)
+    (BertForSequenceClassification if classifier else BertModel)(config).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture
+def tiny_bert_dir(tmp_path) -> Path:
+    """A tiny 'pretrained' BERT (random weights) with a word-level tokenizer, saved as a Hugging
+    Face directory, for fast end-to-end tests."""
+    return write_tiny_bert(tmp_path / "tiny-bert")
 
 
 @pytest.fixture

@@ -12,27 +12,10 @@ from toolchain.profile.predict import FittedPredictor
 
 @pytest.fixture
 def teacher_dir(tmp_path):
-    """A tiny random BERT classifier (2 layers, hidden 32) with room for 160 positions."""
-    import torch
-    from conftest import TINY_WORDS
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    """A tiny random BERT classifier with room for the host budgets' 128 tokens."""
+    from conftest import write_tiny_bert
 
-    folder = tmp_path / "teacher"
-    folder.mkdir()
-    vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TINY_WORDS]) + "\n")
-    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(folder)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=5 + len(TINY_WORDS),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=160,
-    )
-    BertForSequenceClassification(config).save_pretrained(folder)
-    return folder
+    return write_tiny_bert(tmp_path / "teacher", classifier=True, positions=160)
 
 
 @pytest.fixture

@@ -36,6 +36,24 @@ def availability() -> tuple[bool, str]:
     return True, trt.__version__
 
 
+def load_plugins(plugin_libs, error: type[Exception] = ExportError):
+    """Load plugin libraries (edgec's INT2-INT8 kernels) and TensorRT's own; returns a logger.
+
+    Raises:
+        ``error``: a library that does not load, naming it.
+    """
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    for lib in plugin_libs:
+        try:
+            ctypes.CDLL(str(lib))
+        except OSError as e:
+            raise error(f"cannot load the TensorRT plugin library {lib}: {e}") from None
+    trt.init_libnvinfer_plugins(logger, "")
+    return logger
+
+
 def build_engine(
     onnx_path: str | Path,
     engine_path: str | Path,
@@ -62,13 +80,7 @@ def build_engine(
         raise ExportError(why)
     import tensorrt as trt
 
-    logger = trt.Logger(trt.Logger.WARNING)
-    for lib in plugin_libs:
-        try:
-            ctypes.CDLL(str(lib))
-        except OSError as e:
-            raise ExportError(f"cannot load the TensorRT plugin library {lib}: {e}") from None
-    trt.init_libnvinfer_plugins(logger, "")
+    logger = load_plugins(plugin_libs, ExportError)
     builder = trt.Builder(logger)
     network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)

@@ -184,19 +184,13 @@ class TrtRunner:
     CUDA stream; ``sync()`` synchronises that stream before the clock is read."""
 
     def __init__(self, path: Path, *, plugin_libs: tuple[str, ...] = ()):
-        import ctypes
-
         import tensorrt as trt
+
+        from toolchain.export.tensorrt import load_plugins
 
         self.name = "tensorrt"
         self.cuda = CudaRuntime()
-        logger = trt.Logger(trt.Logger.WARNING)
-        for lib in plugin_libs:
-            try:
-                ctypes.CDLL(str(lib))
-            except OSError as e:
-                raise ProfileError(f"cannot load the TensorRT plugin library {lib}: {e}") from None
-        trt.init_libnvinfer_plugins(logger, "")
+        logger = load_plugins(plugin_libs, ProfileError)
         self.engine = trt.Runtime(logger).deserialize_cuda_engine(Path(path).read_bytes())
         if self.engine is None:
             raise ProfileError(
