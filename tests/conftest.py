@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -42,6 +43,42 @@ def _fresh_profile_cache():
     devices._load_all.cache_clear()
     yield
     devices._load_all.cache_clear()
+
+
+@contextlib.contextmanager
+def start_agent(folder: Path, token: str, *, device: str = "host", max_upload_mb: int = 64):
+    """`edgec agent` on a free loopback port in a second process; yields ``(url, port)``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "token").write_text(token + "\n")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "toolchain",
+            "agent",
+            "--port",
+            "0",
+            "--token-file",
+            str(folder / "token"),
+            "--device",
+            device,
+            "--max-upload-mb",
+            str(max_upload_mb),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        line = proc.stdout.readline()
+        assert "listening on" in line, proc.stderr.read() if proc.poll() is not None else line
+        host, port = line.split("listening on ")[1].split(" as ")[0].rsplit(":", 1)
+        yield f"http://{host}:{port}", int(port)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def run_edgec(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 120):

@@ -235,3 +235,35 @@ def test_training_lowers_the_distillation_loss_and_resumes(teacher, tmp_path):
     scorer = SubnetScorer(again, TOY_SPEC, toy_examples(40, seed=1), max_len=16)
     acc = scorer(again.space.smallest())
     assert 0.0 <= acc <= 1.0 and again.space.smallest() in scorer.cache
+
+
+def test_candidates_are_measured_through_the_agent(tmp_path):
+    """The top candidates of a search for another device are bundled, uploaded to its agent and
+    measured there; without an agent they are left as predictions, said so."""
+    from conftest import start_agent, write_tiny_bert
+
+    from toolchain.config import BudgetSpec
+    from toolchain.models.loading import load_model
+    from toolchain.nas.stage import _measure
+    from toolchain.profile.devices import resolve_device
+
+    teacher = load_model(
+        str(write_tiny_bert(tmp_path / "t", classifier=True, positions=160)),
+        head="sequence-classification",
+    )
+    supernet = SuperNet.from_teacher(teacher, scores_for(teacher)).eval()
+    candidates = [{"arch": str(supernet.space.smallest())}]
+    budget = BudgetSpec(name="b", latency_ms=50.0, memory_mb=4096, batch=1, seq_len=16)
+    cfg = SearchConfig(measure_top_k=1)
+    jetson = resolve_device("jetson").profile
+    spec = TOY_SPEC
+    note = _measure(candidates, supernet, spec, jetson, budget, cfg, None)["note"]
+    assert note.startswith("not measured") and "measured" not in candidates[0]
+    host = resolve_device("host").profile
+    with start_agent(tmp_path / "agent", "secret-token") as (url, _):
+        agent = {"url": url, "token": "secret-token"}
+        note = _measure(candidates, supernet, spec, host, budget, cfg, agent)["note"]
+    m = candidates[0]["measured"]
+    assert note.startswith(f"top 1 measured through the agent at {url}")
+    assert m["label"].startswith("measured on x86-64-host by edgec agent")
+    assert 0 < m["p50_ms"] <= m["p90_ms"] and m["verdict"] == "met" and m["format"] == "fp32"

@@ -4,10 +4,7 @@ one is refused with a clear status and the agent keeps serving; requests run one
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 import threading
 import urllib.error
 import urllib.request
@@ -25,35 +22,10 @@ QUICK = {"shapes": [[1, 8]], "warmup": 1, "iterations": 3, "repeats": 1}
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("agent")
-    (tmp / "token").write_text(TOKEN + "\n")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "toolchain",
-            "agent",
-            "--port",
-            "0",
-            "--token-file",
-            str(tmp / "token"),
-            "--device",
-            "host",
-            "--max-upload-mb",
-            "1",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    line = proc.stdout.readline()
-    assert "listening on" in line, proc.stderr.read() if proc.poll() is not None else line
-    host, port = line.split("listening on ")[1].split(" as ")[0].rsplit(":", 1)
-    yield f"http://{host}:{port}", int(port)
-    proc.terminate()
-    proc.wait(timeout=10)
+    from conftest import start_agent
+
+    with start_agent(tmp_path_factory.mktemp("agent"), TOKEN, max_upload_mb=1) as running:
+        yield running
 
 
 def _post(url: str, data: bytes, headers: dict) -> tuple[int, dict]:

@@ -56,6 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--recipe", metavar="R.yaml", help="take search settings from a recipe")
     parser.add_argument(
+        "--target",
+        metavar="http://HOST:9600",
+        help="the device's `edgec agent`: the top candidates are measured there",
+    )
+    parser.add_argument("--token-file", metavar="F", help="the agent's token (with --target)")
+    parser.add_argument(
         "--predictors",
         metavar="DIR",
         help="fitted predictors, DEVICE.json each (default: $EDGEC_HOME/predictors or "
@@ -113,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
         data_cfg=recipe.data,
         predictors_dir=str(predictors_dir(args)),
         torch_device=args.train_device,
+        target=args.target or recipe.profile.target,
+        token_file=args.token_file or recipe.profile.token_file,
         name=out.name,
     )
     result = run_single(stage, out, seed=recipe.seed, force=args.force)

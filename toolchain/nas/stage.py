@@ -67,6 +67,8 @@ def search_stage(
     data_cfg: DataConfig | None = None,
     predictors_dir: str | None = None,
     torch_device: str | None = None,
+    target: str | None = None,
+    token_file: str | None = None,
     name: str = "search",
 ) -> Stage:
     """A pipeline :class:`~toolchain.pipeline.Stage` running the whole search."""
@@ -83,11 +85,20 @@ def search_stage(
         "budgets": chosen,
         "search": cfg,
         "data": data_cfg or DataConfig(),
+        "measured_by": target or "this host where it is the device",
     }
     inputs = teacher_inputs(teacher_dir, spec, data_dir)
     predictor_file = Path(predictors_dir or ".") / f"{profile.name}.json"
     if predictors_dir and predictor_file.is_file():
         inputs = (*inputs, predictor_file)
+
+    agent = None
+    if target:
+        from toolchain.profile.agent import read_token
+
+        if not token_file:
+            raise ConfigError("--target needs --token-file F (the agent's token)")
+        agent = {"url": target, "token": read_token(token_file)}
 
     def run(ctx: StageContext) -> dict:
         return run_search(
@@ -101,6 +112,7 @@ def search_stage(
             data_cfg=data_cfg or DataConfig(),
             predictors_dir=predictors_dir,
             torch_device=torch_device,
+            agent=agent,
         )
 
     return Stage(name, run, config=config, inputs=inputs)
@@ -118,6 +130,7 @@ def run_search(
     data_cfg,
     predictors_dir,
     torch_device,
+    agent: dict | None = None,
 ) -> dict:
     from toolchain.data.clean import clean
     from toolchain.distill.importance import importance
@@ -213,7 +226,7 @@ def run_search(
             {**arch.as_dict(), "accuracy": acc, "predicted": predicted(arch, budget)}
             for arch, acc in ranked[: max(1, cfg.measure_top_k)]
         ]
-        measured = _measure(candidates, supernet, profile, budget, cfg)
+        measured = _measure(candidates, supernet, spec, profile, budget, cfg, agent)
         best = _choose(candidates, measured)
         arch = _arch(best)
         student = supernet.extract(arch)
@@ -318,45 +331,86 @@ def _arch(record: dict):
     return Arch.parse(record["arch"] if "arch" in record else record["subnet"])
 
 
-def _measure(candidates: list[dict], supernet, profile, budget: BudgetSpec, cfg) -> dict:
-    """Measure the top candidates for real where the device is this host (exported to ONNX,
-    each in a fresh process); elsewhere say why not. Adds ``measured`` to each candidate."""
+_MEASURED_FORMAT = {"fp32": "fp32", "fp16": "fp16", "int8": "int8-dynamic"}
+
+
+def _candidate_onnx(student, folder: Path, precision: str) -> tuple[Path, str]:
+    """The candidate as the ONNX its precision implies: fp32, fp16, or ONNX Runtime's dynamic
+    INT8 for int8. int4/int2 need the quantize stage's packed checkpoint: fp32 stands in."""
+    from toolchain.export.lowbit import to_dynamic_int8, to_fp16
     from toolchain.export.onnx import export_float
+
+    fmt = _MEASURED_FORMAT.get(precision, "fp32")
+    float_onnx = export_float(student, folder / ("model.onnx" if fmt == "fp32" else "float.onnx"))
+    if fmt == "fp16":
+        to_fp16(float_onnx, folder / "model.onnx")
+    elif fmt == "int8-dynamic":
+        to_dynamic_int8(float_onnx, folder / "model.onnx")
+    return folder / "model.onnx", fmt
+
+
+def _measure(candidates, supernet, spec, profile, budget: BudgetSpec, cfg, agent) -> dict:
+    """Measure the top candidates for real: on this host when the device is this host, through
+    the device's `edgec agent` when one is given (as bundles), else say why not. Adds
+    ``measured`` to each candidate."""
     from toolchain.profile.devices import resolve_device
-    from toolchain.profile.local import profile_local
+    from toolchain.profile.local import budget_verdicts, profile_local
 
     if cfg.measure_top_k == 0:
         return {"note": "not measured (measure_top_k is 0)"}
     host = resolve_device("host").profile
-    if profile.name != host.name:
+    if agent is None and profile.name != host.name:
         return {
-            "note": f"not measured: {profile.name} is not this machine ({host.name}); the "
-            "figures are predictions (measure the bundles with `edgec profile --target`)"
+            "note": f"not measured: {profile.name} is not this machine ({host.name}) and no "
+            "agent was given (--target URL --token-file F); the figures are predictions"
         }
+    shape = (budget.batch, budget.seq_len)
+    where = f"through the agent at {agent['url']}" if agent else f"on this host ({profile.name})"
     with tempfile.TemporaryDirectory(prefix="edgec-search-") as tmp:
         for i, c in enumerate(candidates):
             student = supernet.extract(_arch(c))
             student.tokenizer = supernet.adapter.tokenizer
-            onnx = Path(tmp) / f"candidate{i}.onnx"
-            export_float(student, onnx)
-            report = profile_local(
-                onnx, device=profile.name, shapes=[(budget.batch, budget.seq_len)]
-            )
-            r = next(
-                x
-                for x in report["results"]
-                if (x["batch"], x["seq"]) == (budget.batch, budget.seq_len)
-            )
-            verdict = next(v for v in report["budgets"] if v["budget"] == budget.name)
+            folder = Path(tmp) / f"candidate{i}"
+            folder.mkdir()
+            onnx, fmt = _candidate_onnx(student, folder, cfg.precision)
+            if agent:
+                report = _remote(student, folder, spec, profile, shape, agent)
+            else:
+                report = profile_local(onnx, device=profile.name, shapes=[shape])
+            r = next(x for x in report["results"] if (x["batch"], x["seq"]) == shape)
+            verdict = budget_verdicts([budget], [r])[0]
             c["measured"] = {
                 "p50_ms": r["p50_ms"],
                 "p90_ms": r["p90_ms"],
                 "p99_ms": r["p99_ms"],
                 "peak_rss_mb": r["peak_rss_mb"],
+                "format": fmt,
                 "verdict": verdict["verdict"],
                 "label": report["label"],
             }
-    return {"note": f"top {len(candidates)} measured on this host ({profile.name})"}
+    note = f"top {len(candidates)} measured {where}"
+    if cfg.precision not in _MEASURED_FORMAT:
+        note += f" as fp32 stand-ins ({cfg.precision} needs the quantize stage's checkpoint)"
+    return {"note": note}
+
+
+def _remote(student, folder: Path, spec, profile, shape, agent) -> dict:
+    """One candidate measured by the device's agent: bundled (hashes), uploaded, measured."""
+    from toolchain.bundle.build import build_bundle
+    from toolchain.profile.agent import profile_remote
+
+    student.tokenizer.save_pretrained(folder)
+    bundle = folder.parent / f"{folder.name}.edgec"
+    build_bundle(folder, bundle, device=profile.name, spec=spec, tarball=False)
+    proto = profile.protocol
+    request = {
+        "shapes": [list(shape)],
+        "runtime": "onnxruntime",
+        "warmup": proto.warmup,
+        "iterations": proto.iterations,
+        "repeats": proto.repeats,
+    }
+    return profile_remote(bundle, agent["url"], token=agent["token"], request=request)
 
 
 def _choose(candidates: list[dict], measured: dict) -> dict:
