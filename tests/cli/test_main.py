@@ -200,10 +200,12 @@ def test_missing_recipe_file(tmp_path, edgec):
     assert proc.returncode == 1 and "file not found" in proc.stderr
 
 
-def test_build_without_print_recipe_validates_then_says_not_implemented(tmp_path, capsys):
-    assert main(["build", "--device", "host", "-o", str(tmp_path / "run")]) == 2
-    err = capsys.readouterr().err
-    assert "edgec build: not implemented yet" in err
-    assert not (tmp_path / "run").exists()
-    assert main(["build", "--device", "nowhere"]) == 1  # validation comes first
+def test_build_validates_before_running(tmp_path, capsys):
+    assert main(["build", "--device", "nowhere", "-o", str(tmp_path / "run")]) == 1
     assert "unknown device 'nowhere'" in capsys.readouterr().err
+    assert main(["build", "--device", "host"]) == 1
+    assert "name the output folder: -o OUT" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:  # argparse: not one of quick, full
+        main(["build", "--device", "host", "--preset", "huge", "-o", "x"])
+    assert info.value.code == 2 and "invalid choice: 'huge'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -109,7 +109,7 @@ def build_bundle(
     device: str,
     spec,
     data_dir=None,
-    budget: str | None = None,
+    budget=None,
     fmt: str | None = None,
     tarball: bool = True,
 ) -> dict:
@@ -120,7 +120,8 @@ def build_bundle(
             directory, which is exported first (``fmt``; default ``auto`` on this host,
             ``int8-qdq``/``nbits``/``fp32`` for another device).
         device: the target profile (name or alias).
-        budget: the device budget the bundle is for (default: the profile's first).
+        budget: the device budget the bundle is for: a name of the profile's budgets, or a
+            custom ``BudgetSpec`` (default: the profile's first).
 
     Returns:
         The manifest.
@@ -138,7 +139,10 @@ def build_bundle(
     resolved = resolve_device(device)
     profile = resolved.profile
     host = profile.name == resolve_device("host").profile.name
-    target_budget = profile.budget(budget) if budget else profile.budgets[0]
+    if budget is None or isinstance(budget, str):
+        target_budget = profile.budget(budget) if budget else profile.budgets[0]
+    else:  # a custom budget (a BudgetSpec of the recipe)
+        target_budget = budget
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp_name:
         tmp = Path(tmp_name)
@@ -168,6 +172,26 @@ def build_bundle(
     if tarball:
         pack(out, out.with_name(out.name + ".tar.gz"))
     log.info("bundle %s: %d files", out, len(manifest["files"]))
+    return manifest
+
+
+def set_latency(folder: str | Path, latency: dict) -> dict:
+    """Give a built bundle its latency figures (measured by the device's agent, or predicted for
+    the device; ``latency["label"]`` says which): the manifest, the model card and the file table
+    are rewritten, and the ``.tar.gz`` beside the folder re-packed if there is one."""
+    folder = Path(folder)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    if "label" not in latency:
+        raise BundleError("a latency figure needs its label (measured on / predicted for)")
+    manifest["latency"] = latency
+    (folder / "README.md").write_text(model_card(manifest))
+    manifest["files"] = file_table(folder)
+    tmp = folder / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.replace(folder / MANIFEST)
+    tarball = folder.with_name(folder.name + ".tar.gz")
+    if tarball.is_file():
+        pack(folder, tarball)
     return manifest
 
 

@@ -1,21 +1,24 @@
 """`edgec build`: the whole pipeline for a device, one verified bundle per budget.
 
-    edgec build --device jetson [--model DIR] [--task sst2] [--recipe R.yaml] -o OUT
+    edgec build --device jetson-orin-nano-8gb --task sst2 --data-dir ../shared/data -o OUT
+    edgec build --device host --model DIR --recipe R.yaml --preset full -o OUT
+    edgec build --device jetson --target http://HOST:9600 --token-file F -o OUT
     edgec build --print-recipe [...]    # the effective recipe, defaults filled in
 
-The recipe is loaded and validated now; the stages it runs land with the stage issues, so a build
-without ``--print-recipe`` says it is not implemented yet (after validating the recipe).
+Teacher fine-tune (cached) -> supernet -> search per budget -> distill -> KDLSQ -> export ->
+bundle with its latency (measured here, measured by the device's agent, or predicted, each
+labelled) -> OUT/report.md and report.html. Re-running the same command skips every finished stage
+and resumes the first unfinished one; Ctrl-C leaves a resumable run.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-
-from toolchain.errors import NotImplementedYet
+from pathlib import Path
 
 HELP = "the whole pipeline for a device: one verified bundle per budget"
-IMPLEMENTED = True  # --print-recipe works; running the stages is not implemented yet
+IMPLEMENTED = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,11 +30,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="teacher: a local Hugging Face directory, or 'default' "
         "(the installed all-MiniLM-L6-v2)",
     )
-    parser.add_argument("--task", help="task name, e.g. sst2")
+    from toolchain.cli.teacher import add_task_arguments
+
+    add_task_arguments(parser)
     parser.add_argument(
-        "--data-dir",
-        metavar="D",
-        help="data folder with the layout of shared/data (default: $EDGEC_DATA_DIR)",
+        "--preset",
+        choices=("quick", "full"),
+        default="quick",
+        help="quick (default): sized for a first run on 2 CPU cores; full: paper-scale, for a "
+        "GPU. Fills only what the recipe file does not set",
+    )
+    parser.add_argument(
+        "--predictors",
+        metavar="DIR",
+        help="fitted predictors, DEVICE.json each (default: $EDGEC_HOME/predictors or "
+        "~/.cache/edgec/predictors)",
+    )
+    parser.add_argument(
+        "--train-device",
+        help="torch device for training: cpu, cuda or cuda:N (default: cuda when available)",
     )
     parser.add_argument(
         "--budget",
@@ -61,9 +78,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def recipe_from_args(args: argparse.Namespace):
     """Load the recipe file (or defaults) with the CLI options applied on top, then resolve it."""
+    from toolchain.build import preset_overrides
     from toolchain.config import load_recipe, resolve_recipe
 
     overrides = {
+        **preset_overrides(args.preset, args.recipe),
         "device": args.device,
         "teacher": args.model,
         "task": args.task,
@@ -93,8 +112,52 @@ def run(args: argparse.Namespace) -> int:
         )
         sys.stdout.write(recipe_to_yaml(recipe, header=header))
         return 0
-    raise NotImplementedYet(
-        "edgec build: not implemented yet: the recipe is valid, but the pipeline stages (teacher, "
-        "search, distill, quantize, export, profile, bundle) land in later issues. "
-        "`edgec build --print-recipe` shows what the build will run."
+    from toolchain.build import Build
+    from toolchain.cli.profile import predictors_dir
+    from toolchain.errors import ConfigError
+
+    if not recipe.output:
+        raise ConfigError("name the output folder: -o OUT (or `output:` in the recipe)")
+    spec = _spec(args, recipe)
+    agent = None
+    if recipe.profile.target:
+        from toolchain.profile.agent import read_token
+
+        if not recipe.profile.token_file:
+            raise ConfigError("--target needs --token-file F (the agent's token)")
+        agent = {
+            "url": recipe.profile.target,
+            "token": read_token(recipe.profile.token_file),
+            "token_file": recipe.profile.token_file,
+        }
+    build = Build(
+        recipe,
+        Path(recipe.output),
+        spec=spec,
+        agent=agent,
+        predictors_dir=str(predictors_dir(args)),
+        torch_device=args.train_device,
+        force=tuple(args.force_stage),
     )
+    summary = build.execute()
+    out = Path(recipe.output)
+    print(f"\n{out / 'report.md'}")
+    from toolchain.report import rows
+
+    header, table = rows(summary)
+    keep = (0, 1, 2, 4, 7, 8, 10)
+    print("  " + " | ".join(header[i] for i in keep))
+    for r in table:
+        print("  " + " | ".join(r[i] for i in keep))
+    return 0 if all(b.get("built") for b in summary["bundles"]) else 3
+
+
+def _spec(args, recipe):
+    """The task: --task / the recipe's, or the --*-file options (labels from the train file)."""
+    from toolchain.cli.teacher import task_from_args
+    from toolchain.data.tasks import get_task
+
+    if any(getattr(args, f"{s}_file") for s in ("train", "validation", "dev")):
+        args.task = None
+        return task_from_args(args)
+    return get_task(recipe.task)

@@ -53,6 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = parser.add_argument_group("distillation (defaults: the recipe's distill section)")
     d.add_argument("--student-shape", metavar="L3:H384:A12:F1536")
     d.add_argument("--init", choices=("random", "truncation", "etd-rand", "etd-impt"))
+    d.add_argument(
+        "--init-from",
+        metavar="DIR",
+        help="start from this model's weights and shape (e.g. a subnet of `edgec search`)",
+    )
     d.add_argument("--mapping", choices=("none", "uniform", "last", "rail", "ga"))
     d.add_argument("--rail-variant", choices=("layer", "concat"))
     d.add_argument("--temperature", type=float)
@@ -90,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         data_cfg=recipe.data,
         device=args.device,
         name=out.name,
+        init_from=args.init_from,
     )
     result = run_single(stage, out, seed=recipe.seed, force=args.force)
     m = result.record["metrics"]

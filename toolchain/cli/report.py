@@ -1,11 +1,21 @@
-"""`edgec report`: regenerate the Markdown/HTML report of a build's run directory.
+"""`edgec report RUN_DIR`: regenerate the Markdown/HTML report of a build's run directory from
+its build.json and stage records (the same files `edgec build` wrote)."""
 
-Not implemented yet: it lands with the issue
-"edgec build". Planned form::
+from __future__ import annotations
 
-    edgec report RUN_DIR
-"""
+import argparse
 
 HELP = "regenerate the Markdown/HTML report of a build's run directory"
-IMPLEMENTED = False
-PLANNED = "edgec report RUN_DIR"
+IMPLEMENTED = True
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="the -o folder of `edgec build`")
+
+
+def run(args: argparse.Namespace) -> int:
+    from toolchain.report import write_report
+
+    md, page = write_report(args.run_dir)
+    print(f"{md}\n{page}")
+    return 0

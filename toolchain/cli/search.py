@@ -133,6 +133,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"{out}: {state} on {m['device']} ({m['space_size']:,} subnets: {m['space']})")
     print(f"  supernet: {sn['steps']} steps in {sn['train_s']} s")
     for name, r in m["budgets"].items():
+        if "error" in r:
+            c = r["closest"]
+            print(
+                f"  {name}: NOT MET: {r['error']} (closest: {c['subnet']}, predicted "
+                f"{c['predicted']['latency_ms']:.2f} ms)"
+            )
+            continue
         b, p, meas = r["budget"], r["predicted"], r.get("measured")
         line = (
             f"  {name} (p{b['percentile']:g} <= {b['latency_ms']:g} ms, <= {b['memory_mb']:g} MB): "

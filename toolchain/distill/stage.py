@@ -38,11 +38,20 @@ def distill_stage(
     data_cfg: DataConfig,
     device: str | None = None,
     name: str = "distill",
+    init_from: str | None = None,
 ) -> Stage:
-    """A pipeline :class:`~toolchain.pipeline.Stage` that distils a student from ``teacher_dir``."""
+    """A pipeline :class:`~toolchain.pipeline.Stage` that distils a student from ``teacher_dir``.
+
+    ``init_from``: a model directory whose weights start the student (e.g. a searched subnet of
+    ``edgec search``); its shape is the student's, and ``cfg.init``/``student_shape`` are unused.
+    """
     from toolchain.models.teacher import teacher_inputs
 
-    if cfg.student_shape is None:
+    if init_from is not None:
+        if not (Path(init_from) / "config.json").is_file():
+            raise ConfigError(f"init_from {init_from}: not a model directory (no config.json)")
+        cfg = replace(cfg, student_shape=None)
+    elif cfg.student_shape is None:
         raise ConfigError(
             "distillation needs a student shape (--student-shape L3:H384:A12:F1536)",
             key="distill.student_shape",
@@ -53,6 +62,7 @@ def distill_stage(
         "task_spec": spec,
         "distill": cfg,
         "data": data_cfg,
+        "init_from": init_from,
     }
 
     def run(ctx: StageContext) -> dict:
@@ -64,13 +74,25 @@ def distill_stage(
             cfg=cfg,
             data_cfg=data_cfg,
             device=device,
+            init_from=init_from,
         )
 
-    return Stage(name, run, config=config, inputs=teacher_inputs(teacher_dir, spec, data_dir))
+    inputs = teacher_inputs(teacher_dir, spec, data_dir)
+    if init_from is not None:
+        inputs = (*inputs, Path(init_from))
+    return Stage(name, run, config=config, inputs=inputs)
 
 
 def run_distill(
-    ctx: StageContext, *, teacher_dir, spec, data_dir, cfg: DistillConfig, data_cfg, device
+    ctx: StageContext,
+    *,
+    teacher_dir,
+    spec,
+    data_dir,
+    cfg: DistillConfig,
+    data_cfg,
+    device,
+    init_from: str | None = None,
 ) -> dict:
     from toolchain.data.clean import clean
     from toolchain.distill.trainer import distill
@@ -82,11 +104,14 @@ def run_distill(
     device = pick_device(device)
     teacher = load_model(teacher_dir, head=head_for(spec))
     teacher.model.to(device)
-    shape = Shape.parse(cfg.student_shape)
+    start = load_model(str(init_from), head=head_for(spec)) if init_from else None
+    shape = start.shape if start else Shape.parse(cfg.student_shape)
     train, report = clean(load_split(spec, "train", data_dir), data_cfg)
     validation = load_split(spec, "validation", data_dir)
     importance = (
-        _importance(teacher, spec, train, cfg, ctx.seed) if cfg.init == "etd-impt" else None
+        _importance(teacher, spec, train, cfg, ctx.seed)
+        if cfg.init == "etd-impt" and start is None
+        else None
     )
     genome, ga = None, None
     if cfg.mapping == "ga":
@@ -104,7 +129,7 @@ def run_distill(
         )
     from toolchain.distill.init import init_student
 
-    student = init_student(teacher, shape, cfg.init, importance=importance, seed=ctx.seed)
+    student = start or init_student(teacher, shape, cfg.init, importance=importance, seed=ctx.seed)
     result = distill(
         teacher,
         student,
@@ -123,7 +148,7 @@ def run_distill(
         "teacher": teacher_dir,
         "student_shape": str(student.shape),
         "parameters": student.num_parameters(),
-        "init": cfg.init,
+        "init": f"from {init_from}" if init_from else cfg.init,
         **result,
         "cleaning": report.as_dict(),
     }

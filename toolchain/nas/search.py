@@ -226,7 +226,9 @@ def pareto_front(points: list[dict], *, x: str = "latency_ms", y: str = "accurac
     return sorted(front, key=lambda p: p[x])
 
 
-def plot_pareto(points: list[dict], front: list[dict], path: Path, *, chosen=(), title="") -> bool:
+def plot_pareto(
+    points: list[dict], front: list[dict], path: Path, *, chosen=(), budgets=(), title=""
+) -> bool:
     """A PNG of accuracy vs predicted latency; False where matplotlib is not installed."""
     try:
         import matplotlib
@@ -254,6 +256,9 @@ def plot_pareto(points: list[dict], front: list[dict], path: Path, *, chosen=(),
         ax.scatter(
             [c["latency_ms"]], [c["accuracy"]], marker="*", s=120, zorder=3, label=c.get("label")
         )
+    for name, ms in budgets:
+        ax.axvline(ms, ls="--", lw=0.8, c="tab:red")
+        ax.annotate(name, (ms, ax.get_ylim()[0]), rotation=90, fontsize=7, va="bottom", ha="right")
     ax.set_xlabel("latency (ms)")
     ax.set_ylabel("accuracy (inherited weights)")
     ax.set_title(title, fontsize=9)

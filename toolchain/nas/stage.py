@@ -29,7 +29,7 @@ from pathlib import Path
 from toolchain.config import BudgetSpec, DataConfig, SearchConfig
 from toolchain.data.readers import load_split
 from toolchain.data.tasks import TaskSpec
-from toolchain.errors import ConfigError
+from toolchain.errors import ConfigError, EdgecError
 from toolchain.pipeline import Stage, StageContext
 
 log = logging.getLogger(__name__)
@@ -213,15 +213,28 @@ def run_search(
             memory_ok = p.get("memory_mb") is None or p["memory_mb"] <= budget.memory_mb
             return p["latency_ms"] <= budget.latency_ms and memory_ok
 
-        ranked = evolve(
-            supernet.space,
-            scorer,
-            feasible,
-            cfg,
-            seed=ctx.seed,
-            state_path=ckpt / f"evolve-{budget.name}.json",
-            desc=f"search {budget.name}",
-        )
+        try:
+            ranked = evolve(
+                supernet.space,
+                scorer,
+                feasible,
+                cfg,
+                seed=ctx.seed,
+                state_path=ckpt / f"evolve-{budget.name}.json",
+                desc=f"search {budget.name}",
+            )
+        except EdgecError as e:  # this budget cannot be met; the others are still searched
+            smallest = supernet.space.smallest()
+            per_budget[budget.name] = {
+                "error": str(e),
+                "closest": {
+                    "subnet": str(smallest),
+                    "predicted": predicted(smallest, budget),
+                    "accuracy_inherited": scorer(smallest),
+                },
+            }
+            log.warning("%s: %s", budget.name, e)
+            continue
         candidates = [
             {**arch.as_dict(), "accuracy": acc, "predicted": predicted(arch, budget)}
             for arch, acc in ranked[: max(1, cfg.measure_top_k)]
@@ -274,6 +287,7 @@ def run_search(
             "label": f"{name}: {r['subnet']}",
         }
         for name, r in per_budget.items()
+        if "error" not in r
     ]
     (ctx.out_dir / "pareto.json").write_text(
         json.dumps(
@@ -293,6 +307,7 @@ def run_search(
         front,
         ctx.out_dir / "pareto.png",
         chosen=chosen_points,
+        budgets=[(b.name, b.latency_ms) for b in budgets if b.seq_len == primary.seq_len],
         title=f"{spec.name} on {profile.name}: {len(points)} subnets scored",
     )
     metrics = {

@@ -1,0 +1,126 @@
+"""`edgec build` end to end on a tiny model and tiny data: killed after the search and resumed
+without redoing what was done, an impossible budget reported while the other is built and
+bundled, and `edgec report` regenerating the same report."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from toy import write_toy_table
+
+from toolchain.bundle.manifest import verify
+from toolchain.profile.predict import FittedPredictor
+
+REPO = Path(__file__).resolve().parents[1]
+
+RECIPE = """
+device: host
+budgets:
+  - {name: impossible, latency_ms: 0.001, memory_mb: 1}
+  - {name: easy, latency_ms: 500, memory_mb: 8192, percentile: 90}
+teacher_finetune: {max_steps: 40, batch_size: 8, learning_rate: 0.001, eval_every: 20,
+                   max_seq_len: 32}
+search: {supernet_steps: 6, sandwich: 2, batch_size: 8, max_seq_len: 32, population: 6,
+         generations: 2, eval_samples: 16, measure_top_k: 1}
+distill: {steps: 8, batch_size: 8, max_seq_len: 32, eval_every: 4, eval_samples: 32}
+quantize: {steps: 6, batch_size: 8, max_seq_len: 32, eval_every: 3, eval_samples: 32,
+           calibration_batches: 2, sensitivity_batches: 1}
+export: {parity_samples: 16}
+"""
+
+
+@pytest.fixture
+def setup(tmp_path):
+    from conftest import write_tiny_bert
+
+    write_toy_table(tmp_path / "train.tsv", 200, 0)
+    write_toy_table(tmp_path / "dev.tsv", 40, 1)
+    (tmp_path / "recipe.yaml").write_text(RECIPE)
+    FittedPredictor(  # a made-up law: 1 ms + 1.5 ms per layer
+        device="x86-64-host",
+        runtime="onnxruntime",
+        precision="fp32",
+        latency_coef=[1.0, 1.5, 0, 0, 0, 0, 0],
+        memory_coef=[60.0, 1.0, 1.0],
+        n=48,
+    ).save(tmp_path / "predictors" / "x86-64-host.json")
+    model = write_tiny_bert(tmp_path / "model", positions=160)
+    args = [
+        sys.executable,
+        "-m",
+        "toolchain",
+        "build",
+        "--recipe",
+        str(tmp_path / "recipe.yaml"),
+        "--model",
+        str(model),
+        *("--train-file", str(tmp_path / "train.tsv"), "--dev-file", str(tmp_path / "dev.tsv")),
+        *("--text-column", "text", "--label-column", "label"),
+        *("--predictors", str(tmp_path / "predictors"), "--train-device", "cpu"),
+        "-o",
+        str(tmp_path / "run"),
+    ]
+    return tmp_path, args
+
+
+def _records(run: Path) -> dict:
+    return {p.parent.name: p.read_text() for p in run.glob("*/stage.json")}
+
+
+def test_build_killed_resumes_and_reports(setup):
+    tmp, args = setup
+    run = tmp / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 600
+    while not (run / "search" / "stage.json").is_file():
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        assert time.time() < deadline, "the build did not reach the search stage in time"
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C after the search stage completed
+    proc.wait(timeout=120)
+    before = _records(run)
+    assert {"teacher", "search"} <= set(before)
+
+    done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 3, done.stderr[-3000:]  # one budget could not be built
+    assert "edgec build: teacher: cached" in done.stdout
+    assert "edgec build: search: cached" in done.stdout
+    after = _records(run)
+    for name, record in before.items():  # nothing done before the kill was redone
+        assert after[name] == record, name
+
+    summary = json.loads((run / "build.json").read_text())
+    bundles = {b["budget"]: b for b in summary["bundles"]}
+    assert not bundles["impossible"]["built"] and not bundles["impossible"]["met"]
+    assert "no subnet of the search space fits" in bundles["impossible"]["error"]
+    assert bundles["impossible"]["closest"]["predicted"]["latency_ms"] > 0.001
+    easy = bundles["easy"]
+    assert easy["built"] and easy["met"] and easy["measured"]
+    assert easy["latency_label"].startswith("measured on x86-64-host")
+    assert 0.0 <= easy["dev_accuracy"] <= 1.0 and easy["label_loyalty"] is not None
+    manifest = verify(run / easy["bundle"])  # the bundle's files match its hashes
+    assert manifest["target"]["device"] == "x86-64-host"
+    assert (run / (easy["bundle"] + ".tar.gz")).is_file()
+    assert summary["baseline_ort_int8_teacher"]["latency"]["p50_ms"] > 0
+    assert set(summary["stage_s"]) >= {"teacher", "search", "distill-easy", "bundle-easy"}
+
+    report = (run / "report.md").read_text()
+    assert "| easy (<= 500 ms) |" in report and "NOT MET" in report
+    html = (run / "report.html").read_text()
+    again = subprocess.run(
+        [sys.executable, "-m", "toolchain", "report", str(run)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert again.returncode == 0, again.stderr
+    assert (run / "report.md").read_text() == report and (run / "report.html").read_text() == html
