@@ -299,6 +299,7 @@ class SearchConfig(StageConfig):
     crossover_rate: float = 0.5
     eval_samples: int = 512  # validation subset for the inherited-weight accuracy estimate
     measure_top_k: int = 3  # candidates measured for real per budget
+    accuracy_tolerance: float = 0.005  # of the best: the fastest candidate that close wins
     precision: Literal["fp32", "fp16", "int8", "int4", "int2"] = "fp32"  # of the predictors
 
     def __post_init__(self):
@@ -309,6 +310,7 @@ class SearchConfig(StageConfig):
         check_range(self, "max_seq_len", lo=8, hi=8192)
         check_range(self, "prune_after", lo=0.0, hi=0.95)
         check_range(self, "checkpoint_every", lo=1)
+        check_range(self, "accuracy_tolerance", lo=0.0, hi=1.0)
         check_range(self, "population", lo=2, hi=100000)
         check_range(self, "generations", lo=1, hi=10000)
         check_range(self, "mutation_rate", lo=0.0, hi=1.0)

@@ -101,18 +101,16 @@ def _comparison(summary: dict) -> list[str]:
             f"{base['bytes'] / 2**20:.1f} MB, dev {metric or 'score'} "
             f"{_fmt(dev.get(metric) if metric else None)}."
         )
+        host_label = (base.get("label") or "").split(" (")[0]
         for b in summary["bundles"]:
-            if b.get("built") and b.get("measured") and b.get("p50_ms"):
+            same_machine = (b.get("latency_label") or "").startswith(host_label)
+            if b.get("built") and b.get("measured") and b.get("p50_ms") and same_machine:
                 lines.append(
                     f"  - {b['budget']}: {lat['p50_ms'] / b['p50_ms']:.2f}x faster (p50), dev "
                     f"{_fmt(b.get('dev_accuracy'))} vs {_fmt(dev.get(metric) if metric else None)}."
                 )
     elif base.get("error"):
         lines.append(f"- optimum + ORT INT8 teacher: not available ({base['error']}).")
-    else:
-        lines.append(
-            f"- optimum + ORT INT8 teacher: not measured ({summary['device']} is not this host)."
-        )
     return lines
 
 

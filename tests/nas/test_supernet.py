@@ -267,3 +267,23 @@ def test_candidates_are_measured_through_the_agent(tmp_path):
     assert note.startswith(f"top 1 measured through the agent at {url}")
     assert m["label"].startswith("measured on x86-64-host by edgec agent")
     assert 0 < m["p50_ms"] <= m["p90_ms"] and m["verdict"] == "met" and m["format"] == "fp32"
+
+
+def test_the_fastest_candidate_near_the_best_accuracy_wins():
+    from toolchain.nas.stage import _choose
+
+    def cand(acc, predicted, measured=None, verdict="met"):
+        c = {"arch": "x", "accuracy": acc, "predicted": {"latency_ms": predicted}}
+        if measured is not None:
+            c["measured"] = {"p50_ms": measured, "p90_ms": measured * 1.1, "verdict": verdict}
+        return c
+
+    a, b, c = cand(0.90, 5.0), cand(0.897, 3.0), cand(0.85, 1.0)
+    assert _choose([a, b, c], {}, 0.005) is b  # within 0.5 point of the best, and faster
+    assert _choose([a, b, c], {}, 0.0) is a
+    # measured figures decide over predictions; a candidate that missed is not chosen
+    m1, m2 = cand(0.90, 5.0, 6.0, "missed"), cand(0.899, 5.0, 4.0)
+    assert _choose([m1, m2], {}, 0.005) is m2
+    # every measured one missed: the fastest, which says it missed
+    x, y = cand(0.9, 1.0, 9.0, "missed"), cand(0.8, 1.0, 7.0, "missed")
+    assert _choose([x, y], {}, 0.005) is y

@@ -39,6 +39,7 @@ _FIELDS = (
     "crossover_rate",
     "eval_samples",
     "measure_top_k",
+    "accuracy_tolerance",
     "precision",
 )
 
@@ -81,6 +82,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--crossover-rate", type=float)
     s.add_argument("--eval-samples", type=int, help="validation examples scoring each subnet")
     s.add_argument("--measure-top-k", type=int, help="candidates measured for real per budget")
+    s.add_argument(
+        "--accuracy-tolerance",
+        type=float,
+        help="the fastest candidate within this much of the best accuracy wins (default 0.005)",
+    )
     s.add_argument(
         "--precision",
         choices=("fp32", "fp16", "int8", "int4", "int2"),

@@ -240,7 +240,7 @@ def run_search(
             for arch, acc in ranked[: max(1, cfg.measure_top_k)]
         ]
         measured = _measure(candidates, supernet, spec, profile, budget, cfg, agent)
-        best = _choose(candidates, measured)
+        best = _choose(candidates, measured, cfg.accuracy_tolerance)
         arch = _arch(best)
         student = supernet.extract(arch)
         student.tokenizer = teacher.tokenizer
@@ -428,17 +428,22 @@ def _remote(student, folder: Path, spec, profile, shape, agent) -> dict:
     return profile_remote(bundle, agent["url"], token=agent["token"], request=request)
 
 
-def _choose(candidates: list[dict], measured: dict) -> dict:
-    """The most accurate candidate whose measurement met the budget; without measurements the
-    most accurate one (they are all predicted to fit); if every measured one missed, the one
-    with the lowest measured latency (its record says it missed)."""
+def _choose(candidates: list[dict], measured: dict, tolerance: float = 0.0) -> dict:
+    """Among the candidates that fit (measured to meet the budget where measured, else predicted
+    to), those within ``tolerance`` of the best accuracy, the fastest (measured p50 where
+    measured, else predicted). If every measured candidate missed, the one with the lowest
+    measured latency (its record says it missed)."""
     meas = [c for c in candidates if "measured" in c]
-    if not meas:
-        return candidates[0]
-    met = [c for c in meas if c["measured"]["verdict"] == "met"]
-    if met:
-        return max(met, key=lambda c: c["accuracy"])
-    return min(meas, key=lambda c: c["measured"]["p90_ms"])
+    pool = [c for c in meas if c["measured"]["verdict"] == "met"] if meas else candidates
+    if meas and not pool:
+        return min(meas, key=lambda c: c["measured"]["p90_ms"])
+    best = max(c["accuracy"] for c in pool)
+    near = [c for c in pool if c["accuracy"] >= best - tolerance]
+
+    def latency(c):
+        return c["measured"]["p50_ms"] if "measured" in c else c["predicted"]["latency_ms"]
+
+    return min(near, key=lambda c: (latency(c), -c["accuracy"]))
 
 
 __all__ = ["run_search", "search_stage", "select_budgets"]
