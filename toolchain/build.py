@@ -39,22 +39,22 @@ PRESETS: dict[str, dict] = {
         "teacher_finetune.epochs": 1.0,
         "teacher_finetune.max_seq_len": 64,
         "teacher_finetune.eval_every": 100,
-        "search.supernet_steps": 300,
+        "search.supernet_steps": 150,
         "search.sandwich": 3,
         "search.learning_rate": 2e-4,
         "search.max_seq_len": 64,
-        "search.population": 16,
-        "search.generations": 5,
+        "search.population": 12,
+        "search.generations": 4,
         "search.eval_samples": 256,
         "search.measure_top_k": 2,
-        "distill.steps": 400,
+        "distill.steps": 200,
         "distill.learning_rate": 2e-4,
         "distill.max_seq_len": 64,
         "distill.eval_every": 100,
         "distill.eval_samples": 500,
-        "quantize.steps": 200,
+        "quantize.steps": 100,
         "quantize.max_seq_len": 64,
-        "quantize.eval_every": 100,
+        "quantize.eval_every": 50,
         "quantize.eval_samples": 500,
         "export.parity_samples": 128,
     },
@@ -128,6 +128,7 @@ class Build:
         predictors_dir: str | None = None,
         torch_device: str | None = None,
         force: tuple[str, ...] = (),
+        teacher_cache: str | Path | None = None,
     ):
         from toolchain.profile.devices import resolve_device
 
@@ -139,13 +140,16 @@ class Build:
         self.predictors_dir = predictors_dir
         self.data_dir = recipe.data_dir
         self.stage_s: dict[str, float] = {}
+        self.teacher_cache = teacher_cache
+        self.teacher_metrics: dict = {}
+        self.teacher_dir = ""
         self.run = RunDir(self.out)
 
     # -- running stages -----------------------------------------------------------------------
-    def _run(self, stage: Stage) -> dict:
+    def _run(self, stage: Stage, run: RunDir | None = None) -> dict:
         t0 = time.perf_counter()
         force = [stage.name] if stage.name in self.force else []
-        (res,) = self.run.run([stage], seed=self.recipe.seed, force=force)
+        (res,) = (run or self.run).run([stage], seed=self.recipe.seed, force=force)
         took = time.perf_counter() - t0
         self.stage_s[stage.name] = round(res.record.get("wall_s", took), 1)
         state = "cached" if res.status == "skipped" else f"done in {took:.0f} s"
@@ -167,17 +171,7 @@ class Build:
             f"{', '.join(b.name for b in self.budgets)} -> {self.out}",
             flush=True,
         )
-        self._run(
-            teacher_stage(
-                model=r.teacher,
-                spec=self.spec,
-                data_dir=self.data_dir,
-                cfg=r.teacher_finetune,
-                data_cfg=r.data,
-                device=self.torch_device,
-            )
-        )
-        teacher_dir = str(self.stage_dir("teacher"))
+        teacher_dir = self._teacher(teacher_stage)
         predictors = self._predictors()
         search = self._run(
             search_stage(
@@ -211,7 +205,8 @@ class Build:
             "device": self.profile.name,
             "teacher": {
                 "source": r.teacher,
-                "dev": (self._metrics("teacher").get("dev") or {}),
+                "dir": teacher_dir,
+                "dev": self.teacher_metrics.get("dev") or {},
             },
             "baseline_ort_int8_teacher": baseline,
             "search": {
@@ -233,6 +228,36 @@ class Build:
         return (rec or {}).get("metrics") or {}
 
     # -- the parts ------------------------------------------------------------------------------
+    def _teacher(self, teacher_stage) -> str:
+        """Fine-tune the teacher, or find it done: in the shared teacher cache when there is one
+        (a build for another device or budget reuses it), else in the run directory."""
+        import hashlib
+
+        from toolchain.pipeline import _jsonable
+
+        r = self.recipe
+        stage = teacher_stage(
+            model=r.teacher,
+            spec=self.spec,
+            data_dir=self.data_dir,
+            cfg=r.teacher_finetune,
+            data_cfg=r.data,
+            device=self.torch_device,
+        )
+        if self.teacher_cache is None:
+            self.teacher_metrics = self._run(stage)
+            self.teacher_dir = str(self.stage_dir("teacher"))
+            return self.teacher_dir
+        ident = json.dumps(_jsonable([stage.config, r.seed]), sort_keys=True, default=str)
+        name = f"{self.spec.name}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
+        cache = RunDir(self.teacher_cache)
+        if "teacher" in self.force:
+            self.force.add(name)
+        self.teacher_metrics = self._run(replace(stage, name=name), run=cache)
+        self.stage_s["teacher"] = self.stage_s.pop(name)
+        self.teacher_dir = str(cache.stage_dir(name))
+        return self.teacher_dir
+
     def _predictors(self) -> str | None:
         """The predictors folder: the user's (a fitted predictor of the device stored there), else
         for this host a calibration stage of the build, else None (the roofline)."""
@@ -267,8 +292,9 @@ class Build:
         from toolchain.export.stage import export_stage
         from toolchain.quantize.stage import quantize_stage
 
-        r, b = self.recipe, budget.name
+        r = self.recipe
         subnet = str(self.stage_dir("search") / found["model"])
+        key = _key(found["subnet"])  # budgets that chose the same subnet share its stages
         self._run(
             distill_stage(
                 teacher_dir=teacher_dir,
@@ -277,11 +303,11 @@ class Build:
                 cfg=r.distill,
                 data_cfg=r.data,
                 device=self.torch_device,
-                name=f"distill-{b}",
+                name=f"distill-{key}",
                 init_from=subnet,
             )
         )
-        model = str(self.stage_dir(f"distill-{b}"))
+        model = str(self.stage_dir(f"distill-{key}"))
         if r.quantize.method != "none":
             self._run(
                 quantize_stage(
@@ -292,10 +318,10 @@ class Build:
                     cfg=r.quantize,
                     data_cfg=r.data,
                     device=self.torch_device,
-                    name=f"quantize-{b}",
+                    name=f"quantize-{key}",
                 )
             )
-            model = str(self.stage_dir(f"quantize-{b}"))
+            model = str(self.stage_dir(f"quantize-{key}"))
         fmt = export_format(r, self.host)
         export = self._run(
             export_stage(
@@ -304,7 +330,7 @@ class Build:
                 spec=self.spec,
                 data_dir=self.data_dir,
                 cfg=r.export,
-                name=f"export-{b}",
+                name=f"export-{key}",
             )
         )
         bundled = self._run(self._bundle_stage(budget, found))
@@ -318,7 +344,7 @@ class Build:
 
         b = budget.name
         name = f"{self.spec.name}-{self.profile.name}-{b}.edgec"
-        export_dir = self.stage_dir(f"export-{b}")
+        export_dir = self.stage_dir(f"export-{_key(found['subnet'])}")
         in_profile = b in {x.name for x in self.profile.budgets}
 
         def run(ctx) -> dict:
@@ -407,7 +433,7 @@ class Build:
             "shape": found["shape"],
             "params": found.get("params"),
             "format": export.get("format"),
-            "bits": _bits(self._metrics(f"quantize-{b}")),
+            "bits": _bits(self._metrics(f"quantize-{_key(found['subnet'])}")),
             "bytes": (folder / "model.onnx").stat().st_size,
             "dev_accuracy": dev.get(self.spec.main_metric),
             "label_loyalty": dev.get("label_loyalty"),
@@ -436,7 +462,7 @@ class Build:
         if not hasattr(self, "_teacher_dev"):
             from toolchain.data.encode import encode
 
-            teacher = load_model(str(self.stage_dir("teacher")), head=head_for(self.spec))
+            teacher = load_model(self.teacher_dir, head=head_for(self.spec))
             dev = load_split(self.spec, "dev", self.data_dir)
             encoded = encode(self.spec, dev, teacher.tokenizer, 128)
             pad = pad_id_of(teacher.tokenizer)
@@ -530,6 +556,14 @@ def _onnx_latency(onnx: Path, protocol) -> dict:
         }
     )
     return _pick(reply["results"][0])
+
+
+def _key(subnet: str) -> str:
+    """A stage-name form of a subnet: ``L[1,3,5]:H384:A12:F1536`` -> ``L1.3.5-H384-A12-F1536``."""
+    import re
+
+    layers, rest = re.fullmatch(r"L\[([\d,]+)\]:(.*)", subnet).groups()
+    return "L" + layers.replace(",", ".") + "-" + rest.replace(":", "-")
 
 
 def _pick(res: dict) -> dict:

@@ -292,6 +292,7 @@ class SearchConfig(StageConfig):
     warmup_ratio: float = 0.06
     weight_decay: float = 0.01
     prune_after: float = 0.5  # share of the steps before dominated choices are dropped; 0 = off
+    prune_margin: float = 0.01  # a choice is dropped only when beaten by this much accuracy
     checkpoint_every: int = 100
     population: int = 32
     generations: int = 10
@@ -311,6 +312,7 @@ class SearchConfig(StageConfig):
         check_range(self, "prune_after", lo=0.0, hi=0.95)
         check_range(self, "checkpoint_every", lo=1)
         check_range(self, "accuracy_tolerance", lo=0.0, hi=1.0)
+        check_range(self, "prune_margin", lo=0.0, hi=1.0)
         check_range(self, "population", lo=2, hi=100000)
         check_range(self, "generations", lo=1, hi=10000)
         check_range(self, "mutation_rate", lo=0.0, hi=1.0)

@@ -26,7 +26,7 @@ def predictors(tmp_path):
         device="x86-64-host",
         runtime="onnxruntime",
         precision="fp32",
-        latency_coef=[1.0, 1.5, 0, 0, 0, 0, 0],
+        latency_coef=[1.0, 1.5, 0, 0, 0, 0, 0, 0],
         memory_coef=[60.0, 1.0, 1.0],
         n=48,
     ).save(folder / "x86-64-host.json")

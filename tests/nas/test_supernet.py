@@ -191,9 +191,12 @@ def test_pruning_drops_dominated_choices_only():
     # FFN 96 is as costly as 128 in this law but less accurate: dominated. Others trade off.
     fitness = lambda a: a.hidden / 100 + {64: 0.1, 96: 0.05, 128: 0.2}[a.ffn]  # noqa: E731
     cost = lambda a: a.hidden + {64: 1.0, 96: 2.0, 128: 2.0}[a.ffn]  # noqa: E731
-    pruned, report = prune_space(space, fitness, cost, samples=6)
+    pruned, report = prune_space(space, fitness, cost, samples=6, margin=0.01)
     assert pruned.ffn == (64, 128) and report["ffn"]["96"]["dropped"]
     assert pruned.hidden == (32, 64)  # wider is costlier and better: both stay
+    # within the margin nothing is dropped: a 0.15 lead is noise to a margin of 0.2
+    kept, _ = prune_space(space, fitness, cost, samples=6, margin=0.2)
+    assert kept.ffn == (64, 96, 128)
 
 
 def test_pareto_front():

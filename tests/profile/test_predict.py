@@ -46,7 +46,7 @@ def _shapes(n: int, seed: int) -> list[Shape]:
             Shape(
                 layers=rng.randint(1, 6),
                 hidden=h,
-                heads=h // 64 or 1,
+                heads=h // rng.choice((64, 32)) or 1,
                 ffn=4 * h,
                 seq=rng.choice((16, 32, 64, 128)),
                 batch=rng.choice((1, 2, 4, 8)),
@@ -56,7 +56,7 @@ def _shapes(n: int, seed: int) -> list[Shape]:
 
 
 def test_fit_recovers_a_known_law(tmp_path):
-    lat_true = [0.3, 0.05, 2.0, 5.0, 0.01, 0.4, 0.2]
+    lat_true = [0.3, 0.05, 2.0, 5.0, 0.01, 0.4, 0.2, 0.03]
     mem_true = [40.0, 1.2, 1.5]
     rows = []
     for s in _shapes(40, 0):
@@ -74,5 +74,8 @@ def test_fit_recovers_a_known_law(tmp_path):
     back = FittedPredictor.load(p.save(tmp_path / "synthetic.json"))
     assert back.predict(held[0]) == p.predict(held[0])
     assert "fitted on 40 shapes measured on synthetic" in back.predict(held[0])["label"]
-    with pytest.raises(ValueError, match="need at least 9 measured shapes"):
+    with pytest.raises(ValueError, match="need at least 10 measured shapes"):
         FittedPredictor.fit(rows[:3], device="x", runtime="y")
+    old = FittedPredictor("old", "onnxruntime", "fp32", lat_true[:7], mem_true, 40)
+    with pytest.raises(ValueError, match="another cost model .* --calibrate 48"):
+        old.predict(held[0])

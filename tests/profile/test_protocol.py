@@ -214,6 +214,6 @@ def test_calibrate_then_predict_with_the_fitted_predictor(edgec, tmp_path):
     row = json.loads(pred.stdout)["rows"][0]
     assert row["label"] == "predicted (fitted on 10 shapes measured on x86-64-host)"
     few = edgec("profile", "--device", "host", "--calibrate", "3", env=env)
-    assert few.returncode == 1 and "--calibrate needs at least 9 shapes" in few.stderr
+    assert few.returncode == 1 and "--calibrate needs at least 10 shapes" in few.stderr
     refused = edgec("profile", "--device", "jetson", "--calibrate", "10", env=env)
     assert refused.returncode == 1 and "--calibrate measures this machine" in refused.stderr

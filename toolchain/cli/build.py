@@ -46,6 +46,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fitted predictors, DEVICE.json each (default: $EDGEC_HOME/predictors or "
         "~/.cache/edgec/predictors)",
     )
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument(
+        "--teacher-cache",
+        metavar="DIR",
+        help="where fine-tuned teachers are kept and reused by later builds (default: "
+        "$EDGEC_HOME/teachers or ~/.cache/edgec/teachers)",
+    )
+    cache.add_argument(
+        "--no-teacher-cache",
+        action="store_true",
+        help="fine-tune the teacher inside the run directory instead",
+    )
     parser.add_argument(
         "--train-device",
         help="torch device for training: cpu, cuda or cuda:N (default: cuda when available)",
@@ -138,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
         predictors_dir=str(predictors_dir(args)),
         torch_device=args.train_device,
         force=tuple(args.force_stage),
+        teacher_cache=None if args.no_teacher_cache else _teacher_cache(args),
     )
     summary = build.execute()
     out = Path(recipe.output)
@@ -150,6 +163,15 @@ def run(args: argparse.Namespace) -> int:
     for r in table:
         print("  " + " | ".join(r[i] for i in keep))
     return 0 if all(b.get("built") for b in summary["bundles"]) else 3
+
+
+def _teacher_cache(args) -> Path:
+    import os
+
+    if args.teacher_cache:
+        return Path(args.teacher_cache)
+    home = os.environ.get("EDGEC_HOME")
+    return Path(home) / "teachers" if home else Path.home() / ".cache" / "edgec" / "teachers"
 
 
 def _spec(args, recipe):

@@ -33,6 +33,7 @@ _FIELDS = (
     "max_seq_len",
     "hidden_weight",
     "prune_after",
+    "prune_margin",
     "population",
     "generations",
     "mutation_rate",
@@ -76,6 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--max-seq-len", type=int)
     s.add_argument("--hidden-weight", type=float, help="weight of the block-wise hidden KD")
     s.add_argument("--prune-after", type=float, help="share of steps before pruning (0: off)")
+    s.add_argument(
+        "--prune-margin", type=float, help="accuracy lead that makes a choice dominated (0.01)"
+    )
     s.add_argument("--population", type=int)
     s.add_argument("--generations", type=int)
     s.add_argument("--mutation-rate", type=float)

@@ -6,8 +6,8 @@ Pareto front.
   latency and memory fit the budget). The state (generation, population, RNG, every score) is
   written after each generation, and a run that finds it continues from there.
 * :func:`prune_space`: NAS-BERT's search-space pruning: a choice (a hidden size, head count or FFN
-  size) is dropped when another choice of the same dimension is at least as accurate and at
-  most as costly, judged on the same random subnets with only that dimension changed.
+  size) is dropped when another choice of the same dimension is more accurate by a margin and
+  at most as costly, judged on the same random subnets with only that dimension changed.
 * :func:`pareto_front`: accuracy vs latency, non-dominated points.
 
 Example::
@@ -138,9 +138,12 @@ def prune_space(
     cost: Callable[[Arch], float],
     *,
     samples: int = 4,
+    margin: float = 0.01,
     seed: int = 0,
 ) -> tuple[SearchSpace, dict]:
-    """Drop dominated choices of hidden size, heads and FFN size (see the module docstring).
+    """Drop dominated choices of hidden size, heads and FFN size (see the module docstring):
+    a choice goes only when another is at most as costly and more accurate by at least
+    ``margin``, so that the noise of a few inherited-weight scores cannot prune a good width.
 
     Returns:
         ``(pruned space, {"dimension": {"value": {"accuracy", "cost", "dropped"}}})``.
@@ -164,9 +167,8 @@ def prune_space(
             }
         for v, s in stats.items():
             s["dropped"] = any(
-                o["accuracy"] >= s["accuracy"]
+                o["accuracy"] >= s["accuracy"] + margin
                 and o["cost"] <= s["cost"]
-                and (o["accuracy"] > s["accuracy"] or o["cost"] < s["cost"])
                 and o["n"] == s["n"]  # compared on the same subnets
                 for u, o in stats.items()
                 if u != v

@@ -179,7 +179,11 @@ def run_search(
 
     def prune(net) -> dict:
         space, report = prune_space(
-            net.space, scorer, lambda a: predicted(a)["latency_ms"], seed=ctx.seed
+            net.space,
+            scorer,
+            lambda a: predicted(a)["latency_ms"],
+            margin=cfg.prune_margin,
+            seed=ctx.seed,
         )
         scorer.cache.clear()  # the weights move on: first-round scores go stale
         log.info("search space pruned after step %d: %s", first, space.describe())

@@ -21,7 +21,8 @@ from toolchain.profile.predict import Shape
 
 
 def design(n: int, *, seed: int = 0) -> list[Shape]:
-    """``n`` distinct shapes spread over depth, width, FFN ratio, vocabulary, batch and length."""
+    """``n`` distinct shapes spread over depth, width, head size, FFN ratio, vocabulary, batch
+    and length."""
     rng = random.Random(seed)
     seen, out = set(), []
     while len(out) < n:
@@ -29,7 +30,7 @@ def design(n: int, *, seed: int = 0) -> list[Shape]:
         shape = Shape(
             layers=rng.randint(1, 6),
             hidden=hidden,
-            heads=max(1, hidden // 64),
+            heads=max(1, hidden // rng.choice((64, 32))),  # head size 64 or 32
             ffn=hidden * rng.choice((2, 4)),
             seq=rng.choice((16, 32, 64, 96, 128)),
             batch=rng.choice((1, 2, 4, 8)),

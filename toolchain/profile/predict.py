@@ -111,6 +111,7 @@ LATENCY_TERMS = (
     "tokens_layers_k",
     "gemm_gflops_x_64/hidden",  # narrow GEMMs run further below peak
     "gemm_gflops_x_16/sqrt(tokens)",  # so do GEMMs over few tokens
+    "softmax_melems",  # layers x batch x heads x seq^2: scores, softmax, per-head products
 )
 MEMORY_TERMS = ("1", "weights_mb", "activations_mb")
 
@@ -125,6 +126,7 @@ def features(shape: Shape, kind: str) -> list[float]:
             shape.layers * shape.batch * shape.seq / 1e3,
             shape.gemm_flops() / 1e9 * 64 / shape.hidden,
             shape.gemm_flops() / 1e9 * 16 / (shape.batch * shape.seq) ** 0.5,
+            shape.layers * shape.batch * shape.heads * shape.seq**2 / 1e6,
         ]
     params = shape.weights() + shape.vocab * shape.hidden  # the embedding table is resident
     return [1.0, params * 4 / 2**20, shape.activation_bytes() / 2**20]
@@ -165,6 +167,12 @@ class FittedPredictor:
         )
 
     def predict(self, shape: Shape) -> dict:
+        if len(self.latency_coef) != len(LATENCY_TERMS):
+            raise ValueError(
+                f"the predictor for {self.device} was fitted with another cost model "
+                f"({len(self.latency_coef)} terms, this edgec has {len(LATENCY_TERMS)}): "
+                f"re-run `edgec profile --device {self.device} --calibrate 48`"
+            )
         lat = sum(c * f for c, f in zip(self.latency_coef, features(shape, "latency"), strict=True))
         mem = sum(c * f for c, f in zip(self.memory_coef, features(shape, "memory"), strict=True))
         return {
