@@ -161,7 +161,10 @@ def final_stage(bench: Bench, name: str, subnet_dir: Path, cfg):
             "parameters": student.num_parameters(),
         }
 
-    return Stage(name, run, config={"subnet": str(subnet_dir), "cfg": cfg, "rev": 1})
+    # the subnet's content is an input: a new search re-runs its final distillation
+    return Stage(
+        name, run, config={"subnet": str(subnet_dir), "cfg": cfg, "rev": 1}, inputs=(subnet_dir,)
+    )
 
 
 def main() -> int:
