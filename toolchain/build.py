@@ -146,14 +146,15 @@ class Build:
         self.run = RunDir(self.out)
 
     # -- running stages -----------------------------------------------------------------------
-    def _run(self, stage: Stage, run: RunDir | None = None) -> dict:
+    def _run(self, stage: Stage, run: RunDir | None = None, label: str | None = None) -> dict:
         t0 = time.perf_counter()
         force = [stage.name] if stage.name in self.force else []
         (res,) = (run or self.run).run([stage], seed=self.recipe.seed, force=force)
         took = time.perf_counter() - t0
-        self.stage_s[stage.name] = round(res.record.get("wall_s", took), 1)
+        label = label or stage.name
+        self.stage_s[label] = round(res.record.get("wall_s", took), 1)
         state = "cached" if res.status == "skipped" else f"done in {took:.0f} s"
-        print(f"edgec build: {stage.name}: {state}", flush=True)
+        print(f"edgec build: {label}: {state}", flush=True)
         return res.record["metrics"] or {}
 
     def stage_dir(self, name: str) -> Path:
@@ -253,8 +254,7 @@ class Build:
         cache = RunDir(self.teacher_cache)
         if "teacher" in self.force:
             self.force.add(name)
-        self.teacher_metrics = self._run(replace(stage, name=name), run=cache)
-        self.stage_s["teacher"] = self.stage_s.pop(name)
+        self.teacher_metrics = self._run(replace(stage, name=name), run=cache, label="teacher")
         self.teacher_dir = str(cache.stage_dir(name))
         return self.teacher_dir
 
