@@ -25,6 +25,7 @@ device: host
 budgets:
   - {name: impossible, latency_ms: 0.001, memory_mb: 1}
   - {name: easy, latency_ms: 500, memory_mb: 8192, percentile: 90}
+  - {name: roomy, latency_ms: 900, memory_mb: 8192, percentile: 90}
 teacher_finetune: {max_steps: 40, batch_size: 8, learning_rate: 0.001, eval_every: 20,
                    max_seq_len: 32}
 search: {supernet_steps: 6, sandwich: 2, batch_size: 8, max_seq_len: 32, population: 6,
@@ -112,7 +113,10 @@ def test_build_killed_resumes_and_reports(setup):
     assert (run / (easy["bundle"] + ".tar.gz")).is_file()
     assert summary["baseline_ort_int8_teacher"]["latency"]["p50_ms"] > 0
     stages = set(summary["stage_s"])
-    assert {"teacher", "search", "bundle-easy", "baseline"} <= stages
+    assert {"teacher", "search", "bundle-easy", "bundle-roomy", "baseline"} <= stages
+    if bundles["roomy"]["subnet"] == easy["subnet"]:  # one subnet: its stages ran once
+        lines = [ln for ln in done.stdout.splitlines() if ln.startswith("edgec build: distill-")]
+        assert len(lines) == 2 and lines[1].endswith(": cached")  # the second budget reuses it
     key = "L" + easy["subnet"].split("]")[0][2:].replace(",", ".")  # stages named by the subnet
     assert any(s.startswith(f"distill-{key}-") for s in stages)
 

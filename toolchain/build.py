@@ -143,6 +143,7 @@ class Build:
         self.teacher_cache = teacher_cache
         self.teacher_metrics: dict = {}
         self.teacher_dir = ""
+        self._subnets: dict[str, str] = {}
         self.run = RunDir(self.out)
 
     # -- running stages -----------------------------------------------------------------------
@@ -293,8 +294,9 @@ class Build:
         from toolchain.quantize.stage import quantize_stage
 
         r = self.recipe
-        subnet = str(self.stage_dir("search") / found["model"])
         key = _key(found["subnet"])  # budgets that chose the same subnet share its stages
+        # the first budget's copy of the subnet: the same stage config, so the stages are shared
+        subnet = self._subnets.setdefault(key, str(self.stage_dir("search") / found["model"]))
         self._run(
             distill_stage(
                 teacher_dir=teacher_dir,
