@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     from toolchain.report import rows
 
     header, table = rows(summary)
-    keep = (0, 1, 2, 4, 7, 8, 10)
+    keep = (0, 1, 2, 4, 7, 8, 10, 11)
     print("  " + " | ".join(header[i] for i in keep))
     for r in table:
         print("  " + " | ".join(r[i] for i in keep))
