@@ -116,13 +116,18 @@ class Bench:
 
     def run_row(self, ctx, cfg, genome) -> dict:
         from toolchain.distill.init import init_student
-        from toolchain.distill.trainer import distill
-        from toolchain.evaluate.evaluate import compare
         from toolchain.models.adapters import Shape
 
         shape = Shape.parse(cfg.student_shape)
         imp = self.importance() if cfg.init == "etd-impt" else None
         student = init_student(self.teacher, shape, cfg.init, importance=imp, seed=ctx.seed)
+        return self.distill_student(ctx, cfg, student, genome)
+
+    def distill_student(self, ctx, cfg, student, genome=None) -> dict:
+        """Distil ``student`` (already initialised) and score it on dev against the teacher."""
+        from toolchain.distill.trainer import distill
+        from toolchain.evaluate.evaluate import compare
+
         t0 = time.perf_counter()
         result = distill(
             self.teacher,

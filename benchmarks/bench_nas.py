@@ -135,31 +135,10 @@ def final_stage(bench: Bench, name: str, subnet_dir: Path, cfg):
     from toolchain.pipeline import Stage
 
     def run(ctx):
-        from toolchain.distill.trainer import distill
-        from toolchain.evaluate.evaluate import compare
         from toolchain.models.loading import load_model
 
         student = load_model(str(subnet_dir), head="sequence-classification")
-        t0 = time.perf_counter()
-        result = distill(
-            bench.teacher,
-            student,
-            bench.spec,
-            bench.train,
-            bench.validation,
-            cfg,
-            out_dir=ctx.out_dir,
-            seed=ctx.seed,
-            checkpoint_dir=ctx.checkpoint_dir,
-            encoded_train=bench.encoded_train,
-        )
-        dev = compare(bench.teacher, student, bench.spec, bench.dev, max_len=128)
-        return {
-            "result": result,
-            "dev": dev,
-            "train_s": round(time.perf_counter() - t0, 1),
-            "parameters": student.num_parameters(),
-        }
+        return bench.distill_student(ctx, cfg, student)
 
     # the subnet's content is an input: a new search re-runs its final distillation
     return Stage(

@@ -135,6 +135,17 @@ def write_tiny_bert(folder: Path, *, classifier: bool = False, positions: int = 
     return folder
 
 
+def write_fake_predictor(folder: Path) -> Path:
+    """A made-up fitted law for this host (1 ms + 1.5 ms per layer; 60 MB + the weights), stored
+    as ``folder/x86-64-host.json`` the way `edgec profile --calibrate` stores a real one."""
+    from toolchain.profile.predict import LATENCY_TERMS, FittedPredictor
+
+    latency = [1.0, 1.5] + [0.0] * (len(LATENCY_TERMS) - 2)
+    fitted = FittedPredictor("x86-64-host", "onnxruntime", "fp32", latency, [60.0, 1.0, 1.0], 48)
+    fitted.save(folder / "x86-64-host.json")
+    return folder
+
+
 @pytest.fixture
 def tiny_bert_dir(tmp_path) -> Path:
     """A tiny 'pretrained' BERT (random weights) with a word-level tokenizer, saved as a Hugging

@@ -16,7 +16,6 @@ import pytest
 from toy import write_toy_table
 
 from toolchain.bundle.manifest import verify
-from toolchain.profile.predict import FittedPredictor
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,19 +38,12 @@ export: {parity_samples: 16}
 
 @pytest.fixture
 def setup(tmp_path):
-    from conftest import write_tiny_bert
+    from conftest import write_fake_predictor, write_tiny_bert
 
     write_toy_table(tmp_path / "train.tsv", 200, 0)
     write_toy_table(tmp_path / "dev.tsv", 40, 1)
     (tmp_path / "recipe.yaml").write_text(RECIPE)
-    FittedPredictor(  # a made-up law: 1 ms + 1.5 ms per layer
-        device="x86-64-host",
-        runtime="onnxruntime",
-        precision="fp32",
-        latency_coef=[1.0, 1.5, 0, 0, 0, 0, 0, 0],
-        memory_coef=[60.0, 1.0, 1.0],
-        n=48,
-    ).save(tmp_path / "predictors" / "x86-64-host.json")
+    write_fake_predictor(tmp_path / "predictors")  # a made-up law: 1 ms + 1.5 ms per layer
     model = write_tiny_bert(tmp_path / "model", positions=160)
     args = [
         sys.executable,

@@ -7,8 +7,6 @@ import json
 import pytest
 from toy import write_toy_table
 
-from toolchain.profile.predict import FittedPredictor
-
 
 @pytest.fixture
 def teacher_dir(tmp_path):
@@ -21,16 +19,9 @@ def teacher_dir(tmp_path):
 @pytest.fixture
 def predictors(tmp_path):
     """A made-up fitted law for this host: 1 ms + 1.5 ms per layer, 60 MB + the weights."""
-    folder = tmp_path / "predictors"
-    FittedPredictor(
-        device="x86-64-host",
-        runtime="onnxruntime",
-        precision="fp32",
-        latency_coef=[1.0, 1.5, 0, 0, 0, 0, 0, 0],
-        memory_coef=[60.0, 1.0, 1.0],
-        n=48,
-    ).save(folder / "x86-64-host.json")
-    return folder
+    from conftest import write_fake_predictor
+
+    return write_fake_predictor(tmp_path / "predictors")
 
 
 def test_search_end_to_end_then_cached(edgec, teacher_dir, predictors, tmp_path):

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from toolchain.config import SearchConfig
-from toolchain.errors import EdgecError
+from toolchain.errors import ConfigError, EdgecError
 from toolchain.log import progress
 from toolchain.nas.space import Arch, SearchSpace
 
@@ -187,7 +187,7 @@ def prune_space(
             space.min_layers,
             space.max_layers,
         )
-    except Exception:  # a pruned head count left a hidden size without heads: keep all heads
+    except ConfigError:  # a pruned head count left a hidden size without heads: keep all heads
         pruned = SearchSpace(
             space.teacher_layers,
             space.teacher_heads,
