@@ -48,10 +48,16 @@ def test_hidden_mse_with_projection_and_mask():
 
 
 def test_head_map_and_attention_kl():
-    assert L.head_map(2, 4) == [[0, 1], [2, 3]]
-    assert L.head_map(3, 3) == [[0], [1], [2]]
-    with pytest.raises(ValueError, match="multiple"):
-        L.head_map(3, 4)
+    assert L.head_map(2, 4).tolist() == [[0.5, 0.5, 0, 0], [0, 0, 0.5, 0.5]]
+    assert L.head_map(3, 3).tolist() == torch.eye(3).tolist()
+    w = L.head_map(10, 12)  # a searched subnet's 10 heads against MiniLM's 12
+    assert w.shape == (10, 12) and torch.allclose(w.sum(1), torch.ones(10))
+    assert w[0].tolist()[:3] == pytest.approx([1 / 1.2, 0.2 / 1.2, 0.0])
+    assert torch.allclose(w.sum(0), torch.full((12,), 10 / 12))  # every teacher head used equally
+    w = L.head_map(3, 2)  # more student heads than the teacher's
+    assert torch.allclose(w, torch.tensor([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match="positive"):
+        L.head_map(0, 4)
     t = torch.tensor([[[[0.5, 0.5], [0.5, 0.5]], [[1.0, 0.0], [1.0, 0.0]]]])  # (1, 2, 2, 2)
     s = torch.tensor([[[[0.75, 0.25], [0.75, 0.25]]]])  # one student head = mean of both
     assert L.attention_kl(s, t).item() == pytest.approx(0.0, abs=1e-6)
@@ -59,6 +65,10 @@ def test_head_map_and_attention_kl():
     p = torch.tensor([0.75, 0.25])
     expected = float((p * (p.log() - math.log(0.5))).sum())
     assert L.attention_kl(s2, t).item() == pytest.approx(expected, rel=1e-5)
+    t12 = torch.softmax(torch.randn(2, 12, 5, 5), -1)  # non-divisible counts: finite, and zero
+    s10 = torch.einsum("st,btqk->bsqk", L.head_map(10, 12), t12)  # for the mixed teacher
+    assert L.attention_kl(s10, t12).item() == pytest.approx(0.0, abs=1e-6)
+    assert L.attention_kl(torch.softmax(torch.randn(2, 10, 5, 5), -1), t12).item() > 0.01
 
 
 def test_hard_loss_and_combine():

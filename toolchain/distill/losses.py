@@ -13,6 +13,9 @@ Example::
 
 from __future__ import annotations
 
+import math
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -71,29 +74,34 @@ def hidden_mse(
     return _masked_mean(err, mask)
 
 
-def head_map(student_heads: int, teacher_heads: int) -> list[list[int]]:
-    """Which teacher heads each student head is compared with: equal counts map one to one; with
-    fewer student heads, each student head takes the mean of a contiguous group of teacher heads.
-    """
-    if teacher_heads % student_heads:
-        raise ValueError(
-            f"teacher heads ({teacher_heads}) must be a multiple of the student's "
-            f"({student_heads}) for attention KD"
-        )
-    g = teacher_heads // student_heads
-    return [list(range(h * g, (h + 1) * g)) for h in range(student_heads)]
+def head_map(student_heads: int, teacher_heads: int) -> Tensor:
+    """How much of each teacher head every student head is compared with: a (student_heads,
+    teacher_heads) matrix whose rows sum to 1. The teacher's heads, laid end to end, are cut into
+    ``student_heads`` equal stretches and each student head takes the mean of its stretch: equal
+    counts map one to one, a divisible count averages contiguous groups, and otherwise a head on
+    a boundary contributes in proportion to its overlap (12 teacher heads, 10 student heads: the
+    first student head takes teacher head 0 and a fifth of head 1)."""
+    if student_heads < 1 or teacher_heads < 1:
+        raise ValueError(f"head counts must be positive, got {student_heads} and {teacher_heads}")
+    ratio = teacher_heads / student_heads
+    w = torch.zeros(student_heads, teacher_heads)
+    for j in range(student_heads):
+        lo, hi = j * ratio, (j + 1) * ratio
+        for i in range(int(lo), min(teacher_heads, math.ceil(hi))):
+            w[j, i] = max(0.0, min(hi, i + 1) - max(lo, i))
+    return w / w.sum(1, keepdim=True)
 
 
 def attention_kl(
     student: Tensor, teacher: Tensor, mask: Tensor | None = None, eps: float = 1e-8
 ) -> Tensor:
     """Per-head KL(teacher || student) between attention distributions, averaged over heads and
-    real query positions. (B, h_s, T, T) vs (B, h_t, T, T); teacher heads are grouped by
-    :func:`head_map` (their distributions averaged) when the counts differ."""
+    real query positions. (B, h_s, T, T) vs (B, h_t, T, T); when the counts differ the teacher's
+    distributions are mixed per student head by :func:`head_map` (still distributions)."""
     h_s, h_t = student.shape[1], teacher.shape[1]
     if h_s != h_t:
-        b, _, q, k = teacher.shape
-        teacher = teacher.reshape(b, h_s, h_t // h_s, q, k).mean(2)  # contiguous groups
+        w = head_map(h_s, h_t).to(device=teacher.device, dtype=teacher.dtype)
+        teacher = torch.einsum("st,btqk->bsqk", w, teacher)
     t = teacher.float().clamp(min=eps)
     s = student.float().clamp(min=eps)
     kl = (t * (t.log() - s.log())).sum(-1).mean(1)  # (B, T): summed over keys, mean over heads
