@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from toolchain.quantize.lsq import LSQQuantizer, init_step, lsq, quant_range
+from toolchain.quantize.lsq import LSQQuantizer, grad_scale, init_step, lsq, quant_range, round_ste
 
 
 @pytest.mark.parametrize("bits", range(2, 9))
@@ -104,3 +104,37 @@ def test_unsigned_activation_quantizer_turns_signed_on_negative_data():
     assert a.signed
     with pytest.raises(ValueError, match="bits must be in 2..8"):
         LSQQuantizer(1)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_fake_quant_is_bit_exact_with_the_packed_codes(bits):
+    # a packed checkpoint reloads to codes * step: the trained fake-quant forward must give
+    # exactly that, also for the values an ulp from a rounding boundary (a W8 KDLSQ run met one
+    # and its reload moved the logits by 0.07)
+    torch.manual_seed(0)
+    q = LSQQuantizer(bits, channels=64)
+    w = torch.randn(64, 16384) * torch.rand(64, 1)
+    q.init_from(w)
+    with torch.no_grad():
+        q.step.mul_(1 + torch.rand(64) * 1e-3)  # steps as training leaves them, not init's
+    step = q.step.detach().view(-1, 1)
+    assert torch.equal(q(w).detach(), q.codes(w).float() * step)
+    ties = (torch.randint(-5, 5, (64, 1024)) + 0.5) * step  # exactly half-way, by construction
+    assert torch.equal(q(ties).detach(), q.codes(ties).float() * step)
+    assert torch.equal(grad_scale(w, 0.37), w) and torch.equal(round_ste(w * 7), (w * 7).round())
+
+
+def test_a_step_pushed_through_zero_is_kept_positive():
+    q = LSQQuantizer(8, channels=3)
+    w = torch.tensor([[0.5, -0.25], [1e-4, -2e-4], [0.1, 0.2]])
+    q.init_from(w)
+    with torch.no_grad():
+        q.step[1] = -q.step[1]  # what one optimizer step did to a row of tiny weights
+    before = q.step.detach().abs().clone()
+    out = q(w)
+    assert (q.step > 0).all() and torch.equal(q.step.detach(), before)
+    assert torch.equal(out.detach(), q.codes(w).float() * before.view(-1, 1))
+    with torch.no_grad():
+        q.step[0] = 0.0
+    q.codes(w)  # the exporters read the step after codes(): positive there too
+    assert q.step[0].item() > 0

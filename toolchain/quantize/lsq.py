@@ -27,15 +27,20 @@ from torch import Tensor, nn
 INIT_METHODS = ("lsq", "mse", "max")
 
 
+STEP_MIN = 1e-12  # the smallest step kept when one is pushed to zero
+
+
 def grad_scale(x: Tensor, scale: float) -> Tensor:
-    """``x`` in the forward pass; its gradient multiplied by ``scale`` in the backward pass."""
+    """``x`` in the forward pass, bit for bit; its gradient multiplied by ``scale`` in the
+    backward pass. (``(x - x*scale).detach() + x*scale`` is off by an ulp now and then, which
+    moves a value sitting on a rounding boundary to the next code.)"""
     y = x * scale
-    return (x - y).detach() + y
+    return x.detach() + (y - y.detach())
 
 
 def round_ste(x: Tensor) -> Tensor:
-    """Round to nearest in the forward pass; identity gradient (straight-through)."""
-    return (x.round() - x).detach() + x
+    """Round to nearest in the forward pass, exactly; identity gradient (straight-through)."""
+    return x.detach().round() + (x - x.detach())
 
 
 def lsq(x: Tensor, step: Tensor, qn: int, qp: int, g: float) -> Tensor:
@@ -137,12 +142,23 @@ class LSQQuantizer(nn.Module):
         per_step = x.numel() // self.channels if self.channels else x.numel()
         return 1.0 / math.sqrt(max(per_step, 1) * self.qp)
 
+    @torch.no_grad()
+    def keep_positive(self) -> None:
+        """Project the steps back onto positive values. A small step (a row of tiny weights, at
+        8 bits) can be pushed through zero by one optimizer step; a negative step still
+        quantizes (mirrored) but is no scale an exporter may write (Q/DQ and MatMulNBits scales
+        are positive), so the magnitude is kept and the sign dropped."""
+        if (self.step <= 0).any():
+            self.step.abs_().clamp_(min=STEP_MIN)
+
     def forward(self, x: Tensor) -> Tensor:
+        self.keep_positive()
         step = self.step.view(-1, *([1] * (x.ndim - 1))) if self.channels else self.step
         return lsq(x, step, self.qn, self.qp, self.grad_scale(x))
 
     @torch.no_grad()
     def codes(self, x: Tensor) -> Tensor:
         """The integer codes of ``x`` (int16), exactly those the forward pass multiplies by s."""
+        self.keep_positive()
         step = self.step.view(-1, *([1] * (x.ndim - 1))) if self.channels else self.step
         return torch.clamp(x / step, -self.qn, self.qp).round().to(torch.int16)

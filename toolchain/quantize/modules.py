@@ -87,6 +87,7 @@ class QuantEmbedding(nn.Module):
         if self.calibrating:
             return rows
         q = self.weight_quant
+        q.keep_positive()
         steps = q.step[ids].unsqueeze(-1)
         return lsq(rows, steps, q.qn, q.qp, 1.0 / (self.embedding_dim * q.qp) ** 0.5)
 
