@@ -300,7 +300,10 @@ class SearchConfig(StageConfig):
     crossover_rate: float = 0.5
     eval_samples: int = 512  # validation subset for the inherited-weight accuracy estimate
     measure_top_k: int = 3  # candidates measured for real per budget
-    accuracy_tolerance: float = 0.005  # of the best: the fastest candidate that close wins
+    # a subnet this close to the best accuracy that fits the budget counts as good as it: the
+    # fastest such subnet is chosen (0: the most accurate)
+    accuracy_tolerance: float = 0.01
+    shrink_evaluations: int = 24  # extra subnets scored descending to cheaper ones within it
     precision: Literal["fp32", "fp16", "int8", "int4", "int2"] = "fp32"  # of the predictors
 
     def __post_init__(self):
@@ -319,6 +322,7 @@ class SearchConfig(StageConfig):
         check_range(self, "crossover_rate", lo=0.0, hi=1.0)
         check_range(self, "eval_samples", lo=1)
         check_range(self, "measure_top_k", lo=0)
+        check_range(self, "shrink_evaluations", lo=0)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from toy import TOY_SPEC, toy_examples
 from toolchain.config import SearchConfig
 from toolchain.errors import ConfigError, EdgecError
 from toolchain.models.adapters import Shape
-from toolchain.nas.search import evolve, pareto_front, prune_space
+from toolchain.nas.search import evolve, pareto_front, prune_space, shrink
 from toolchain.nas.space import Arch, SearchSpace
 from toolchain.nas.supernet import SuperNet
 from toolchain.nas.train import SubnetScorer, frozen_teacher, train_supernet
@@ -153,6 +153,40 @@ def test_search_never_returns_a_subnet_over_budget(tmp_path):
         assert all(SPACE.contains(a) for a, _ in ranked)
     with pytest.raises(EdgecError, match="no subnet of the search space fits this budget"):
         evolve(SPACE, fitness, lambda a: False, cfg)
+
+
+def test_smaller_neighbours_are_one_step_smaller_and_in_the_space():
+    a = Arch((0, 1, 3), 320, 10, 768)
+    nbs = SPACE.smaller(a)
+    assert all(SPACE.contains(n) for n in nbs)
+    assert {n.layers for n in nbs if len(n.layers) == 2} == {(1, 3), (0, 3), (0, 1)}
+    assert all(fake_latency(n) < fake_latency(a) for n in nbs)
+    assert SPACE.smaller(SPACE.smallest()) == []
+
+
+def test_shrink_finds_a_cheaper_subnet_within_the_tolerance():
+    # accuracy saturates with width: a narrower subnet is nearly as good as the largest
+    fitness = lambda a: 0.9 - 0.01 * (6 - len(a.layers)) - (0.05 if a.hidden < 256 else 0)  # noqa: E731
+    big = SPACE.largest()
+    scored = [(big, fitness(big))]
+    near, descent = shrink(
+        SPACE, scored, fitness, lambda a: True, fake_latency, tolerance=0.02, evaluations=50
+    )
+    cheapest, acc = near[0]
+    assert acc >= fitness(big) - 0.02 and fake_latency(cheapest) < fake_latency(big)
+    assert len(cheapest.layers) == 4 and cheapest.hidden == 256  # as far as the tolerance allows
+    assert cheapest.ffn == 384  # free of accuracy here, so narrowed all the way
+    assert descent["path"][0] == str(big) and descent["path"][-1] == str(cheapest)
+    assert [fake_latency(a) for a, _ in near] == sorted(fake_latency(a) for a, _ in near)
+    # no tolerance: nothing cheaper is as good; a budget on the neighbours stops the descent
+    near0, _ = shrink(
+        SPACE, scored, fitness, lambda a: True, fake_latency, tolerance=0.0, evaluations=50
+    )
+    assert [a for a, _ in near0] == [a for a, _ in near0 if fitness(a) >= fitness(big)]
+    _, d = shrink(
+        SPACE, scored, fitness, lambda a: True, fake_latency, tolerance=0.02, evaluations=1
+    )
+    assert d["evaluated"] == 1
 
 
 def test_a_resumed_search_continues_from_its_checkpoint(tmp_path):

@@ -41,6 +41,7 @@ _FIELDS = (
     "eval_samples",
     "measure_top_k",
     "accuracy_tolerance",
+    "shrink_evaluations",
     "precision",
 )
 
@@ -89,7 +90,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--accuracy-tolerance",
         type=float,
-        help="the fastest candidate within this much of the best accuracy wins (default 0.005)",
+        help="a subnet within this much of the best accuracy that fits counts as good as it: "
+        "the fastest such wins (default 0.01; 0: the most accurate)",
+    )
+    s.add_argument(
+        "--shrink-evaluations",
+        type=int,
+        help="subnets scored descending to cheaper ones within the tolerance (default 24)",
     )
     s.add_argument(
         "--precision",

@@ -5,6 +5,8 @@ Pareto front.
   with inherited weights; a subnet enters the population only if ``feasible`` (the predicted
   latency and memory fit the budget). The state (generation, population, RNG, every score) is
   written after each generation, and a run that finds it continues from there.
+* :func:`shrink`: from the subnets within a tolerance of the best accuracy, a greedy descent
+  to cheaper neighbours that stay within it (the fastest "as good" subnet, not the largest).
 * :func:`prune_space`: NAS-BERT's search-space pruning: a choice (a hidden size, head count or FFN
   size) is dropped when another choice of the same dimension is more accurate by a margin and
   at most as costly, judged on the same random subnets with only that dimension changed.
@@ -91,6 +93,54 @@ def evolve(
         _save_state(state_path, generation + 1, population, scores, rng)
     ranked = sorted(((a, v) for a, v in scores.items() if feasible(a)), key=lambda p: -p[1])
     return ranked or [(a, score(a)) for a in population]
+
+
+def shrink(
+    space: SearchSpace,
+    scored: list[tuple[Arch, float]],
+    fitness: Callable[[Arch], float],
+    feasible: Callable[[Arch], bool],
+    cost: Callable[[Arch], float],
+    *,
+    tolerance: float,
+    evaluations: int,
+) -> tuple[list[tuple[Arch, float]], dict]:
+    """The subnets within ``tolerance`` of the best accuracy, cheapest first, after a greedy
+    descent towards cheaper ones: from the cheapest such subnet, its one-step-smaller
+    neighbours (:meth:`SearchSpace.smaller`) are scored cheapest first and the first that stays
+    within ``tolerance`` becomes the next start; it stops when none does or after
+    ``evaluations`` new scores. The evolution maximises accuracy; this finds how much of that
+    accuracy a much cheaper subnet keeps.
+
+    Returns:
+        ``(near, {"floor", "evaluated", "path"})``: ``near`` = [(arch, accuracy)], cheapest
+        first; ``path`` = the subnets the descent moved through.
+    """
+    if not scored:
+        return [], {"floor": None, "evaluated": 0, "path": []}
+    floor = max(acc for _, acc in scored) - tolerance
+    near = {a: acc for a, acc in scored if acc >= floor}
+    seen = {a for a, _ in scored}
+    start = min(near, key=cost)
+    path, evaluated = [str(start)], 0
+    while evaluated < evaluations:
+        moved = False
+        for nb in sorted(space.smaller(start), key=cost):
+            if nb in seen or not feasible(nb):
+                continue
+            seen.add(nb)
+            evaluated += 1
+            acc = fitness(nb)
+            if acc >= floor:
+                near[nb], start, moved = acc, nb, True
+                path.append(str(nb))
+                break
+            if evaluated >= evaluations:
+                break
+        if not moved:
+            break
+    ranked = sorted(near.items(), key=lambda p: (cost(p[0]), -p[1]))
+    return ranked, {"floor": round(floor, 5), "evaluated": evaluated, "path": path}
 
 
 def _initial(space, feasible, n: int, rng: random.Random) -> list[Arch]:

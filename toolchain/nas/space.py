@@ -171,6 +171,31 @@ class SearchSpace:
         layers = _spread(self.teacher_layers, self.depths.start)
         return Arch(layers, h, min(self._valid_heads[h]), min(self.ffn))
 
+    def smaller(self, arch: Arch) -> list[Arch]:
+        """The subnets one step smaller than ``arch`` in one dimension: a layer dropped, or the
+        next smaller hidden size (heads kept where they divide it, else the most that fit),
+        head count or FFN size."""
+        out = []
+        if len(arch.layers) > self.depths.start:
+            out += [
+                Arch(tuple(i for i in arch.layers if i != drop), arch.hidden, arch.heads, arch.ffn)
+                for drop in arch.layers
+            ]
+        below = [h for h in self.hidden if h < arch.hidden]
+        if below:
+            h = max(below)
+            valid = self._valid_heads[h]
+            fit = [a for a in valid if a <= arch.heads]
+            heads = arch.heads if arch.heads in valid else max(fit) if fit else min(valid)
+            out.append(Arch(arch.layers, h, heads, arch.ffn))
+        fewer = [a for a in self._valid_heads[arch.hidden] if a < arch.heads]
+        if fewer:
+            out.append(Arch(arch.layers, arch.hidden, max(fewer), arch.ffn))
+        narrower = [f for f in self.ffn if f < arch.ffn]
+        if narrower:
+            out.append(Arch(arch.layers, arch.hidden, arch.heads, max(narrower)))
+        return out
+
     # -- evolution operators ----------------------------------------------------------------
     def sample(self, rng: random.Random) -> Arch:
         depth = rng.choice(self.depths)

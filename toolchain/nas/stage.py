@@ -136,7 +136,7 @@ def run_search(
     from toolchain.distill.importance import importance
     from toolchain.models.finetune import head_for, pick_device
     from toolchain.models.loading import load_model
-    from toolchain.nas.search import evolve, pareto_front, plot_pareto, prune_space
+    from toolchain.nas.search import evolve, pareto_front, plot_pareto, prune_space, shrink
     from toolchain.nas.supernet import SuperNet
     from toolchain.nas.train import SubnetScorer, frozen_teacher, train_supernet
     from toolchain.profile.predict import predictor_for
@@ -239,9 +239,18 @@ def run_search(
             }
             log.warning("%s: %s", budget.name, e)
             continue
-        candidates = [
+        near, descent = shrink(
+            supernet.space,
+            ranked,
+            scorer,
+            feasible,
+            lambda a, budget=budget: predicted(a, budget)["latency_ms"],
+            tolerance=cfg.accuracy_tolerance,
+            evaluations=cfg.shrink_evaluations,
+        )
+        candidates = [  # the fastest of those within the tolerance of the best accuracy
             {**arch.as_dict(), "accuracy": acc, "predicted": predicted(arch, budget)}
-            for arch, acc in ranked[: max(1, cfg.measure_top_k)]
+            for arch, acc in near[: max(1, cfg.measure_top_k)]
         ]
         measured = _measure(candidates, supernet, spec, profile, budget, cfg, agent)
         best = _choose(candidates, measured, cfg.accuracy_tolerance)
@@ -266,7 +275,10 @@ def run_search(
             "measured": best.get("measured"),
             "measured_note": measured["note"],
             "candidates": candidates,
-            "scored": len(ranked),
+            "best_accuracy_inherited": ranked[0][1],
+            "within_tolerance": len(near),
+            "descent": descent,
+            "scored": len(ranked) + descent["evaluated"],
             "search_s": round(time.perf_counter() - t1, 1),
             "model": str(Path("subnets") / budget.name),
         }
