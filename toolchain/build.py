@@ -39,10 +39,11 @@ from toolchain.pipeline import RunDir, Stage
 log = logging.getLogger(__name__)
 
 # Why the quick preset's numbers (SST-2, MiniLM-L6, 2 CPU cores; see benchmarks/results/build.md):
-# - the supernet trains 150 steps, and its inherited-weight scores under-rate small subnets: a
+# - the supernet trains briefly, and its inherited-weight scores under-rate small subnets: a
 #   3-layer subnet scored 4.5 points under the largest and, distilled 1,000 steps, finished 0.6
-#   points under the teacher; so a subnet within 4 points (inherited) of the best counts as good,
+#   points under the teacher; so a subnet within 6 points (inherited) of the best counts as good,
 #   and the final distillation gets the steps (1,000 steps: 0.829; 200 steps: 0.795);
+# - KDLSQ against the float student (see the module docstring) needs few steps at W8A8;
 # - W8A8: the device's format (INT8 Q/DQ) stores narrower weights in INT8 anyway, so 4-bit codes
 #   would cost accuracy and save neither bytes nor time there.
 PRESETS: dict[str, dict] = {
@@ -51,7 +52,7 @@ PRESETS: dict[str, dict] = {
         "teacher_finetune.epochs": 1.0,
         "teacher_finetune.max_seq_len": 64,
         "teacher_finetune.eval_every": 100,
-        "search.supernet_steps": 150,
+        "search.supernet_steps": 120,
         "search.sandwich": 3,
         "search.learning_rate": 2e-4,
         "search.max_seq_len": 64,
@@ -59,14 +60,14 @@ PRESETS: dict[str, dict] = {
         "search.generations": 4,
         "search.eval_samples": 256,
         "search.measure_top_k": 2,
-        "search.accuracy_tolerance": 0.04,
-        "distill.steps": 1000,
+        "search.accuracy_tolerance": 0.06,
+        "distill.steps": 800,
         "distill.learning_rate": 2e-4,
         "distill.max_seq_len": 64,
         "distill.eval_every": 250,
         "distill.eval_samples": 500,
         "quantize.weight_bits": 8,
-        "quantize.steps": 100,
+        "quantize.steps": 50,
         "quantize.max_seq_len": 64,
         "quantize.eval_every": 50,
         "quantize.eval_samples": 500,
@@ -471,9 +472,19 @@ class Build:
 
     def dev_of(self, onnx: Path) -> dict:
         """The shipped ONNX model on the dev split: the task metric, and its label and
-        probability loyalty to the teacher."""
+        probability loyalty to the teacher. Budgets that share a subnet ship the same file: it
+        is scored once (keyed by its bytes)."""
         if "dev" not in self.spec.files:
             return {}
+        import hashlib
+
+        digest = hashlib.sha256(Path(onnx).read_bytes()).hexdigest()
+        cache = self.__dict__.setdefault("_dev_scores", {})
+        if digest not in cache:
+            cache[digest] = self._score_dev(onnx)
+        return dict(cache[digest])
+
+    def _score_dev(self, onnx: Path) -> dict:
         from toolchain.data.readers import load_split
         from toolchain.evaluate.evaluate import _first_token_logits, pad_id_of, predict, score
         from toolchain.evaluate.loyalty import loyalty
