@@ -173,8 +173,9 @@ class Build:
         (res,) = (run or self.run).run([stage], seed=self.recipe.seed, force=force)
         took = time.perf_counter() - t0
         label = label or stage.name
-        self.stage_s[label] = round(res.record.get("wall_s", took), 1)
-        state = "cached" if res.status == "skipped" else f"done in {took:.0f} s"
+        cached = res.status == "skipped"  # the time this build spent: ~0 for a cached stage
+        self.stage_s[label] = round(took if cached else res.record.get("wall_s", took), 1)
+        state = "cached" if cached else f"done in {took:.0f} s"
         print(f"edgec build: {label}: {state}", flush=True)
         return res.record["metrics"] or {}
 
