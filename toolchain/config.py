@@ -303,7 +303,7 @@ class SearchConfig(StageConfig):
     # a subnet this close to the best accuracy that fits the budget counts as good as it: the
     # fastest such subnet is chosen (0: the most accurate)
     accuracy_tolerance: float = 0.01
-    shrink_evaluations: int = 24  # extra subnets scored descending to cheaper ones within it
+    shrink_evaluations: int = 64  # extra subnets scored descending to cheaper ones within it
     precision: Literal["fp32", "fp16", "int8", "int4", "int2"] = "fp32"  # of the predictors
 
     def __post_init__(self):

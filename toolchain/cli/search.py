@@ -96,7 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--shrink-evaluations",
         type=int,
-        help="subnets scored descending to cheaper ones within the tolerance (default 24)",
+        help="subnets scored descending to cheaper ones within the tolerance (default 64)",
     )
     s.add_argument(
         "--precision",

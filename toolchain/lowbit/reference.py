@@ -118,7 +118,7 @@ def unpack(packed: Tensor, *, bits: int, k: int) -> Tensor:
     per = 8 // cbits
     if kb * blob * per < k:
         raise ValueError(f"packed weights hold {kb * blob * per} codes per row, fewer than K={k}")
-    shifts = torch.arange(per, dtype=torch.int32) * cbits
+    shifts = torch.arange(per, dtype=torch.int32, device=packed.device) * cbits
     codes = (packed.to(torch.int32).view(n, -1, 1) >> shifts) & (2**cbits - 1)
     return codes.view(n, -1)[:, :k].to(torch.uint8)
 
@@ -151,12 +151,12 @@ def dequantize(
     if tuple(scales.shape) != (n, kb):
         raise ValueError(f"scales must have shape ({n}, {kb}) or ({n},), got {tuple(scales.shape)}")
     zp = (
-        torch.full((n, kb), float(zero_point(bits)))
+        torch.full((n, kb), float(zero_point(bits)), device=packed.device)
         if zero_points is None
         else zero_points.to(torch.float32).reshape(n, kb)
     )
-    per_k = torch.arange(k) // block_size
-    return (codes - zp[:, per_k]) * scales.to(torch.float32)[:, per_k]
+    per_k = torch.arange(k, device=packed.device) // block_size
+    return (codes - zp[:, per_k]) * scales.to(device=packed.device, dtype=torch.float32)[:, per_k]
 
 
 def matmul_nbits(

@@ -6,7 +6,8 @@ Pareto front.
   latency and memory fit the budget). The state (generation, population, RNG, every score) is
   written after each generation, and a run that finds it continues from there.
 * :func:`shrink`: from the subnets within a tolerance of the best accuracy, a greedy descent
-  to cheaper neighbours that stay within it (the fastest "as good" subnet, not the largest).
+  to cheaper neighbours that stay within it, most latency saved per accuracy lost first (the
+  fastest "as good" subnet, not the largest).
 * :func:`prune_space`: NAS-BERT's search-space pruning: a choice (a hidden size, head count or FFN
   size) is dropped when another choice of the same dimension is more accurate by a margin and
   at most as costly, judged on the same random subnets with only that dimension changed.
@@ -106,11 +107,12 @@ def shrink(
     evaluations: int,
 ) -> tuple[list[tuple[Arch, float]], dict]:
     """The subnets within ``tolerance`` of the best accuracy, cheapest first, after a greedy
-    descent towards cheaper ones: from the cheapest such subnet, its one-step-smaller
-    neighbours (:meth:`SearchSpace.smaller`) are scored cheapest first and the first that stays
-    within ``tolerance`` becomes the next start; it stops when none does or after
-    ``evaluations`` new scores. The evolution maximises accuracy; this finds how much of that
-    accuracy a much cheaper subnet keeps.
+    descent towards cheaper ones. From the most accurate subnet, every one-step-smaller
+    neighbour (:meth:`SearchSpace.smaller`: a layer dropped, one width narrowed) is scored, and
+    the descent moves to the one that stays within ``tolerance`` and saves the most latency per
+    point of accuracy it gives up (a greedy knapsack: cheap cuts first, whichever dimension they
+    are in); it stops when no neighbour stays within, or after ``evaluations`` new scores. The
+    evolution maximises accuracy; this finds how much of it a much cheaper subnet keeps.
 
     Returns:
         ``(near, {"floor", "evaluated", "path"})``: ``near`` = [(arch, accuracy)], cheapest
@@ -119,26 +121,28 @@ def shrink(
     if not scored:
         return [], {"floor": None, "evaluated": 0, "path": []}
     floor = max(acc for _, acc in scored) - tolerance
+    known = dict(scored)
     near = {a: acc for a, acc in scored if acc >= floor}
-    seen = {a for a, _ in scored}
-    start = min(near, key=cost)
+    start = max(near, key=lambda a: (near[a], -cost(a)))  # the most accurate: every cut open
     path, evaluated = [str(start)], 0
-    while evaluated < evaluations:
-        moved = False
-        for nb in sorted(space.smaller(start), key=cost):
-            if nb in seen or not feasible(nb):
+    while True:
+        options = []
+        for nb in space.smaller(start):
+            if not feasible(nb):
                 continue
-            seen.add(nb)
-            evaluated += 1
-            acc = fitness(nb)
-            if acc >= floor:
-                near[nb], start, moved = acc, nb, True
-                path.append(str(nb))
-                break
-            if evaluated >= evaluations:
-                break
-        if not moved:
+            if nb not in known:
+                if evaluated >= evaluations:
+                    continue
+                known[nb] = fitness(nb)
+                evaluated += 1
+            if known[nb] >= floor:
+                near[nb] = known[nb]
+                saved = cost(start) - cost(nb)
+                options.append((saved / max(known[start] - known[nb], 1e-3), nb))
+        if not options:
             break
+        start = max(options, key=lambda o: (o[0], -cost(o[1])))[1]
+        path.append(str(start))
     ranked = sorted(near.items(), key=lambda p: (cost(p[0]), -p[1]))
     return ranked, {"floor": round(floor, 5), "evaluated": evaluated, "path": path}
 
