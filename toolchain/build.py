@@ -174,7 +174,8 @@ class Build:
         took = time.perf_counter() - t0
         label = label or stage.name
         cached = res.status == "skipped"  # the time this build spent: ~0 for a cached stage
-        self.stage_s[label] = round(took if cached else res.record.get("wall_s", took), 1)
+        if not (cached and label in self.stage_s):  # a stage shared by budgets: its first visit
+            self.stage_s[label] = round(took if cached else res.record.get("wall_s", took), 1)
         state = "cached" if cached else f"done in {took:.0f} s"
         print(f"edgec build: {label}: {state}", flush=True)
         return res.record["metrics"] or {}

@@ -229,6 +229,19 @@ def test_tensorrt_absence_is_said_plainly(packed_dir, toy_task, tmp_path):
     assert not (tmp_path / "o" / "engine.plan").exists()
 
 
+def test_a_missing_tensorrt_plugin_library_is_refused_up_front(packed_dir, toy_task, tmp_path):
+    from toolchain.export.stage import export_stage
+
+    with pytest.raises(ExportError, match=r"nope\.so: no such file .*kernels/tensorrt/README"):
+        export_stage(
+            model_dir=str(packed_dir),
+            fmt="nbits",
+            spec=toy_task,
+            tensorrt=True,
+            plugin_libs=(str(tmp_path / "nope.so"),),
+        )
+
+
 @pytest.mark.cuda
 def test_tensorrt_engine_from_qdq(packed_dir, toy_task, tmp_path):
     pytest.importorskip("tensorrt")

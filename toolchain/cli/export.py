@@ -42,6 +42,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also build engine.plan (only where tensorrt imports: Jetson, NVIDIA GPU hosts)",
     )
+    parser.add_argument(
+        "--plugin-lib",
+        action="append",
+        default=[],
+        metavar="LIB.so",
+        help="TensorRT plugin library loaded before the engine build (repeatable): edgec's "
+        "libedgec_trt_plugin.so runs the MatMulNBits nodes of --format nbits (INT2)",
+    )
     parser.add_argument("--parity-samples", type=int, help="dev examples compared (default 256)")
     parser.add_argument(
         "--device",
@@ -83,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         cfg=cfg,
         name=out.name,
         tensorrt=args.tensorrt,
+        plugin_libs=tuple(args.plugin_lib),
     )
     result = run_single(stage, out, force=args.force)
     m = result.record["metrics"]

@@ -131,6 +131,7 @@ def export_model(
     seed: int = 0,
     measure: Callable[[Path, dict], float] | None = None,
     tensorrt: bool = False,
+    plugin_libs: tuple[str, ...] = (),
 ) -> dict:
     """Export ``model_dir`` into ``out_dir`` (``model.onnx``, tokenizer, ``export.json``).
 
@@ -138,6 +139,8 @@ def export_model(
         measure: ``(onnx path, batch) -> ms`` used by ``auto`` (default: :func:`latency_ms`).
         tensorrt: also build ``engine.plan`` where tensorrt imports; elsewhere the report says
             plainly that it was not built and why.
+        plugin_libs: TensorRT plugin libraries loaded before the engine build (edgec's
+            ``libedgec_trt_plugin.so`` for the MatMulNBits nodes of an nbits export).
 
     Returns:
         The report: chosen format, file size, parity figures, and for ``auto`` every
@@ -182,7 +185,7 @@ def export_model(
         shutil.copyfile(Path(tmp) / f"{chosen}.onnx", out / "model.onnx")
     twin.tokenizer.save_pretrained(str(out))
     if tensorrt:
-        report["tensorrt"] = _tensorrt(out)
+        report["tensorrt"] = _tensorrt(out, plugin_libs)
     (out / "export.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
@@ -238,14 +241,15 @@ def _decoder_latency(path: Path, batch: dict) -> float:
     return statistics.median(times)
 
 
-def _tensorrt(out: Path) -> dict:
+def _tensorrt(out: Path, plugin_libs: tuple[str, ...] = ()) -> dict:
     from toolchain.export.tensorrt import availability, build_engine
 
     ok, why = availability()
     if not ok:
         log.warning("engine.plan not built: %s", why)
         return {"built": False, "why": why}
-    return {"built": True, **build_engine(out / "model.onnx", out / "engine.plan")}
+    engine = build_engine(out / "model.onnx", out / "engine.plan", plugin_libs=plugin_libs)
+    return {"built": True, "plugin_libs": list(plugin_libs), **engine}
 
 
 def _choose(entries: dict, fmt: str) -> str:
@@ -273,8 +277,15 @@ def export_stage(
     cfg: ExportConfig | None = None,
     name: str = "export",
     tensorrt: bool = False,
+    plugin_libs: tuple[str, ...] = (),
 ):
     """A pipeline :class:`~toolchain.pipeline.Stage` around :func:`export_model`."""
+    for lib in plugin_libs:
+        if not Path(lib).is_file():
+            raise ExportError(
+                f"TensorRT plugin library {lib}: no such file (build it with the command in "
+                "kernels/tensorrt/README.md)"
+            )
     from toolchain.models.teacher import teacher_inputs
     from toolchain.pipeline import Stage
 
@@ -287,6 +298,8 @@ def export_stage(
         "task_spec": spec,
         "export": cfg,
     }
+    if plugin_libs:  # absent otherwise, so earlier exports stay current
+        config["plugin_libs"] = [str(Path(lib).resolve()) for lib in plugin_libs]
 
     def run(ctx) -> dict:
         return export_model(
@@ -298,6 +311,7 @@ def export_stage(
             cfg=cfg,
             seed=ctx.seed,
             tensorrt=tensorrt,
+            plugin_libs=tuple(plugin_libs),
         )
 
     return Stage(name, run, config=config, inputs=teacher_inputs(model_dir, spec, data_dir))
