@@ -162,7 +162,8 @@ def test_print_recipe_fills_defaults(capsys, monkeypatch):
     assert recipe["task"] == "rte" and recipe["seed"] == 4
     assert [b["name"] for b in recipe["budgets"]] == ["tight", "balanced", "relaxed"]
     assert recipe["budgets"][0]["latency_ms"] == 2.0
-    assert recipe["quantize"]["weight_bits"] == 4 and recipe["distill"]["ga"]["population"] == 12
+    assert recipe["quantize"]["weight_bits"] == 8  # the quick preset (the default) is W8A8
+    assert recipe["distill"]["ga"]["population"] == 12 and recipe["distill"]["steps"] == 800
     assert "'jetson' is an alias" in captured.err
 
 
