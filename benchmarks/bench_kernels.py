@@ -59,6 +59,24 @@ def timed_us(fn, *args, iters: int = 200, warmup: int = 25, **kwargs) -> float:
     return times[len(times) // 2]
 
 
+def row(kernel, bits, mkn, us, moved, peak, fp16_us, dequant_us) -> dict:
+    """One result row: time, bandwidth achieved (bytes moved / time) and speed-ups."""
+    m, k, n = mkn
+    gbps = moved / (us * 1e-6) / 1e9
+    return {
+        "kernel": kernel,
+        "bits": bits,
+        "M": m,
+        "K": k,
+        "N": n,
+        "us": round(us, 2),
+        "gbps": round(gbps, 1),
+        "pct_peak": round(100 * gbps / peak, 1),
+        "speedup_vs_fp16": round(fp16_us / us, 2),
+        "speedup_vs_dequant_matmul": round(dequant_us / us, 2) if dequant_us else None,
+    }
+
+
 def dequant_matmul(x, packed, scales, spec):
     """What a runtime without low-bit kernels does: dequantize the weights, then cuBLAS."""
     import torch
@@ -101,21 +119,7 @@ def main() -> int:
                 fp16 = timed_us(torch.matmul, x, w16.T)
                 deq = timed_us(dequant_matmul, x, packed, scales, spec) if m == 1 else None
                 moved = packed.numel() + scales.numel() * 4 + (m * k + m * n) * 2
-                gbps = moved / (us * 1e-6) / 1e9
-                rows.append(
-                    {
-                        "kernel": "matmul_nbits",
-                        "bits": bits,
-                        "M": m,
-                        "K": k,
-                        "N": n,
-                        "us": round(us, 2),
-                        "gbps": round(gbps, 1),
-                        "pct_peak": round(100 * gbps / peak, 1),
-                        "speedup_vs_fp16": round(fp16 / us, 2),
-                        "speedup_vs_dequant_matmul": round(deq / us, 2) if deq else None,
-                    }
-                )
+                rows.append(row("matmul_nbits", bits, (m, k, n), us, moved, peak, fp16, deq))
         codes8 = lb.to_unsigned(torch.randint(-128, 128, (n, k)), 8)
         w8 = lb.pack(codes8, bits=8, block_size=bs).cuda()
         w_scale = (torch.rand(n) * 0.01 + 1e-3).cuda()
@@ -125,21 +129,7 @@ def main() -> int:
             us = timed_us(K.gemm_w8a8, a, 0.02, 0, w8, w_scale, k=k, block_size=bs)
             fp16 = timed_us(torch.matmul, x, w16.T)
             moved = w8.numel() + m * k + m * n * 2
-            gbps = moved / (us * 1e-6) / 1e9
-            rows.append(
-                {
-                    "kernel": "gemm_w8a8",
-                    "bits": 8,
-                    "M": m,
-                    "K": k,
-                    "N": n,
-                    "us": round(us, 2),
-                    "gbps": round(gbps, 1),
-                    "pct_peak": round(100 * gbps / peak, 1),
-                    "speedup_vs_fp16": round(fp16 / us, 2),
-                    "speedup_vs_dequant_matmul": None,
-                }
-            )
+            rows.append(row("gemm_w8a8", 8, (m, k, n), us, moved, peak, fp16, None))
     big = [r for r in rows if r["M"] == 1 and r["K"] >= 4096 and r["N"] >= 4096]
     goals = {
         "w4_3.3x_fp16_batch1": all(

@@ -232,38 +232,30 @@ class NBitsLinear(nn.Module):
         return 0, 2**self.act_bits - 1
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.act_step is None:
-            return matmul_nbits(
-                x,
-                self.packed,
-                self.scales,
-                bits=self.bits,
-                k=self.in_features,
-                block_size=self.block_size,
-                bias=self.bias,
-            )
-        lo, hi = self._act_range()
-        codes = torch.clamp(torch.round(x.float() / self.act_step), lo, hi)
-        if self.bits == 8 and self.act_bits == 8 and x.is_cuda and extension()[0] is not None:
-            zero = 0 if self.act_signed else 128
-            if zero and self._rowsum is None:
-                self._rowsum = torch.ops.edgec.w8_rowsum(
-                    self.packed, self.in_features, self.block_size
+        if self.act_step is not None:
+            lo, hi = self._act_range()
+            codes = torch.clamp(torch.round(x.float() / self.act_step), lo, hi)
+            if self.bits == 8 and self.act_bits == 8 and x.is_cuda and extension()[0] is not None:
+                zero = 0 if self.act_signed else 128
+                if zero and self._rowsum is None:
+                    self._rowsum = torch.ops.edgec.w8_rowsum(
+                        self.packed, self.in_features, self.block_size
+                    )
+                return gemm_w8a8(
+                    (codes - zero).to(torch.int8),
+                    self.act_step,
+                    zero,
+                    self.packed,
+                    self.scales,
+                    k=self.in_features,
+                    block_size=self.block_size,
+                    bias=self.bias,
+                    w_rowsum=self._rowsum,
+                    out_dtype=x.dtype,
                 )
-            return gemm_w8a8(
-                (codes - zero).to(torch.int8),
-                self.act_step,
-                zero,
-                self.packed,
-                self.scales,
-                k=self.in_features,
-                block_size=self.block_size,
-                bias=self.bias,
-                w_rowsum=self._rowsum,
-                out_dtype=x.dtype,
-            )
+            x = (codes * self.act_step).to(x.dtype)  # fake-quantized, as QuantLinear does
         return matmul_nbits(
-            (codes * self.act_step).to(x.dtype),
+            x,
             self.packed,
             self.scales,
             bits=self.bits,

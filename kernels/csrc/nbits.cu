@@ -262,14 +262,6 @@ cudaError_t launch_container(const void* x, const uint8_t* packed, const float* 
   }
 }
 
-int device_sm(cudaError_t* err) {
-  int dev = 0, major = 0, minor = 0;
-  *err = cudaGetDevice(&dev);
-  if (*err == cudaSuccess) *err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-  if (*err == cudaSuccess) *err = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
-  return major * 10 + minor;
-}
-
 }  // namespace
 
 const char* check_nbits(int m, int n, int k, int container, int block_size) {
@@ -290,7 +282,7 @@ cudaError_t matmul_nbits(const void* x, const uint8_t* packed, const float* scal
   if (dtype != DType::kHalf && dtype != DType::kBFloat16) return cudaErrorInvalidValue;
   if (m > kGemvMaxM) {
     cudaError_t err;
-    const int sm = device_sm(&err);
+    const int sm = current_sm(&err);
     if (err != cudaSuccess) return err;
     if (sm < 70 || (dtype == DType::kBFloat16 && sm < 80)) return cudaErrorNotSupported;
   }

@@ -163,12 +163,9 @@ cudaError_t gemm_w8a8(const int8_t* a, const uint8_t* packed, const float* w_sca
                       cudaStream_t stream) {
   if (check_w8a8(m, n, k, block_size) != nullptr) return cudaErrorInvalidValue;
   if (a_zero != 0 && w_rowsum == nullptr) return cudaErrorInvalidValue;
-  int dev = 0, major = 0, minor = 0;
-  cudaError_t err = cudaGetDevice(&dev);
-  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+  cudaError_t err;
+  const int sm = current_sm(&err);
   if (err != cudaSuccess) return err;
-  const int sm = major * 10 + minor;
   const int64_t rbytes = row_bytes(k, 8, block_size);
   if (sm >= 72) {
     const dim3 grid((n + kTileN - 1) / kTileN, (m + kTileM - 1) / kTileM);

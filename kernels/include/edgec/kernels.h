@@ -32,6 +32,17 @@ EDGEC_HD int64_t row_bytes(int k, int container, int block_size) {
   return static_cast<int64_t>(k_blocks(k, block_size)) * block_size * container / 8;
 }
 
+// The current device's compute capability as major * 10 + minor (0, with *err set, on failure).
+inline int current_sm(cudaError_t* err) {
+  int dev = 0, major = 0, minor = 0;
+  *err = cudaGetDevice(&dev);
+  if (*err == cudaSuccess)
+    *err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+  if (*err == cudaSuccess)
+    *err = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+  return *err == cudaSuccess ? major * 10 + minor : 0;
+}
+
 // nullptr when the shapes can run, else the rule that failed (a static string). The Python
 // dispatch (toolchain/kernels.py) checks the same rules before any launch.
 const char* check_nbits(int m, int n, int k, int container, int block_size);
