@@ -210,6 +210,9 @@ class Build:
                 torch_device=self.torch_device,
                 target=self.agent["url"] if self.agent else None,
                 token_file=self.agent["token_file"] if self.agent else None,
+                # trained supernets are kept beside the cached teachers: a later build that would
+                # train the same one (same teacher, data, settings, device predictions) loads it
+                supernet_cache=self.teacher_cache and Path(self.teacher_cache) / "supernets",
             )
         )
         bundles = []

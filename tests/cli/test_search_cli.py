@@ -128,3 +128,49 @@ def test_search_errors(edgec, tiny_bert_dir, predictors, tmp_path):
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "beyond the teacher's 64 positions" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_trained_supernet_is_reused_from_the_cache(teacher_dir, predictors, tmp_path):
+    from dataclasses import replace
+
+    from toy import TOY_SPEC
+
+    from toolchain.config import SearchConfig
+    from toolchain.nas.stage import search_stage
+    from toolchain.pipeline import run_single
+
+    write_toy_table(tmp_path / "train.tsv", 120, 0)
+    write_toy_table(tmp_path / "validation.tsv", 40, 1)
+    cfg = SearchConfig(
+        supernet_steps=4,
+        sandwich=2,
+        batch_size=8,
+        population=4,
+        generations=1,
+        eval_samples=16,
+        measure_top_k=0,
+        shrink_evaluations=4,
+    )
+    files = {"train": str(tmp_path / "train.tsv"), "validation": str(tmp_path / "validation.tsv")}
+    common = dict(
+        teacher_dir=str(teacher_dir),
+        spec=replace(TOY_SPEC, files=files),
+        data_dir=tmp_path,
+        device="host",
+        budgets=("balanced",),
+        cfg=cfg,
+        predictors_dir=str(predictors),
+        torch_device="cpu",
+        supernet_cache=tmp_path / "supernets",
+    )
+    first = run_single(search_stage(**common, name="a"), tmp_path / "a").record["metrics"]
+    assert "cached" not in first["supernet"]
+    [kept] = list((tmp_path / "supernets").iterdir())
+    second = run_single(search_stage(**common, name="b"), tmp_path / "b").record["metrics"]
+    assert second["supernet"]["cached"] == str(kept) and second["supernet"]["train_s"] == 0
+    assert second["budgets"]["balanced"]["subnet"] == first["budgets"]["balanced"]["subnet"]
+    assert second["space"] == first["space"]  # the pruned space came back with it
+    # other training settings: another supernet, trained anew
+    more_steps = {**common, "cfg": replace(cfg, supernet_steps=5)}
+    other = run_single(search_stage(**more_steps, name="c"), tmp_path / "c").record["metrics"]
+    assert "cached" not in other["supernet"] and len(list((tmp_path / "supernets").iterdir())) == 2

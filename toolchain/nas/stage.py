@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -70,8 +71,14 @@ def search_stage(
     target: str | None = None,
     token_file: str | None = None,
     name: str = "search",
+    supernet_cache: str | Path | None = None,
 ) -> Stage:
-    """A pipeline :class:`~toolchain.pipeline.Stage` running the whole search."""
+    """A pipeline :class:`~toolchain.pipeline.Stage` running the whole search.
+
+    ``supernet_cache``: a folder where trained supernets are kept, keyed by everything their
+    training depends on (the teacher's files, the task and data, the training settings, the seed
+    and the latency predictions its pruning compares), so a later search that would train the same
+    supernet loads it instead (``edgec build`` keeps them beside the cached teachers)."""
     from toolchain.models.teacher import teacher_inputs
     from toolchain.profile.devices import resolve_device
 
@@ -113,6 +120,7 @@ def search_stage(
             predictors_dir=predictors_dir,
             torch_device=torch_device,
             agent=agent,
+            supernet_cache=supernet_cache,
         )
 
     return Stage(name, run, config=config, inputs=inputs)
@@ -131,13 +139,14 @@ def run_search(
     predictors_dir,
     torch_device,
     agent: dict | None = None,
+    supernet_cache: str | Path | None = None,
 ) -> dict:
     from toolchain.data.clean import clean
     from toolchain.distill.importance import importance
     from toolchain.models.finetune import head_for, pick_device
     from toolchain.models.loading import load_model
     from toolchain.nas.search import evolve, pareto_front, plot_pareto, prune_space, shrink
-    from toolchain.nas.supernet import SuperNet
+    from toolchain.nas.supernet import SUPERNET_FILE, SuperNet
     from toolchain.nas.train import SubnetScorer, frozen_teacher, train_supernet
     from toolchain.profile.predict import predictor_for
 
@@ -163,48 +172,65 @@ def run_search(
     val = random.Random(ctx.seed).sample(validation, min(cfg.eval_samples, len(validation)))
     ckpt = ctx.checkpoint_dir
 
-    sample = random.Random(ctx.seed).sample(train, min(512, len(train)))
-    scores = importance(teacher, spec, sample, max_len=cfg.max_seq_len, device=device)
-    supernet = SuperNet.from_teacher(teacher, scores)
-    scorer = SubnetScorer(supernet, spec, val, max_len=cfg.max_seq_len, device=device)
     primary = budgets[0]
     vocab = teacher.vocab_size
 
     def predicted(arch, budget=primary) -> dict:
         return predict(_predictor_shape(arch, budget, vocab))
 
-    # -- train, pruning dominated choices after the first round --------------------------
     steps = cfg.supernet_steps
     first = int(steps * cfg.prune_after)
-
-    def prune(net) -> dict:
-        space, report = prune_space(
-            net.space,
-            scorer,
-            lambda a: predicted(a)["latency_ms"],
-            margin=cfg.prune_margin,
-            seed=ctx.seed,
-        )
-        scorer.cache.clear()  # the weights move on: first-round scores go stale
-        log.info("search space pruned after step %d: %s", first, space.describe())
-        before, net.space = net.space.describe(), space
-        return {"before": before, "after": space.describe(), "choices": report}
-
-    t0 = time.perf_counter()
-    trained = train_supernet(
-        supernet,
-        frozen_teacher(supernet),
-        spec,
-        train,
-        cfg,
-        steps=steps,
-        seed=ctx.seed,
-        checkpoint=ckpt / "supernet.pt",
-        device=device,
-        after_step={first: prune} if 0 < first < steps else None,
+    cached = _cached_supernet(
+        supernet_cache, teacher_dir, data_dir, spec, data_cfg, cfg, ctx.seed, predicted, profile
     )
-    pruning = trained.pop("events", {}).get(str(first))
-    train_s = round(time.perf_counter() - t0, 1)
+    if cached is not None and (cached / SUPERNET_FILE).is_file():
+        supernet = SuperNet.load(cached)  # trained before, with its pruned space
+        meta = json.loads((cached / SUPERNET_FILE).read_text())
+        trained, pruning, train_s = meta["trained"], meta.get("pruning"), 0.0
+        trained["cached"] = str(cached)
+        scorer = SubnetScorer(supernet, spec, val, max_len=cfg.max_seq_len, device=device)
+        log.info("supernet: the one trained before (%s)", cached)
+    else:
+        sample = random.Random(ctx.seed).sample(train, min(512, len(train)))
+        scores = importance(teacher, spec, sample, max_len=cfg.max_seq_len, device=device)
+        supernet = SuperNet.from_teacher(teacher, scores)
+        scorer = SubnetScorer(supernet, spec, val, max_len=cfg.max_seq_len, device=device)
+
+        # -- train, pruning dominated choices after the first round ------------------------
+        def prune(net) -> dict:
+            space, report = prune_space(
+                net.space,
+                scorer,
+                lambda a: predicted(a)["latency_ms"],
+                margin=cfg.prune_margin,
+                seed=ctx.seed,
+            )
+            scorer.cache.clear()  # the weights move on: first-round scores go stale
+            log.info("search space pruned after step %d: %s", first, space.describe())
+            before, net.space = net.space.describe(), space
+            return {"before": before, "after": space.describe(), "choices": report}
+
+        t0 = time.perf_counter()
+        trained = train_supernet(
+            supernet,
+            frozen_teacher(supernet),
+            spec,
+            train,
+            cfg,
+            steps=steps,
+            seed=ctx.seed,
+            checkpoint=ckpt / "supernet.pt",
+            device=device,
+            after_step={first: prune} if 0 < first < steps else None,
+        )
+        pruning = trained.pop("events", {}).get(str(first))
+        train_s = round(time.perf_counter() - t0, 1)
+        if cached is not None:  # written whole, then renamed: never half a supernet
+            tmp = cached.with_name(cached.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            supernet.save(tmp, extra={"trained": trained, "pruning": pruning})
+            shutil.rmtree(cached, ignore_errors=True)
+            tmp.rename(cached)
     supernet.save(ctx.out_dir / "supernet", extra={"steps": trained["steps"]})
 
     # -- search per budget -----------------------------------------------------------------
@@ -340,6 +366,61 @@ def run_search(
     }
     (ctx.out_dir / "search.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def _cached_supernet(cache, teacher_dir, data_dir, spec, data_cfg, cfg, seed, predicted, profile):
+    """The folder of this search's trained supernet in ``cache`` (None without a cache): keyed by
+    the teacher's and the data's files, the task and data settings, the training settings, the
+    seed, and the predicted latency of a fixed set of subnets (what pruning compares)."""
+    if cache is None:
+        return None
+    import hashlib
+
+    from toolchain.models.teacher import teacher_inputs
+    from toolchain.nas.space import SearchSpace
+    from toolchain.pipeline import _jsonable
+
+    digest = hashlib.sha256()
+    for root in teacher_inputs(teacher_dir, spec, data_dir):
+        files = sorted(q for q in root.rglob("*") if q.is_file()) if root.is_dir() else [root]
+        for f in files:
+            digest.update(f.name.encode())
+            digest.update(f.read_bytes())
+    space = SearchSpace.for_teacher(_teacher_shape(teacher_dir))
+    rng = random.Random(0)
+    probes = [space.largest(), space.smallest(), *(space.sample(rng) for _ in range(6))]
+    train_keys = (
+        "supernet_steps",
+        "sandwich",
+        "learning_rate",
+        "batch_size",
+        "max_seq_len",
+        "hidden_weight",
+        "prune_after",
+        "prune_margin",
+        "eval_samples",
+        "temperature",
+    )
+    ident = {
+        "teacher": digest.hexdigest(),
+        "task": spec,
+        "data": data_cfg,
+        "train": {k: getattr(cfg, k, None) for k in train_keys},
+        "seed": seed,
+        "device": profile.name,
+        "predicted": [round(predicted(a)["latency_ms"], 6) for a in probes],
+    }
+    text = json.dumps(_jsonable(ident), sort_keys=True, default=str)
+    return Path(cache) / f"supernet-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
+def _teacher_shape(teacher_dir):
+    from toolchain.models.adapters import Shape
+
+    c = json.loads((Path(teacher_dir) / "config.json").read_text())
+    return Shape(
+        c["num_hidden_layers"], c["hidden_size"], c["num_attention_heads"], c["intermediate_size"]
+    )
 
 
 def _predictor_shape(arch, budget: BudgetSpec, vocab: int):
