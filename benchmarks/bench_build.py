@@ -5,8 +5,11 @@ builds and measures; the Jetson figures are predictions (its roofline), labelled
     python benchmarks/bench_build.py --data-dir ../shared/data --fresh
 
 Two builds share one teacher cache: the first from nothing (``--fresh`` empties the run
-directory), the second into a new folder once the teacher is cached, as a user's next build for
-another device or budget would run; both wall times are measured.
+directory), the second into a new folder once the teacher is cached, as a user's next build would
+run; both wall times are measured. The second build is for the same device and settings, so it
+also reuses the trained supernet kept beside the teacher (a build for another device trains its
+own: the supernet's pruning compares that device's predicted latencies); its stage times show
+what each part took.
 
 Every bundle and the teacher as optimum + ONNX Runtime INT8 would ship it are then measured on
 this host at batch 1, seq 128, all round-robin in the same rounds (the least disturbed of
@@ -139,7 +142,8 @@ def main() -> int:
         "",
         f"Measured {report['date']} on {report['environment']['cpu']} "
         f"({report['environment']['cores']} cores): {wall / 60:.1f} min wall from nothing, "
-        f"{wall_cached / 60:.1f} min for a second build once the teacher was cached"
+        f"{wall_cached / 60:.1f} min for a second build once the teacher (and, same device, the "
+        "supernet) was cached"
         f"{'' if same else ' (it chose other subnets: see build.json)'}. "
         f"Teacher dev accuracy {teacher_acc:.4f}; the teacher through optimum + ONNX Runtime "
         f"dynamic INT8: p50 {base_p50:.2f} ms here, dev "
