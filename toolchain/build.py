@@ -481,9 +481,9 @@ class Build:
         is scored once (keyed by its bytes)."""
         if "dev" not in self.spec.files:
             return {}
-        import hashlib
+        from toolchain.pipeline import hash_path
 
-        digest = hashlib.sha256(Path(onnx).read_bytes()).hexdigest()
+        digest = hash_path(Path(onnx))
         cache = self.__dict__.setdefault("_dev_scores", {})
         if digest not in cache:
             cache[digest] = self._score_dev(onnx)

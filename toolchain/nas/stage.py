@@ -378,14 +378,8 @@ def _cached_supernet(cache, teacher_dir, data_dir, spec, data_cfg, cfg, seed, pr
 
     from toolchain.models.teacher import teacher_inputs
     from toolchain.nas.space import SearchSpace
-    from toolchain.pipeline import _jsonable
+    from toolchain.pipeline import _jsonable, hash_path
 
-    digest = hashlib.sha256()
-    for root in teacher_inputs(teacher_dir, spec, data_dir):
-        files = sorted(q for q in root.rglob("*") if q.is_file()) if root.is_dir() else [root]
-        for f in files:
-            digest.update(f.name.encode())
-            digest.update(f.read_bytes())
     space = SearchSpace.for_teacher(_teacher_shape(teacher_dir))
     rng = random.Random(0)
     probes = [space.largest(), space.smallest(), *(space.sample(rng) for _ in range(6))]
@@ -402,7 +396,7 @@ def _cached_supernet(cache, teacher_dir, data_dir, spec, data_cfg, cfg, seed, pr
         "temperature",
     )
     ident = {
-        "teacher": digest.hexdigest(),
+        "inputs": [hash_path(f) for f in teacher_inputs(teacher_dir, spec, data_dir)],
         "task": spec,
         "data": data_cfg,
         "train": {k: getattr(cfg, k, None) for k in train_keys},
