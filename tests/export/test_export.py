@@ -278,6 +278,86 @@ def test_quantized_tables_stay_quantized_in_onnx(packed_with_tables, toy_task, t
         assert "bert.embeddings.word_embeddings.w_int8" in {i.name for i in graph.initializer}
 
 
+def test_tensorrt_bound_copy_keeps_the_bytes_and_the_outputs(
+    packed_with_tables, toy_task, tmp_path
+):
+    """model.trt.onnx: B as an int32 view of the same packed bytes (the plugin reads it in place)
+    and the quantized tables as fp16 Gathers; viewed back to uint8 it computes what model.onnx
+    does (tables rounded to fp16)."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    out = tmp_path / "o"
+    report = export_model(packed_with_tables, out, fmt="nbits", spec=toy_task, tensorrt=True)
+    trt_report = report["tensorrt"]
+    if not trt_report["built"]:
+        assert "TensorRT is not installed here" in trt_report["why"]
+    assert trt_report["onnx"] == "model.trt.onnx"
+    original, bound = (onnx.load(str(out / f)) for f in ("model.onnx", "model.trt.onnx"))
+    count = sum(n.op_type == "MatMulNBits" for n in original.graph.node)
+    assert count > 10
+    assert trt_report["notes"][0].startswith(f"{count} MatMulNBits node(s) with B as an int32 view")
+    assert "3 quantized embedding table(s) dequantized to fp16" in trt_report["notes"][1]
+    before = {i.name: numpy_helper.to_array(i) for i in original.graph.initializer}
+    after = {i.name: numpy_helper.to_array(i) for i in bound.graph.initializer}
+    nbits = [n for n in bound.graph.node if n.op_type == "MatMulNBits"]
+    assert len(nbits) == count
+    for node in nbits:
+        b, words = before[node.input[1]], after[node.input[1]]
+        assert words.dtype == np.int32 and words.shape == (*b.shape[:2], b.shape[2] // 4)
+        assert words.tobytes() == b.tobytes()
+    assert not [n for n in bound.graph.node if n.op_type == "GatherBlockQuantized"]
+    # each fp16 table is the checkpoint's table (its own 2-bit packing, not the export's 4-bit)
+    from toolchain.export.lowbit import _dequantized, _packed
+
+    qc, tensors = _packed(packed_with_tables)
+    tables = dict(_dequantized(qc, tensors, "embedding"))
+    assert len(tables) == 3
+    for name, w in tables.items():
+        half = after[f"{name}.gbq.fp16_table"]
+        assert half.dtype == np.float16 and half.shape == w.shape
+        np.testing.assert_allclose(half.astype(np.float32), w, rtol=1e-3, atol=1e-6)
+    # view B back to uint8 so ONNX Runtime can run the copy, and compare the logits
+    for node in nbits:
+        raw = after[node.input[1]].view(np.uint8).reshape(before[node.input[1]].shape)
+        init = next(i for i in bound.graph.initializer if i.name == node.input[1])
+        init.CopyFrom(numpy_helper.from_array(raw, node.input[1]))
+    onnx.save(bound, str(tmp_path / "back.onnx"))
+    feeds = {"input_ids": np.array([[2, 5, 7, 9, 3]]), "attention_mask": np.ones((1, 5), np.int64)}
+    feeds["token_type_ids"] = np.zeros((1, 5), np.int64)
+    logits = [
+        session(p).run(None, {k: v for k, v in feeds.items() if k in _inputs(p)})[0]
+        for p in (out / "model.onnx", tmp_path / "back.onnx")
+    ]
+    np.testing.assert_allclose(logits[1], logits[0], rtol=1e-3, atol=1e-3)
+
+
+def test_an_nbits_engine_without_the_plugin_is_refused_before_the_build(
+    packed_dir, toy_task, tmp_path, monkeypatch
+):
+    """Where TensorRT imports, an nbits export with no --plugin-lib stops with the fix."""
+    import toolchain.export.tensorrt as trt_mod
+
+    monkeypatch.setattr(trt_mod, "availability", lambda: (True, "10.3.0"))
+    monkeypatch.setattr(trt_mod, "build_engine", lambda *a, **k: pytest.fail("build attempted"))
+    with pytest.raises(
+        ExportError, match=r"MatMulNBits nodes.*libedgec_trt_plugin\.so.*--plugin-lib"
+    ):
+        export_model(packed_dir, tmp_path / "o", fmt="nbits", spec=toy_task, tensorrt=True)
+
+
+def _inputs(path) -> set[str]:
+    return {i.name for i in onnx.load(str(path)).graph.input}
+
+
+def test_an_export_without_low_bit_ops_gets_no_tensorrt_copy(packed_dir, toy_task, tmp_path):
+    from toolchain.export.tensorrt import for_tensorrt
+
+    report = export_model(packed_dir, tmp_path / "o", fmt="int8-qdq", spec=toy_task)
+    assert for_tensorrt(tmp_path / "o" / "model.onnx", tmp_path / "x.onnx") is None
+    assert not (tmp_path / "x.onnx").exists() and report["format"] == "int8-qdq"
+
+
 def test_token_classification_export_compares_real_tokens(tiny_bert_dir, tmp_path):
     """A token classifier: logits per token, compared over real (unpadded) tokens only."""
     from transformers import BertConfig, BertForTokenClassification, BertTokenizerFast

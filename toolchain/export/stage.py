@@ -242,14 +242,27 @@ def _decoder_latency(path: Path, batch: dict) -> float:
 
 
 def _tensorrt(out: Path, plugin_libs: tuple[str, ...] = ()) -> dict:
-    from toolchain.export.tensorrt import availability, build_engine
+    """Build ``engine.plan``; an export with ONNX Runtime's low-bit ops first gets its
+    TensorRT-bound copy ``model.trt.onnx`` (written here even where TensorRT is absent, for a
+    build on the device)."""
+    from toolchain.export.tensorrt import availability, build_engine, for_tensorrt
 
+    src, extra = out / "model.onnx", {}
+    notes = for_tensorrt(src, out / "model.trt.onnx")
+    if notes is not None:
+        src, extra = out / "model.trt.onnx", {"onnx": "model.trt.onnx", "notes": notes}
+        log.info("TensorRT-bound copy model.trt.onnx: %s", "; ".join(notes))
     ok, why = availability()
     if not ok:
         log.warning("engine.plan not built: %s", why)
-        return {"built": False, "why": why}
-    engine = build_engine(out / "model.onnx", out / "engine.plan", plugin_libs=plugin_libs)
-    return {"built": True, "plugin_libs": list(plugin_libs), **engine}
+        return {"built": False, "why": why, **extra}
+    if notes is not None and any("MatMulNBits" in n for n in notes) and not plugin_libs:
+        raise ExportError(
+            "the export has MatMulNBits nodes, which TensorRT runs only through edgec's plugin: "
+            "build libedgec_trt_plugin.so (kernels/tensorrt/README.md) and pass --plugin-lib"
+        )
+    engine = build_engine(src, out / "engine.plan", plugin_libs=plugin_libs)
+    return {"built": True, "plugin_libs": list(plugin_libs), **extra, **engine}
 
 
 def _choose(entries: dict, fmt: str) -> str:

@@ -54,6 +54,99 @@ def load_plugins(plugin_libs, error: type[Exception] = ExportError):
     return logger
 
 
+def for_tensorrt(onnx_path: str | Path, dst: str | Path) -> list[str] | None:
+    """Write the TensorRT-bound copy of an export holding ONNX Runtime's low-bit ops.
+
+    * ``MatMulNBits``: B, ``(N, k_blocks, blob)`` uint8, is stored as an int32 *view* of the same
+      bytes ``(N, k_blocks, blob / 4)``. TensorRT's ONNX parser widens a UINT8 initializer to one
+      INT32 per byte (4x the engine's weight bytes); edgec's plugin (kernels/tensorrt/) reads the
+      view in place. ONNX Runtime's MatMulNBits takes uint8 only, so this is a separate file.
+    * ``GatherBlockQuantized`` (quantized embedding tables): TensorRT has no importer for it and
+      edgec no plugin, so the table is dequantized to fp16 (a plain Gather, then a Cast to the
+      graph's float32).
+
+    Returns:
+        ``None`` (nothing written) when the graph has neither op, else what was changed, in words.
+    """
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from toolchain.export.onnx import IR_VERSION
+
+    model = onnx.load(str(onnx_path))
+    inits = {i.name: i for i in model.graph.initializer}
+    nbits = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
+    gbq = [n for n in model.graph.node if n.op_type == "GatherBlockQuantized"]
+    if not nbits and not gbq:
+        return None
+    for node in nbits:
+        b = numpy_helper.to_array(inits[node.input[1]])
+        if b.dtype != np.uint8 or b.ndim != 3 or b.shape[-1] % 4:
+            raise ExportError(
+                f"{node.name}: B must be (N, k_blocks, blob) uint8 with blob a multiple of 4, got "
+                f"{b.dtype} {b.shape}"
+            )
+        words = np.ascontiguousarray(b).view("<i4")
+        inits[node.input[1]].CopyFrom(numpy_helper.from_array(words, node.input[1]))
+    nodes = []
+    for node in model.graph.node:
+        if node.op_type != "GatherBlockQuantized":
+            nodes.append(node)
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if attrs.get("gather_axis", 0) != 0 or attrs.get("quantize_axis", 1) != 1:
+            raise ExportError(f"{node.name}: only gather_axis=0, quantize_axis=1 is supported")
+        table = _dequantize_table(
+            numpy_helper.to_array(inits[node.input[0]]),
+            numpy_helper.to_array(inits[node.input[2]]),
+            bits=attrs.get("bits", 4),
+            block_size=attrs["block_size"],
+        )
+        name = f"{node.name}.fp16_table"
+        model.graph.initializer.append(numpy_helper.from_array(table.astype(np.float16), name))
+        half = f"{node.output[0]}.fp16"
+        nodes.append(helper.make_node("Gather", [name, node.input[1]], [half], axis=0))
+        nodes.append(helper.make_node("Cast", [half], [node.output[0]], to=TensorProto.FLOAT))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    used = {x for n in model.graph.node for x in n.input}
+    keep = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    model.ir_version = min(model.ir_version, IR_VERSION)
+    dst = Path(dst)
+    tmp = dst.with_name(dst.name + ".tmp")
+    onnx.save(model, str(tmp))
+    tmp.replace(dst)
+    notes = []
+    if nbits:
+        notes.append(
+            f"{len(nbits)} MatMulNBits node(s) with B as an int32 view of the packed bytes "
+            "(needs libedgec_trt_plugin.so)"
+        )
+    if gbq:
+        notes.append(
+            f"{len(gbq)} quantized embedding table(s) dequantized to fp16 (TensorRT has no "
+            "GatherBlockQuantized)"
+        )
+    return notes
+
+
+def _dequantize_table(data, scales, *, bits: int, block_size: int):
+    """A GatherBlockQuantized table (N, K * bits / 8) uint8 + scales (N, k_blocks) -> float32."""
+    import numpy as np
+    import torch
+
+    from toolchain.lowbit import reference as lb
+
+    n, k = data.shape[0], data.shape[1] * 8 // bits
+    packed = torch.from_numpy(np.array(data)).reshape(n, k // block_size, -1)
+    return lb.dequantize(
+        packed, torch.from_numpy(scales.astype(np.float32)), bits=bits, k=k, block_size=block_size
+    ).numpy()
+
+
 def build_engine(
     onnx_path: str | Path,
     engine_path: str | Path,
