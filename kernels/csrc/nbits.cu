@@ -68,23 +68,25 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
 #pragma unroll
   for (int i = 0; i < kM; ++i) acc[i] = 0.f;
 
-  for (int base = lane; base < words; base += 32 * kGemvUnroll) {
+  // K % 16 == 0, so a word never straddles K: the words past k_words are the last block's
+  // padding and are skipped
+  const int k_words = k / kPerWord;
+  for (int base = lane; base < k_words; base += 32 * kGemvUnroll) {
     uint32_t word[kGemvUnroll];
 #pragma unroll
     for (int u = 0; u < kGemvUnroll; ++u) {
       const int j = base + u * 32;
-      word[u] = j < words ? __ldg(w + j) : 0u;
+      word[u] = j < k_words ? __ldg(w + j) : 0u;
     }
 #pragma unroll
     for (int u = 0; u < kGemvUnroll; ++u) {
       const int j = base + u * 32;
-      if (j >= words) break;
-      const int k0 = j * kPerWord;
-      const float scale = __ldg(s + j / words_per_block);
-      float part[kM];
+      if (j < k_words) {  // a guard, not a break, so the loop unrolls and word[] stays in registers
+        const int k0 = j * kPerWord;
+        const float scale = __ldg(s + j / words_per_block);
+        float part[kM];
 #pragma unroll
-      for (int i = 0; i < kM; ++i) part[i] = 0.f;
-      if (k0 + kPerWord <= k) {
+        for (int i = 0; i < kM; ++i) part[i] = 0.f;
 #pragma unroll
         for (int c = 0; c < kPerWord; ++c) {
           const float q = static_cast<float>((word[u] >> (c * kContainer)) & kMask) - kZero;
@@ -92,16 +94,9 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
           for (int i = 0; i < kM; ++i)
             if (i < m) part[i] += q * to_float(__ldg(x + static_cast<int64_t>(i) * k + k0 + c));
         }
-      } else {  // the padded tail of the last block: its codes are the zero point
-        for (int c = 0; c < kPerWord && k0 + c < k; ++c) {
-          const float q = static_cast<float>((word[u] >> (c * kContainer)) & kMask) - kZero;
 #pragma unroll
-          for (int i = 0; i < kM; ++i)
-            if (i < m) part[i] += q * to_float(__ldg(x + static_cast<int64_t>(i) * k + k0 + c));
-        }
+        for (int i = 0; i < kM; ++i) acc[i] += scale * part[i];
       }
-#pragma unroll
-      for (int i = 0; i < kM; ++i) acc[i] += scale * part[i];
     }
   }
 #pragma unroll

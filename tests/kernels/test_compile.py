@@ -74,3 +74,31 @@ def test_the_torch_binding_passes_a_syntax_check(tmp_path):
     cmd += ["-DTORCH_API_INCLUDE_EXTENSION_H", f"-I{INCLUDE}", *(f"-I{i}" for i in includes)]
     proc = subprocess.run([*cmd, str(CSRC / "ops.cpp")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+# the instructions each path is built on, as the PTX for Jetson Orin spells them
+PATHS = {
+    "nbits.cu": (
+        "wmma.mma.sync.aligned.row.col.m16n16k16.f32.f32",  # fp16 x fp16 -> fp32 tensor cores
+        "wmma.mma.sync.aligned.row.col.m16n16k16.f32.bf16.bf16.f32",  # bf16
+        "shfl.sync.bfly",  # the GEMV's warp reduction
+    ),
+    "w8a8.cu": (
+        "wmma.mma.sync.aligned.row.col.m16n16k16.s32.s8.s8.s32",  # int8 tensor cores
+        "dp4a.s32.s32",  # the fallback
+    ),
+}
+
+
+@pytest.mark.parametrize("source", sorted(PATHS))
+def test_the_gemm_paths_lower_to_tensor_core_and_dp4a_instructions(source, tmp_path):
+    nvcc = _nvcc()
+    ptx = tmp_path / (source + ".ptx")
+    cmd = [nvcc, "-std=c++17", "-O3", f"-I{INCLUDE}", "-arch=compute_87", "-ptx"]
+    proc = subprocess.run(
+        [*cmd, str(CSRC / source), "-o", str(ptx)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    text = ptx.read_text()
+    missing = [i for i in PATHS[source] if i not in text]
+    assert not missing, f"{source}: no {missing} in its sm_87 PTX"

@@ -103,7 +103,7 @@ MS = [1, 3, 8, 17, 128, 512]
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
 @pytest.mark.parametrize("k, n", SHAPES)
 def test_matmul_nbits_kernel_matches_the_reference(k, n, bits, dtype):
     if K.extension()[0] is None:
@@ -119,6 +119,26 @@ def test_matmul_nbits_kernel_matches_the_reference(k, n, bits, dtype):
         rel = (y.float() - ref).norm() / ref.norm()
         tol = 1e-3 if dtype == torch.float16 else 8e-3  # bf16 keeps 8 mantissa bits
         assert rel < tol, f"M={m} K={k} N={n} W{bits} {dtype}: relative error {rel:.2e}"
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("block_size", [16, 64, 128, 256])
+@pytest.mark.parametrize("bits", [2, 4])
+def test_every_block_size_and_the_bias_on_the_gpu(block_size, bits):
+    if K.extension()[0] is None:
+        pytest.fail(K.extension()[1])
+    k, n = 1152, 384  # 1152 = 4.5 x 256: with block 256 the last block is padded
+    packed, scales = random_packed(n, k, bits, block_size, seed=block_size)
+    w = lb.dequantize(packed, scales, bits=bits, k=k, block_size=block_size).cuda()
+    bias = torch.randn(n, device="cuda").half()
+    for m in (1, 5, 17, 130):
+        x = torch.randn(m, k, device="cuda").half()
+        y = K.matmul_nbits(
+            x, packed.cuda(), scales.cuda(), bits=bits, k=k, block_size=block_size, bias=bias
+        )
+        ref = x.float() @ w.T + bias.float()
+        rel = (y.float() - ref).norm() / ref.norm()
+        assert rel < 1e-3, f"M={m} block {block_size} W{bits}: relative error {rel:.2e}"
 
 
 @pytest.mark.cuda
