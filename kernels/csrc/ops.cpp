@@ -6,6 +6,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/extension.h>
 
+#include <cstdint>
 #include <optional>
 
 #include "edgec/kernels.h"
@@ -50,6 +51,19 @@ void check_packed(const at::Tensor& packed, int64_t n, int64_t k, int container,
               ", K=", k, ") at ", container, "-bit containers and block_size ", block_size);
 }
 
+// Every tensor a kernel reads must be on x's device (a host pointer would fault in the kernel).
+void check_device(const at::Tensor& t, const at::Tensor& x, const char* what, const char* op) {
+  TORCH_CHECK(t.device() == x.device(), "edgec::", op, ": ", what, " is on ", t.device(),
+              ", the input on ", x.device());
+}
+
+// The kernels read 16-byte vectors (W8A8) and 32-bit words (packed codes): a tensor that starts
+// off such a boundary (a view with an odd storage offset) is copied to a fresh, aligned one.
+at::Tensor aligned(const at::Tensor& t) {
+  const at::Tensor c = t.contiguous();
+  return reinterpret_cast<uintptr_t>(c.data_ptr()) % 16 == 0 ? c : c.clone();
+}
+
 // (N,) per-channel steps or (N, k_blocks) block scales -> contiguous float32 (N, k_blocks)
 at::Tensor block_scales(const at::Tensor& scales, int64_t n, int64_t kb) {
   at::Tensor s = scales.to(at::kFloat);
@@ -68,19 +82,28 @@ at::Tensor matmul_nbits(const at::Tensor& x, const at::Tensor& packed, const at:
   TORCH_CHECK(x.size(-1) == k, "edgec::matmul_nbits: x has ", x.size(-1), " features, K is ", k);
   const int container = container_of(bits);
   const int64_t n = packed.size(0), m = x.numel() / k;
+  auto sizes = x.sizes().vec();
+  sizes.back() = n;
+  if (m == 0) return at::empty(sizes, x.options());
   const char* why = edgec::check_nbits(static_cast<int>(m), static_cast<int>(n),
                                        static_cast<int>(k), container, static_cast<int>(block_size));
   TORCH_CHECK(why == nullptr, "edgec::matmul_nbits: ", why);
   check_packed(packed, n, k, container, block_size, "matmul_nbits");
+  check_device(packed, x, "packed", "matmul_nbits");
+  check_device(scales, x, "scales", "matmul_nbits");
   const at::Tensor s = block_scales(scales, n, packed.size(1));
   const at::Tensor xc = x.contiguous();
+  const at::Tensor pc = aligned(packed);
   std::optional<at::Tensor> b;
-  if (bias) b = bias->to(x.scalar_type()).contiguous();
-  auto sizes = x.sizes().vec();
-  sizes.back() = n;
+  if (bias) {
+    check_device(*bias, x, "bias", "matmul_nbits");
+    TORCH_CHECK(bias->numel() == n, "edgec::matmul_nbits: bias has ", bias->numel(),
+                " elements, N is ", n);
+    b = bias->to(x.scalar_type()).contiguous();
+  }
   at::Tensor y = at::empty(sizes, x.options());
   const c10::cuda::CUDAGuard guard(x.device());
-  check(edgec::matmul_nbits(xc.data_ptr(), packed.data_ptr<uint8_t>(), s.data_ptr<float>(),
+  check(edgec::matmul_nbits(xc.data_ptr(), pc.data_ptr<uint8_t>(), s.data_ptr<float>(),
                             b ? b->data_ptr() : nullptr, y.data_ptr(), static_cast<int>(m),
                             static_cast<int>(n), static_cast<int>(k), container,
                             static_cast<int>(block_size), dtype_of(x.scalar_type()),
@@ -91,9 +114,10 @@ at::Tensor matmul_nbits(const at::Tensor& x, const at::Tensor& packed, const at:
 
 at::Tensor w8_rowsum(const at::Tensor& packed, int64_t k, int64_t block_size) {
   check_packed(packed, packed.size(0), k, 8, block_size, "w8_rowsum");
+  const at::Tensor pc = aligned(packed);
   at::Tensor out = at::empty({packed.size(0)}, packed.options().dtype(at::kInt));
   const c10::cuda::CUDAGuard guard(packed.device());
-  check(edgec::w8_rowsum(packed.data_ptr<uint8_t>(), out.data_ptr<int32_t>(),
+  check(edgec::w8_rowsum(pc.data_ptr<uint8_t>(), out.data_ptr<int32_t>(),
                          static_cast<int>(packed.size(0)), static_cast<int>(k),
                          static_cast<int>(block_size), c10::cuda::getCurrentCUDAStream()),
         "w8_rowsum");
@@ -111,24 +135,38 @@ at::Tensor gemm_w8a8(const at::Tensor& a, double a_scale, int64_t a_zero, const 
                   out_dtype == at::kInt,
               "edgec::gemm_w8a8: out_dtype must be float16, bfloat16, float32 or int32");
   const int64_t n = packed.size(0), m = a.numel() / k;
+  auto sizes = a.sizes().vec();
+  sizes.back() = n;
+  if (m == 0) return at::empty(sizes, a.options().dtype(out_dtype));
   const char* why = edgec::check_w8a8(static_cast<int>(m), static_cast<int>(n),
                                       static_cast<int>(k), static_cast<int>(block_size));
   TORCH_CHECK(why == nullptr, "edgec::gemm_w8a8: ", why);
   check_packed(packed, n, k, 8, block_size, "gemm_w8a8");
+  check_device(packed, a, "packed", "gemm_w8a8");
+  check_device(w_scale, a, "w_scale", "gemm_w8a8");
   const at::Tensor ws = w_scale.to(at::kFloat).contiguous();
   TORCH_CHECK(ws.dim() == 1 && ws.size(0) == n,
               "edgec::gemm_w8a8: one weight scale per output channel (", n, ",), got ",
               w_scale.sizes());
   at::Tensor rowsum;
-  if (a_zero != 0) rowsum = w_rowsum ? w_rowsum->to(at::kInt).contiguous() : w8_rowsum(packed, k, block_size);
+  if (a_zero != 0) {
+    if (w_rowsum) check_device(*w_rowsum, a, "w_rowsum", "gemm_w8a8");
+    rowsum = w_rowsum ? w_rowsum->to(at::kInt).contiguous() : w8_rowsum(packed, k, block_size);
+    TORCH_CHECK(rowsum.numel() == n, "edgec::gemm_w8a8: w_rowsum has ", rowsum.numel(),
+                " elements, N is ", n);
+  }
   std::optional<at::Tensor> b;
-  if (bias && out_dtype != at::kInt) b = bias->to(out_dtype).contiguous();
-  const at::Tensor ac = a.contiguous();
-  auto sizes = a.sizes().vec();
-  sizes.back() = n;
+  if (bias && out_dtype != at::kInt) {
+    check_device(*bias, a, "bias", "gemm_w8a8");
+    TORCH_CHECK(bias->numel() == n, "edgec::gemm_w8a8: bias has ", bias->numel(),
+                " elements, N is ", n);
+    b = bias->to(out_dtype).contiguous();
+  }
+  const at::Tensor ac = aligned(a);
+  const at::Tensor pc = aligned(packed);
   at::Tensor y = at::empty(sizes, a.options().dtype(out_dtype));
   const c10::cuda::CUDAGuard guard(a.device());
-  check(edgec::gemm_w8a8(ac.data_ptr<int8_t>(), packed.data_ptr<uint8_t>(), ws.data_ptr<float>(),
+  check(edgec::gemm_w8a8(ac.data_ptr<int8_t>(), pc.data_ptr<uint8_t>(), ws.data_ptr<float>(),
                          a_zero != 0 ? rowsum.data_ptr<int32_t>() : nullptr,
                          static_cast<float>(a_scale), static_cast<int>(a_zero),
                          b ? b->data_ptr() : nullptr, y.data_ptr(), static_cast<int>(m),
