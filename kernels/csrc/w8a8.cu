@@ -6,6 +6,8 @@
 #include <cuda_fp16.h>
 #include <mma.h>
 
+#include <cstdint>
+
 #include "edgec/kernels.h"
 
 namespace edgec {
@@ -163,6 +165,9 @@ cudaError_t gemm_w8a8(const int8_t* a, const uint8_t* packed, const float* w_sca
                       cudaStream_t stream) {
   if (check_w8a8(m, n, k, block_size) != nullptr) return cudaErrorInvalidValue;
   if (a_zero != 0 && w_rowsum == nullptr) return cudaErrorInvalidValue;
+  // both operands are read in 16-byte vectors
+  if ((reinterpret_cast<uintptr_t>(a) & 15u) != 0 || (reinterpret_cast<uintptr_t>(packed) & 15u) != 0)
+    return cudaErrorMisalignedAddress;
   cudaError_t err;
   const int sm = current_sm(&err);
   if (err != cudaSuccess) return err;

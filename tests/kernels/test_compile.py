@@ -102,3 +102,28 @@ def test_the_gemm_paths_lower_to_tensor_core_and_dp4a_instructions(source, tmp_p
     text = ptx.read_text()
     missing = [i for i in PATHS[source] if i not in text]
     assert not missing, f"{source}: no {missing} in its sm_87 PTX"
+
+
+def test_no_kernel_spills_registers_to_local_memory(tmp_path):
+    """ptxas's resource report for every kernel on sm_87 and sm_90: nothing spilled (a spill is a
+    round trip to local memory inside the inner loop of a bandwidth-bound kernel)."""
+    import re
+
+    nvcc = _nvcc()
+    reports = []
+    for source in sorted(PATHS):
+        cmd = [nvcc, "-std=c++17", "-O3", f"-I{INCLUDE}", "-c", "-Xptxas", "-v"]
+        for arch in ARCHS:
+            cmd += ["-gencode", f"arch=compute_{arch},code=sm_{arch}"]
+        out = tmp_path / (source + ".o")
+        proc = subprocess.run(
+            [*cmd, str(CSRC / source), "-o", str(out)], capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        reports.append(proc.stderr)
+    text = "\n".join(reports)
+    spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", text)
+    # every kernel, for both targets: nbits.cu 2 dtypes x 3 containers x (3 GEMV M buckets + the
+    # GEMM), w8a8.cu its WMMA, dp4a and row-sum kernels
+    assert len(spills) == len(ARCHS) * (2 * 3 * 4 + 3)
+    assert all(a == "0" and b == "0" for a, b in spills), text[-4000:]

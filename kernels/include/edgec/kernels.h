@@ -49,7 +49,8 @@ const char* check_nbits(int m, int n, int k, int container, int block_size);
 const char* check_w8a8(int m, int n, int k, int block_size);
 
 // y (M, N) = x (M, K) @ dequantize(packed).T (+ bias); x, bias and y in `dtype` (half or
-// bfloat16), scales float32 (N, k_blocks); accumulation in float32.
+// bfloat16), scales float32 (N, k_blocks); accumulation in float32. x must be 8-byte and packed
+// 4-byte aligned (cudaErrorMisalignedAddress otherwise).
 cudaError_t matmul_nbits(const void* x, const uint8_t* packed, const float* scales,
                          const void* bias, void* y, int m, int n, int k, int container,
                          int block_size, DType dtype, cudaStream_t stream);
@@ -58,7 +59,8 @@ cudaError_t matmul_nbits(const void* x, const uint8_t* packed, const float* scal
 // a (M, K) int8 activation codes (an unsigned activation quantizer's codes shifted by -a_zero),
 // w the 8-bit packed layout (signed code = stored code ^ 0x80), one scale per output channel.
 // out_dtype kInt32 writes the exact integer accumulators (a_zero term included), unscaled.
-// int8 tensor cores (WMMA s8) on sm_72+, dp4a otherwise.
+// int8 tensor cores (WMMA s8) on sm_72+, dp4a otherwise. a and packed must be 16-byte aligned
+// (cudaErrorMisalignedAddress otherwise).
 cudaError_t gemm_w8a8(const int8_t* a, const uint8_t* packed, const float* w_scale,
                       const int32_t* w_rowsum, float a_scale, int a_zero, const void* bias,
                       void* y, int m, int n, int k, int block_size, DType out_dtype,
