@@ -142,6 +142,26 @@ def test_every_block_size_and_the_bias_on_the_gpu(block_size, bits):
 
 
 @pytest.mark.cuda
+def test_views_off_the_vector_boundary_give_the_same_results():
+    """A contiguous view starting 1 element into its storage (2 bytes for x, 1 for int8 codes):
+    the binding copies it to an aligned tensor instead of faulting on the vector loads."""
+    if K.extension()[0] is None:
+        pytest.fail(K.extension()[1])
+    k, n = 768, 256
+    packed, scales = random_packed(n, k, 4)
+    packed, scales = packed.cuda(), scales.cuda()
+    x = torch.randn(3 * k + 1, device="cuda").half()[1:].view(3, k)
+    assert x.data_ptr() % 16 and x.is_contiguous()
+    y = K.matmul_nbits(x, packed, scales, bits=4, k=k, block_size=32)
+    assert torch.equal(y, K.matmul_nbits(x.clone(), packed, scales, bits=4, k=k, block_size=32))
+    p8, _ = random_packed(n, k, 8)
+    a = torch.randint(-128, 128, (20 * k + 1,), dtype=torch.int8, device="cuda")[1:].view(20, k)
+    args = dict(k=k, block_size=32, out_dtype=torch.int32)
+    ints = K.gemm_w8a8(a, 0.1, 0, p8.cuda(), torch.ones(n, device="cuda"), **args)
+    assert torch.equal(ints.cpu(), K.gemm_w8a8(a.cpu(), 0.1, 0, p8, torch.ones(n), **args))
+
+
+@pytest.mark.cuda
 @pytest.mark.parametrize("k, n", SHAPES)
 def test_w8a8_kernel_is_bit_exact_in_integers(k, n):
     if K.extension()[0] is None:
