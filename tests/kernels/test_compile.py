@@ -55,6 +55,19 @@ def test_every_kernel_source_compiles_for_orin_and_hopper(source, tmp_path):
         assert all(f"sm_{a}" in dump.stdout for a in ARCHS), dump.stdout + dump.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["75", "80", "86", "89"])
+def test_every_kernel_source_compiles_for_the_other_targets(arch, tmp_path):
+    """Turing and the other Ampere/Ada parts (TORCH_CUDA_ARCH_LIST may name any of them); the
+    compute-capability guards keep each path to the architectures that have it."""
+    nvcc = _nvcc()
+    for source in sorted(p.name for p in CSRC.glob("*.cu")):
+        cmd = [nvcc, "-std=c++17", "-O3", f"-I{INCLUDE}", "-c", str(CSRC / source)]
+        cmd += ["-gencode", f"arch=compute_{arch},code=sm_{arch}", "-o", str(tmp_path / "k.o")]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        assert proc.returncode == 0, f"{source} sm_{arch}: {proc.stderr[-4000:]}"
+
+
 def test_the_torch_binding_passes_a_syntax_check(tmp_path):
     import torch.utils.cpp_extension as ext
 
