@@ -170,6 +170,10 @@ def test_a_trained_supernet_is_reused_from_the_cache(teacher_dir, predictors, tm
     assert second["supernet"]["cached"] == str(kept) and second["supernet"]["train_s"] == 0
     assert second["budgets"]["balanced"]["subnet"] == first["budgets"]["balanced"]["subnet"]
     assert second["space"] == first["space"]  # the pruned space came back with it
+    # another device: pruning compared MACs, not this device's latency, so the same supernet
+    jetson = {**common, "device": "jetson-orin-nano-8gb"}
+    third = run_single(search_stage(**jetson, name="j"), tmp_path / "j").record["metrics"]
+    assert third["supernet"]["cached"] == str(kept) and third["space"] == first["space"]
     # other training settings: another supernet, trained anew
     more_steps = {**common, "cfg": replace(cfg, supernet_steps=5)}
     other = run_single(search_stage(**more_steps, name="c"), tmp_path / "c").record["metrics"]

@@ -81,6 +81,16 @@ def test_default_space_of_minilm():
         Arch.parse("L3:H192")
 
 
+def test_macs_count_the_kept_layers_at_their_widths():
+    """The device-free cost pruning compares: MiniLM-L6's own shape, by hand, and every
+    one-step-smaller neighbour is cheaper."""
+    arch = Arch((0, 1, 2, 3, 4, 5), 384, 12, 1536)
+    per_token = 4 * 384 * 384 + 2 * 128 * 384 + 2 * 384 * 1536
+    assert arch.macs(128) == 6 * 128 * per_token  # 1.37 GMAC for a 128-token sequence
+    space = SearchSpace.for_teacher(Shape(6, 384, 12, 1536))
+    assert all(a.macs(128) < arch.macs(128) for a in space.smaller(arch))
+
+
 def test_evolution_operators_stay_inside_the_space():
     rng = random.Random(0)
     space = SearchSpace(

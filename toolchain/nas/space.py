@@ -43,6 +43,14 @@ class Arch:
     def head_size(self) -> int:
         return self.hidden // self.heads
 
+    def macs(self, seq_len: int) -> int:
+        """Multiply-accumulates of the kept layers for one sequence of ``seq_len`` tokens (Q, K,
+        V and output projections, attention scores and context, FFN; embeddings and the head
+        left out): a device-free cost, the same on every device."""
+        inner = self.heads * self.head_size
+        per_token = 4 * self.hidden * inner + 2 * seq_len * inner + 2 * self.hidden * self.ffn
+        return len(self.layers) * seq_len * per_token
+
     def __str__(self) -> str:
         kept = ",".join(str(i) for i in self.layers)
         return f"L[{kept}]:H{self.hidden}:A{self.heads}:F{self.ffn}"

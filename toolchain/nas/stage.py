@@ -76,9 +76,10 @@ def search_stage(
     """A pipeline :class:`~toolchain.pipeline.Stage` running the whole search.
 
     ``supernet_cache``: a folder where trained supernets are kept, keyed by everything their
-    training depends on (the teacher's files, the task and data, the training settings, the seed
-    and the latency predictions its pruning compares), so a later search that would train the same
-    supernet loads it instead (``edgec build`` keeps them beside the cached teachers)."""
+    training depends on (the teacher's files, the task and data, the training settings and the
+    seed; not the device: its pruning compares MACs), so a later search that would train the same
+    supernet, for any device, loads it instead (``edgec build`` keeps them beside the cached
+    teachers)."""
     from toolchain.models.teacher import teacher_inputs
     from toolchain.profile.devices import resolve_device
 
@@ -180,9 +181,7 @@ def run_search(
 
     steps = cfg.supernet_steps
     first = int(steps * cfg.prune_after)
-    cached = _cached_supernet(
-        supernet_cache, teacher_dir, data_dir, spec, data_cfg, cfg, ctx.seed, predicted, profile
-    )
+    cached = _cached_supernet(supernet_cache, teacher_dir, data_dir, spec, data_cfg, cfg, ctx.seed)
     if cached is not None and (cached / SUPERNET_FILE).is_file():
         supernet = SuperNet.load(cached)  # trained before, with its pruned space
         meta = json.loads((cached / SUPERNET_FILE).read_text())
@@ -198,10 +197,12 @@ def run_search(
 
         # -- train, pruning dominated choices after the first round ------------------------
         def prune(net) -> dict:
+            # cost in MACs, not the device's latency: wider is dearer on every device, and a
+            # device-free supernet serves builds for every device (see _cached_supernet)
             space, report = prune_space(
                 net.space,
                 scorer,
-                lambda a: predicted(a)["latency_ms"],
+                lambda a: a.macs(cfg.max_seq_len),
                 margin=cfg.prune_margin,
                 seed=ctx.seed,
             )
@@ -368,21 +369,17 @@ def run_search(
     return metrics
 
 
-def _cached_supernet(cache, teacher_dir, data_dir, spec, data_cfg, cfg, seed, predicted, profile):
+def _cached_supernet(cache, teacher_dir, data_dir, spec, data_cfg, cfg, seed):
     """The folder of this search's trained supernet in ``cache`` (None without a cache): keyed by
-    the teacher's and the data's files, the task and data settings, the training settings, the
-    seed, and the predicted latency of a fixed set of subnets (what pruning compares)."""
+    the teacher's and the data's files, the task and data settings, the training settings and
+    the seed. Not by the device: pruning compares MACs, so one supernet serves every device."""
     if cache is None:
         return None
     import hashlib
 
     from toolchain.models.teacher import teacher_inputs
-    from toolchain.nas.space import SearchSpace
     from toolchain.pipeline import _jsonable, hash_path
 
-    space = SearchSpace.for_teacher(_teacher_shape(teacher_dir))
-    rng = random.Random(0)
-    probes = [space.largest(), space.smallest(), *(space.sample(rng) for _ in range(6))]
     train_keys = (
         "supernet_steps",
         "sandwich",
@@ -401,20 +398,10 @@ def _cached_supernet(cache, teacher_dir, data_dir, spec, data_cfg, cfg, seed, pr
         "data": data_cfg,
         "train": {k: getattr(cfg, k, None) for k in train_keys},
         "seed": seed,
-        "device": profile.name,
-        "predicted": [round(predicted(a)["latency_ms"], 6) for a in probes],
+        "prune_cost": "macs",
     }
     text = json.dumps(_jsonable(ident), sort_keys=True, default=str)
     return Path(cache) / f"supernet-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
-
-
-def _teacher_shape(teacher_dir):
-    from toolchain.models.adapters import Shape
-
-    c = json.loads((Path(teacher_dir) / "config.json").read_text())
-    return Shape(
-        c["num_hidden_layers"], c["hidden_size"], c["num_attention_heads"], c["intermediate_size"]
-    )
 
 
 def _predictor_shape(arch, budget: BudgetSpec, vocab: int):
