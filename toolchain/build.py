@@ -239,6 +239,7 @@ class Build:
             "search": {
                 "space": search.get("space"),
                 "supernet_steps": search.get("supernet", {}).get("steps"),
+                "supernet_from_cache": search.get("supernet", {}).get("cached"),
             },
             "bundles": bundles,
             "stage_s": self.stage_s,
