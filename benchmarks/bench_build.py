@@ -206,7 +206,8 @@ def main() -> int:
         "",
         f"{other['device']} bundles: "
         + "; ".join(
-            f"{b['budget']} {b.get('subnet')} dev {b.get('dev_accuracy')}" for b in other["bundles"]
+            f"{b['budget']} {b.get('subnet')} dev {b.get('dev_accuracy') or 0:.4f}"
+            for b in other["bundles"]
         ),
     ]
     (out / "build.md").write_text("\n".join(lines) + "\n")
