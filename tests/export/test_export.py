@@ -185,6 +185,10 @@ def test_missing_or_corrupt_onnx_is_a_clear_error(tmp_path):
 
 
 def test_edgec_export_cli(edgec, packed_dir, toy_task, tmp_path):
+    from toolchain.export.tensorrt import availability
+
+    # where TensorRT is absent, --tensorrt still writes the TensorRT-bound copy and says so
+    trt_flag = () if availability()[0] else ("--tensorrt",)
     out = tmp_path / "cli"
     write_toy_table(tmp_path / "train.tsv", 64, 0)
     args = (
@@ -200,12 +204,18 @@ def test_edgec_export_cli(edgec, packed_dir, toy_task, tmp_path):
         "label",
         "--format",
         "nbits",
+        *trt_flag,
         "-o",
         str(out),
     )
     proc = edgec(*args, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "exported as nbits" in proc.stdout and "label agreement 1.0000" in proc.stdout
+    if trt_flag:
+        assert "TensorRT: engine.plan NOT built: TensorRT is not installed here" in proc.stdout
+        assert "TensorRT-bound copy model.trt.onnx: " in proc.stdout
+        assert "MatMulNBits node(s) with B as an int32 view" in proc.stdout
+        assert (out / "model.trt.onnx").is_file()
     again = edgec(*args, timeout=300)
     assert "up to date (cached)" in again.stdout
     bad = edgec("export", str(tmp_path), "--task", "sst2", "-o", str(tmp_path / "b"))

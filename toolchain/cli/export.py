@@ -108,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
     trt = m.get("tensorrt")
     if trt:
         print(f"  TensorRT: engine.plan {'built' if trt['built'] else 'NOT built: ' + trt['why']}")
+        if trt.get("onnx"):
+            print(f"  TensorRT-bound copy {trt['onnx']}: {'; '.join(trt['notes'])}")
     if m["requested"] == "auto":
         for f, e in m["candidates"].items():
             lat = e.get("latency_ms_b1_s128")
