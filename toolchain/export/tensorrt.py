@@ -72,7 +72,7 @@ def for_tensorrt(onnx_path: str | Path, dst: str | Path) -> list[str] | None:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from toolchain.export.onnx import IR_VERSION
+    from toolchain.export.lowbit import _drop_unused_initializers, _replace, _save
 
     model = onnx.load(str(onnx_path))
     inits = {i.name: i for i in model.graph.initializer}
@@ -89,11 +89,8 @@ def for_tensorrt(onnx_path: str | Path, dst: str | Path) -> list[str] | None:
             )
         words = np.ascontiguousarray(b).view("<i4")
         inits[node.input[1]].CopyFrom(numpy_helper.from_array(words, node.input[1]))
-    nodes = []
-    for node in model.graph.node:
-        if node.op_type != "GatherBlockQuantized":
-            nodes.append(node)
-            continue
+    replacements = {}
+    for node in gbq:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if attrs.get("gather_axis", 0) != 0 or attrs.get("quantize_axis", 1) != 1:
             raise ExportError(f"{node.name}: only gather_axis=0, quantize_axis=1 is supported")
@@ -106,18 +103,14 @@ def for_tensorrt(onnx_path: str | Path, dst: str | Path) -> list[str] | None:
         name = f"{node.name}.fp16_table"
         model.graph.initializer.append(numpy_helper.from_array(table.astype(np.float16), name))
         half = f"{node.output[0]}.fp16"
-        nodes.append(helper.make_node("Gather", [name, node.input[1]], [half], axis=0))
-        nodes.append(helper.make_node("Cast", [half], [node.output[0]], to=TensorProto.FLOAT))
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    used = {x for n in model.graph.node for x in n.input}
-    keep = [i for i in model.graph.initializer if i.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(keep)
-    model.ir_version = min(model.ir_version, IR_VERSION)
+        replacements[node.output[0]] = [
+            helper.make_node("Gather", [name, node.input[1]], [half], axis=0),
+            helper.make_node("Cast", [half], [node.output[0]], to=TensorProto.FLOAT),
+        ]
+    _replace(model, replacements)
+    _drop_unused_initializers(model)
     dst = Path(dst)
-    tmp = dst.with_name(dst.name + ".tmp")
-    onnx.save(model, str(tmp))
+    tmp = _save(model, dst.with_name(dst.name + ".tmp"))
     tmp.replace(dst)
     notes = []
     if nbits:
