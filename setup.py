@@ -21,7 +21,7 @@ KERNEL_SOURCES = ("kernels/csrc/*.cu", "kernels/csrc/*.cpp")
 
 
 def read_version() -> str:
-    text = (HERE / "toolchain" / "__init__.py").read_text()
+    text = (HERE / "toolchain" / "version.py").read_text()
     return re.search(r'^__version__ = "([^"]+)"', text, re.M).group(1)
 
 
@@ -88,7 +88,7 @@ RUNTIME_REQUIRES = [
 ]
 
 EXTRAS = {
-    "dev": ["pytest==9.2.0", "ruff==0.17.6"],
+    "dev": ["pytest==9.2.0", "ruff==0.17.6", "import-linter==2.17"],
     # CUDA execution provider for ONNX Runtime; it replaces the CPU `onnxruntime` wheel
     # (`pip uninstall onnxruntime` first: both install the same module). ninja builds the kernels.
     "gpu": ["onnxruntime-gpu==1.31.1", "ninja==1.13.2"],

@@ -30,6 +30,20 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
+def _round_robin(api, onnx_files: dict[str, Path], rounds: int) -> dict[str, dict]:
+    """p50 (batch 1, seq 128) of each model on this host through ``api.profile`` (a fresh
+    process each): the least disturbed of ``rounds`` round-robin rounds."""
+    p50s: dict[str, list[float]] = {k: [] for k in onnx_files}
+    for _ in range(rounds):
+        for key, path in onnx_files.items():
+            report = api.profile(
+                path, device="host", shapes=[(1, 128)], warmup=20, iterations=100, repeats=1
+            )
+            row = next(r for r in report["results"] if (r["batch"], r["seq"]) == (1, 128))
+            p50s[key].append(row["p50_ms"])
+    return {k: {"p50_ms": min(v), "round_p50_ms": v} for k, v in p50s.items()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=None, help="shared/data (default: $EDGEC_DATA_DIR)")
@@ -42,44 +56,40 @@ def main() -> int:
         "--fresh", action="store_true", help="delete the run directory first (time from nothing)"
     )
     args = parser.parse_args()
-    from bench_nas import measure_round_robin
-
-    from toolchain.build import Build, preset_overrides
-    from toolchain.config import load_recipe, resolve_recipe
-    from toolchain.data.tasks import get_task
+    from toolchain import api  # the public API only: what a user's script would call
 
     root = Path(args.run_dir)
     if args.fresh and root.exists():
         shutil.rmtree(root)
-    overrides = {**preset_overrides("quick", None), "device": args.device, "task": "sst2"}
-    overrides["data_dir"] = args.data_dir
-    recipe, _ = resolve_recipe(load_recipe(None, overrides=overrides))
+    overrides = {"device": args.device, "task": "sst2", "data_dir": args.data_dir}
+    recipe = api.build_recipe(None, preset="quick", overrides=overrides)
     run_dir, again, cache = root / "first", root / "teacher-cached", root / "teachers"
+    # predictors=None: the Jetson latencies come from the profiles' rooflines, labelled so
     started = time.perf_counter()
-    summary = Build(recipe, run_dir, spec=get_task("sst2"), teacher_cache=cache).execute()
+    summary = api.build(recipe, run_dir, predictors=None, teacher_cache=cache)
     wall = time.perf_counter() - started
     if again.exists():
         shutil.rmtree(again)
     started = time.perf_counter()
-    second = Build(recipe, again, spec=get_task("sst2"), teacher_cache=cache).execute()
+    second = api.build(recipe, again, predictors=None, teacher_cache=cache)
     wall_cached = time.perf_counter() - started
     same = [b.get("subnet") for b in second["bundles"]] == [
         b.get("subnet") for b in summary["bundles"]
     ]
-    other_recipe, _ = resolve_recipe(
-        load_recipe(None, overrides={**overrides, "device": args.other_device})
+    other_recipe = api.build_recipe(
+        None, preset="quick", overrides={**overrides, "device": args.other_device}
     )
     other_dir = root / "other-device"
     if other_dir.exists():
         shutil.rmtree(other_dir)
     started = time.perf_counter()
-    other = Build(other_recipe, other_dir, spec=get_task("sst2"), teacher_cache=cache).execute()
+    other = api.build(other_recipe, other_dir, predictors=None, teacher_cache=cache)
     wall_other = time.perf_counter() - started
 
     built = [b for b in summary["bundles"] if b.get("built")]
     onnx = {b["budget"]: run_dir / b["bundle"] / "model.onnx" for b in built}
     onnx["ort-int8-teacher"] = Path(summary["baseline_ort_int8_teacher"]["dir"]) / "model.onnx"
-    lat = measure_round_robin(onnx, args.rounds)
+    lat = _round_robin(api, onnx, args.rounds)
     base = summary["baseline_ort_int8_teacher"]
     base_p50 = lat["ort-int8-teacher"]["p50_ms"]
     teacher_acc = summary["teacher"]["dev"].get("accuracy")

@@ -66,7 +66,7 @@ class Bench:
     def accuracy_onnx(self, path: Path, tokenizer) -> float:
         from toolchain.data.encode import encode
         from toolchain.evaluate.evaluate import pad_id_of, score
-        from toolchain.quantize.ort_baseline import ort_logits
+        from toolchain.export.ort_baseline import ort_logits
 
         enc = encode(self.spec, self.dev, tokenizer, 128)
         logits = ort_logits(path, enc, pad_id=pad_id_of(tokenizer))

@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 
 def _measured(path: Path):
     """(calibration rows, held-out rows, spread stats) measured by the previous run."""
-    from toolchain.profile.predict import Shape
+    from toolchain.devices.predict import Shape
 
     old = json.loads(path.read_text())
     keys = ("layers", "hidden", "heads", "ffn", "seq", "batch", "vocab")
@@ -57,8 +57,8 @@ def main() -> int:
     )
     args = parser.parse_args()
     from toolchain.profile.calibrate import design, measure_shapes
-    from toolchain.profile.devices import get_profile
-    from toolchain.profile.predict import LATENCY_TERMS, FittedPredictor, Shape, mape, roofline
+    from toolchain.devices.profiles import get_profile
+    from toolchain.devices.predict import LATENCY_TERMS, FittedPredictor, Shape, mape, roofline
 
     started = time.perf_counter()
     shapes = design(args.calibration + args.holdout, seed=0)

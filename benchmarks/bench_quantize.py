@@ -99,7 +99,7 @@ def ort_rows(args, bench) -> list[dict]:
     from toolchain.evaluate.evaluate import score
     from toolchain.evaluate.loyalty import loyalty
     from toolchain.export.onnx import export_float
-    from toolchain.quantize.ort_baseline import ort_logits, quantize_matmul_nbits
+    from toolchain.export.ort_baseline import ort_logits, quantize_matmul_nbits
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

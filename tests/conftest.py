@@ -38,7 +38,7 @@ def _cuda_available() -> bool:
 @pytest.fixture(autouse=True)
 def _fresh_profile_cache():
     """Profiles are cached per folder list; tests changing EDGEC_PROFILE_PATH need a clean one."""
-    from toolchain.profile import devices
+    from toolchain.devices import profiles as devices
 
     devices._load_all.cache_clear()
     yield
@@ -138,7 +138,7 @@ def write_tiny_bert(folder: Path, *, classifier: bool = False, positions: int = 
 def write_fake_predictor(folder: Path) -> Path:
     """A made-up fitted law for this host (1 ms + 1.5 ms per layer; 60 MB + the weights), stored
     as ``folder/x86-64-host.json`` the way `edgec profile --calibrate` stores a real one."""
-    from toolchain.profile.predict import LATENCY_TERMS, FittedPredictor
+    from toolchain.devices.predict import LATENCY_TERMS, FittedPredictor
 
     latency = [1.0, 1.5] + [0.0] * (len(LATENCY_TERMS) - 2)
     fitted = FittedPredictor("x86-64-host", "onnxruntime", "fp32", latency, [60.0, 1.0, 1.0], 48)
@@ -185,7 +185,7 @@ def tiny_bundle(tmp_path_factory):
     from toy import write_toy_table
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
-    from toolchain.bundle.build import build_bundle
+    from toolchain import api
     from toolchain.data.tasks import TaskSpec
     from toolchain.export.stage import export_model
     from toolchain.models.adapters import adapter_for
@@ -219,5 +219,5 @@ def tiny_bundle(tmp_path_factory):
         labels=("neg", "pos"),
     )
     export_model(tmp / "model", tmp / "onnx", fmt="fp32", spec=spec)
-    manifest = build_bundle(tmp / "onnx", tmp / "toy.edgec", device="host", spec=spec)
+    manifest = api.bundle(tmp / "onnx", tmp / "toy.edgec", device="host", task=spec)
     return tmp / "toy.edgec", manifest

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,10 @@ from toy import write_toy_table
 from toolchain.bundle.manifest import verify
 
 REPO = Path(__file__).resolve().parents[1]
+# the shape of this tiny build as the code before the issue-17 restructuring produced it (stage
+# names and configs, bundle files, report columns, build.json keys): the restructuring must not
+# change what a build produces
+GOLDEN = Path(__file__).parent / "golden" / "build_shape.json"
 
 RECIPE = """
 device: host
@@ -62,6 +67,39 @@ def setup(tmp_path):
         str(tmp_path / "run"),
     ]
     return tmp_path, args
+
+
+def build_shape(tmp: Path) -> dict:
+    """What must not change from one version to the next: the stages (names, configs), each
+    bundle's files, the report's columns and the summary's keys. Paths under ``tmp`` and the
+    content hashes in cached stage names (which hash those paths) are normalised."""
+
+    def norm(value):
+        text = json.dumps(value).replace(str(tmp), "<tmp>")
+        return json.loads(re.sub(r"-[0-9a-f]{12}\b", "-<hash>", text))
+
+    stages = {}
+    for folder in (tmp / "run", tmp / "teachers"):
+        for rec in sorted(folder.glob("*/stage.json")):
+            stages[rec.parent.name] = json.loads(rec.read_text())["config"]
+    summary = json.loads((tmp / "run" / "build.json").read_text())
+    bundles = {
+        b["budget"]: sorted(
+            json.loads((tmp / "run" / b["bundle"] / "manifest.json").read_text())["files"]
+        )
+        for b in summary["bundles"]
+        if b.get("built")
+    }
+    report = (tmp / "run" / "report.md").read_text().splitlines()
+    return norm(
+        {
+            "stages": stages,
+            "bundle_files": bundles,
+            "report_header": next(line for line in report if line.startswith("| budget")),
+            "summary_keys": sorted(summary),
+            "bundle_keys": sorted({k for b in summary["bundles"] for k in b}),
+        }
+    )
 
 
 def _records(*folders: Path) -> dict:
@@ -111,6 +149,13 @@ def test_build_killed_resumes_and_reports(setup):
         assert len(lines) == 2 and lines[1].endswith(": cached")  # the second budget reuses it
     key = "L" + easy["subnet"].split("]")[0][2:].replace(",", ".")  # stages named by the subnet
     assert any(s.startswith(f"distill-{key}-") for s in stages)
+
+    # the same stages, configs, bundle files and report columns as before the restructuring;
+    # build.json gained one key, the device name the user typed
+    shape, golden = build_shape(tmp), json.loads(GOLDEN.read_text())
+    assert set(shape["summary_keys"]) - set(golden["summary_keys"]) == {"requested_device"}
+    shape["summary_keys"] = golden["summary_keys"]
+    assert shape == golden
 
     report = (run / "report.md").read_text()
     assert "| easy (<= 500 ms) |" in report and "NOT MET" in report

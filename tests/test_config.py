@@ -15,8 +15,8 @@ from toolchain.config import (
     Recipe,
     load_recipe,
     recipe_to_yaml,
-    resolve_recipe,
 )
+from toolchain.devices.budgets import resolve_recipe
 from toolchain.errors import ConfigError, UnknownDeviceError
 
 

@@ -286,3 +286,18 @@ def test_stage_on_real_data_file(tmp_path, shared_data: Path):
         assert res.record["metrics"]["rows"] == 872  # the official GLUE SST-2 dev set
         assert 0 < res.record["metrics"]["positive"] < 872
         assert run.run([Stage("count", count, inputs=(dev,))])[0].status == "skipped"
+
+
+def test_a_stage_may_depend_on_one_completed_in_an_earlier_call(tmp_path):
+    """A build runs its stages one call at a time: a dependency completed earlier in the same run
+    directory counts, and its output hash is part of the dependent stage's identity."""
+    calls = Calls()
+    with RunDir(tmp_path) as run:
+        run.run([Stage("a", calls.writer("a"))])
+        (res,) = run.run([Stage("b", calls.writer("b"), depends=("a",))])
+        assert res.status == "ran" and res.record["depends"] == ["a"]
+        run.run([Stage("a", calls.writer("a", "changed"))], force=["a"])  # new output of a
+        (again,) = run.run([Stage("b", calls.writer("b"), depends=("a",))])
+        assert again.status == "ran" and calls.n["b"] == 2
+        with pytest.raises(StageError, match="depends on 'z', which does not run before it"):
+            run.run([Stage("c", calls.writer("c"), depends=("z",))])

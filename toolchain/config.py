@@ -21,16 +21,14 @@ Example::
 
 from __future__ import annotations
 
-import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
 import yaml
 
 from toolchain import schema
-from toolchain.errors import ConfigError
 from toolchain.schema import check_range, require
 
 DATA_DIR_ENV = "EDGEC_DATA_DIR"
@@ -278,6 +276,12 @@ class QuantizeConfig(StageConfig):
         return self.avg_bits is not None or self.size_budget_mb is not None
 
 
+# A SearchConfig field with this metadata does not change the trained supernet (only the search
+# over it, or nothing at all): the supernet cache key takes every other field (see
+# SearchConfig.supernet_fields), so a field added later is part of the key unless marked.
+SEARCH_ONLY = {"supernet": False}
+
+
 @dataclass(frozen=True)
 class SearchConfig(StageConfig):
     """NAS-BERT supernet training and per-budget evolutionary search."""
@@ -293,18 +297,28 @@ class SearchConfig(StageConfig):
     weight_decay: float = 0.01
     prune_after: float = 0.5  # share of the steps before dominated choices are dropped; 0 = off
     prune_margin: float = 0.01  # a choice is dropped only when beaten by this much accuracy
-    checkpoint_every: int = 100
-    population: int = 32
-    generations: int = 10
-    mutation_rate: float = 0.3
-    crossover_rate: float = 0.5
+    checkpoint_every: int = field(default=100, metadata=SEARCH_ONLY)
+    population: int = field(default=32, metadata=SEARCH_ONLY)
+    generations: int = field(default=10, metadata=SEARCH_ONLY)
+    mutation_rate: float = field(default=0.3, metadata=SEARCH_ONLY)
+    crossover_rate: float = field(default=0.5, metadata=SEARCH_ONLY)
     eval_samples: int = 512  # validation subset for the inherited-weight accuracy estimate
-    measure_top_k: int = 3  # candidates measured for real per budget
+    # candidates measured for real per budget
+    measure_top_k: int = field(default=3, metadata=SEARCH_ONLY)
     # a subnet this close to the best accuracy that fits the budget counts as good as it: the
     # fastest such subnet is chosen (0: the most accurate)
-    accuracy_tolerance: float = 0.01
-    shrink_evaluations: int = 64  # extra subnets scored descending to cheaper ones within it
-    precision: Literal["fp32", "fp16", "int8", "int4", "int2"] = "fp32"  # of the predictors
+    accuracy_tolerance: float = field(default=0.01, metadata=SEARCH_ONLY)
+    # extra subnets scored descending to cheaper ones within it
+    shrink_evaluations: int = field(default=64, metadata=SEARCH_ONLY)
+    precision: Literal["fp32", "fp16", "int8", "int4", "int2"] = field(
+        default="fp32", metadata=SEARCH_ONLY
+    )  # of the latency predictors
+
+    def supernet_fields(self) -> dict:
+        """The fields the trained supernet depends on (every field not marked SEARCH_ONLY)."""
+        return {
+            f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("supernet", True)
+        }
 
     def __post_init__(self):
         check_range(self, "supernet_steps", lo=1)
@@ -429,56 +443,13 @@ def load_recipe(path: str | Path | None = None, *, overrides: dict | None = None
             ignored, so unset CLI options keep the file's value.
 
     Returns:
-        The validated :class:`Recipe`; device and budgets are checked by :func:`resolve_recipe`.
+        The validated :class:`Recipe`; device and budgets are checked by
+        :func:`toolchain.devices.budgets.resolve_recipe`.
     """
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if path is None:
         return schema.from_yaml_text(Recipe, "", file="<defaults>", overrides=overrides)
     return schema.from_yaml_file(Recipe, path, overrides=overrides)
-
-
-def resolve_recipe(recipe: Recipe, *, file: str | None = None) -> tuple[Recipe, list[str]]:
-    """Fill what a recipe leaves implicit, checking it against the device profile.
-
-    The device alias is resolved to its profile name, named budgets are replaced by the profile's
-    full budget specs (``()`` becomes every budget of the device), and ``data_dir`` falls back to
-    ``$EDGEC_DATA_DIR``.
-
-    Returns:
-        ``(effective recipe, notes)`` where notes are human-readable lines (e.g. alias resolution).
-    """
-    from toolchain.profile.devices import resolve_device  # profiles import config: no cycle at load
-
-    resolution = resolve_device(recipe.device)
-    profile = resolution.profile
-    notes = [resolution.note] if resolution.note else []
-    by_name = {b.name: b for b in profile.budgets}
-    budgets: list[BudgetSpec] = []
-    for item in recipe.budgets or tuple(by_name):
-        if isinstance(item, BudgetSpec):
-            budgets.append(item)
-        elif item in by_name:
-            budgets.append(by_name[item])
-        else:
-            hint = schema.closest(item, by_name)
-            did = f" (did you mean '{hint[0]}'?)" if hint else ""
-            raise ConfigError(
-                f"device {profile.name} has no budget '{item}'{did}; its budgets: "
-                f"{', '.join(by_name)}; or give a custom one as {{name, latency_ms, memory_mb}}",
-                key="budgets",
-                file=file,
-            )
-    data_dir = recipe.data_dir or os.environ.get(DATA_DIR_ENV) or None
-    if data_dir is not None and not Path(data_dir).is_dir():
-        origin = "data_dir" if recipe.data_dir else f"${DATA_DIR_ENV}"
-        raise ConfigError(
-            f"data folder not found: {data_dir} (from {origin}); give a folder with the layout "
-            "of shared/data (glue/SST-2/train.tsv, conll2003/train.txt, ...)",
-            key="data_dir",
-            file=file,
-        )
-    effective = replace(recipe, device=profile.name, budgets=tuple(budgets), data_dir=data_dir)
-    return effective, notes
 
 
 def recipe_to_yaml(recipe: Recipe, *, header: str = "") -> str:

@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toolchain import __version__
 from toolchain.errors import EdgecError, StageError
+from toolchain.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +271,8 @@ class RunDir:
         """Run ``stages`` in order, skipping those whose record matches.
 
         Args:
-            stages: in dependency order (a stage may depend only on stages before it).
+            stages: in dependency order (a stage may depend only on stages before it, or on
+                stages of this run directory that completed in an earlier call).
             seed: recorded and part of every stage's identity.
             force: stage names to re-run even if their record matches (``--force-stage``).
 
@@ -313,8 +314,8 @@ class RunDir:
             ok = all(c.isalnum() or c in "-_." for c in stage.name)
             if not stage.name or stage.name.startswith(".") or not ok:
                 raise StageError(f"stage name {stage.name!r}: use a-z, 0-9, '-', '_', '.'")
-            for dep in stage.depends:
-                if dep not in seen:
+            for dep in stage.depends:  # run before it here, or completed in an earlier call
+                if dep not in seen and self.record(dep) is None:
                     raise StageError(
                         f"stage '{stage.name}' depends on '{dep}', which does not run before it"
                     )

@@ -11,10 +11,12 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from toy import TOY_SPEC
 
 from toolchain.bundle.build import build_bundle
 from toolchain.bundle.manifest import BundleError, unpack, verify
 from toolchain.data.tasks import TaskSpec
+from toolchain.target import DeviceTarget
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,9 +58,14 @@ def test_another_device_gets_no_host_latency(bundle, tmp_path):
         labels=("neg", "pos"),
     )
     manifest = build_bundle(
-        folder.parent / "onnx", tmp_path / "orin.edgec", device="jetson", spec=spec, tarball=False
+        folder.parent / "onnx",
+        tmp_path / "orin.edgec",
+        target=DeviceTarget.resolve("jetson"),
+        spec=spec,
+        tarball=False,
     )
     assert manifest["target"]["device"] == "jetson-orin-nano-8gb"
+    assert manifest["target"]["requested"] == "jetson"  # the alias the user typed
     assert manifest["latency"]["status"] == "not measured"
     assert "never reported as the device's" in manifest["latency"]["label"]
     assert "p50_ms" not in manifest["latency"]
@@ -159,3 +166,21 @@ def test_edgec_run_works_where_torch_cannot_be_imported(bundle, tmp_path):
         cwd=tmp_path,
     )
     assert proc.returncode == 1 and "bad.jsonl:1: not JSON" in proc.stderr
+
+
+def test_the_recipe_bundle_section_is_read(bundle, tmp_path):
+    """bundle: {tarball: false, model_card: false} -> no .tar.gz and no README.md, and the
+    manifest (which lists every file) still verifies."""
+    folder, _ = bundle
+    out = tmp_path / "bare.edgec"
+    manifest = build_bundle(
+        folder.parent / "onnx",
+        out,
+        target=DeviceTarget.resolve("host"),
+        spec=TOY_SPEC,
+        tarball=False,
+        model_card=False,
+    )
+    assert "README.md" not in manifest["files"] and not (out / "README.md").exists()
+    assert not out.with_name("bare.edgec.tar.gz").exists()
+    assert verify(out)["files"] == manifest["files"]

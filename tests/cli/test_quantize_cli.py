@@ -118,7 +118,7 @@ def test_bad_input_gets_a_clear_error(edgec, tiny_bert_dir, data_args, tmp_path,
 
 def test_size_budget_from_a_device_profile():
     from toolchain.cli.quantize import _size_from
-    from toolchain.profile.devices import get_profile
+    from toolchain.devices.profiles import get_profile
 
     profile = get_profile("jetson")
     assert _size_from("jetson") == profile.budgets[0].memory_mb

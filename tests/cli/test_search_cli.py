@@ -138,6 +138,7 @@ def test_a_trained_supernet_is_reused_from_the_cache(teacher_dir, predictors, tm
     from toolchain.config import SearchConfig
     from toolchain.nas.stage import search_stage
     from toolchain.pipeline import run_single
+    from toolchain.target import DeviceTarget
 
     write_toy_table(tmp_path / "train.tsv", 120, 0)
     write_toy_table(tmp_path / "validation.tsv", 40, 1)
@@ -156,10 +157,9 @@ def test_a_trained_supernet_is_reused_from_the_cache(teacher_dir, predictors, tm
         teacher_dir=str(teacher_dir),
         spec=replace(TOY_SPEC, files=files),
         data_dir=tmp_path,
-        device="host",
+        target=DeviceTarget.resolve("host", predictors_dir=predictors),
         budgets=("balanced",),
         cfg=cfg,
-        predictors_dir=str(predictors),
         torch_device="cpu",
         supernet_cache=tmp_path / "supernets",
     )
@@ -171,7 +171,7 @@ def test_a_trained_supernet_is_reused_from_the_cache(teacher_dir, predictors, tm
     assert second["budgets"]["balanced"]["subnet"] == first["budgets"]["balanced"]["subnet"]
     assert second["space"] == first["space"]  # the pruned space came back with it
     # another device: pruning compared MACs, not this device's latency, so the same supernet
-    jetson = {**common, "device": "jetson-orin-nano-8gb"}
+    jetson = {**common, "target": DeviceTarget.resolve("jetson-orin-nano-8gb")}
     third = run_single(search_stage(**jetson, name="j"), tmp_path / "j").record["metrics"]
     assert third["supernet"]["cached"] == str(kept) and third["space"] == first["space"]
     # other training settings: another supernet, trained anew

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from toolchain.data.hub import examples_from_records
 from toolchain.data.readers import (
     DataError,
     Example,
     TokenExample,
-    examples_from_records,
     infer_labels,
     load_split,
     resolve_data_dir,

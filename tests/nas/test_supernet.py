@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 
 import pytest
 import torch
@@ -291,33 +292,31 @@ def test_candidates_are_measured_through_the_agent(tmp_path):
 
     from toolchain.config import BudgetSpec
     from toolchain.models.loading import load_model
-    from toolchain.nas.stage import _measure
-    from toolchain.profile.devices import resolve_device
+    from toolchain.target import Agent, DeviceTarget
 
     teacher = load_model(
         str(write_tiny_bert(tmp_path / "t", classifier=True, positions=160)),
         head="sequence-classification",
     )
     supernet = SuperNet.from_teacher(teacher, scores_for(teacher)).eval()
-    candidates = [{"arch": str(supernet.space.smallest())}]
+    student = supernet.extract(supernet.space.smallest())
+    student.tokenizer = supernet.adapter.tokenizer
     budget = BudgetSpec(name="b", latency_ms=50.0, memory_mb=4096, batch=1, seq_len=16)
-    cfg = SearchConfig(measure_top_k=1)
-    jetson = resolve_device("jetson").profile
-    spec = TOY_SPEC
-    note = _measure(candidates, supernet, spec, jetson, budget, cfg, None)["note"]
-    assert note.startswith("not measured") and "measured" not in candidates[0]
-    host = resolve_device("host").profile
+    jetson = DeviceTarget.resolve("jetson")
+    assert jetson.measure_candidate(student, TOY_SPEC, budget, "fp32") is None
+    assert jetson.candidate_note(1, "fp32").startswith("not measured")
     with start_agent(tmp_path / "agent", "secret-token") as (url, _):
-        agent = {"url": url, "token": "secret-token"}
-        note = _measure(candidates, supernet, spec, host, budget, cfg, agent)["note"]
-    m = candidates[0]["measured"]
+        host = DeviceTarget.resolve("host")
+        through_agent = replace(host, agent=Agent(url, "secret-token", ""))
+        m = through_agent.measure_candidate(student, TOY_SPEC, budget, "fp32")
+        note = through_agent.candidate_note(1, "fp32")
     assert note.startswith(f"top 1 measured through the agent at {url}")
     assert m["label"].startswith("measured on x86-64-host by edgec agent")
     assert 0 < m["p50_ms"] <= m["p90_ms"] and m["verdict"] == "met" and m["format"] == "fp32"
 
 
 def test_the_fastest_candidate_near_the_best_accuracy_wins():
-    from toolchain.nas.stage import _choose
+    from toolchain.nas.budget import choose
 
     def cand(acc, predicted, measured=None, verdict="met"):
         c = {"arch": "x", "accuracy": acc, "predicted": {"latency_ms": predicted}}
@@ -326,11 +325,11 @@ def test_the_fastest_candidate_near_the_best_accuracy_wins():
         return c
 
     a, b, c = cand(0.90, 5.0), cand(0.897, 3.0), cand(0.85, 1.0)
-    assert _choose([a, b, c], {}, 0.005) is b  # within 0.5 point of the best, and faster
-    assert _choose([a, b, c], {}, 0.0) is a
+    assert choose([a, b, c], 0.005) is b  # within 0.5 point of the best, and faster
+    assert choose([a, b, c], 0.0) is a
     # measured figures decide over predictions; a candidate that missed is not chosen
     m1, m2 = cand(0.90, 5.0, 6.0, "missed"), cand(0.899, 5.0, 4.0)
-    assert _choose([m1, m2], {}, 0.005) is m2
+    assert choose([m1, m2], 0.005) is m2
     # every measured one missed: the fastest, which says it missed
     x, y = cand(0.9, 1.0, 9.0, "missed"), cand(0.8, 1.0, 7.0, "missed")
-    assert _choose([x, y], {}, 0.005) is y
+    assert choose([x, y], 0.005) is y

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from toolchain.api import profile as profile_model
 from toolchain.config import BudgetSpec
-from toolchain.profile.local import budget_verdicts, profile_local
+from toolchain.profile.local import budget_verdicts
 from toolchain.profile.protocol import measure, percentile, summarize
 from toolchain.profile.runners import ProfileError, runner_for
 
@@ -116,8 +117,8 @@ def tiny_onnx(tmp_path_factory):
     return export_float(adapter, tmp / "model.onnx")
 
 
-def test_profile_local_measures_every_budget_shape(tiny_onnx):
-    report = profile_local(
+def test_profile_measures_every_budget_shape(tiny_onnx):
+    report = profile_model(
         tiny_onnx, device="host", shapes=[(2, 16)], warmup=1, iterations=5, repeats=2
     )
     shapes = {(r["batch"], r["seq"]) for r in report["results"]}
@@ -131,7 +132,7 @@ def test_profile_local_measures_every_budget_shape(tiny_onnx):
 
 def test_another_device_cannot_be_measured_here(tiny_onnx):
     with pytest.raises(ProfileError, match="is not this machine .* never reported as the device's"):
-        profile_local(tiny_onnx, device="jetson")
+        profile_model(tiny_onnx, device="jetson")
     with pytest.raises(ProfileError, match="unknown runtime 'tvm'"):
         runner_for(tiny_onnx, "tvm")
     with pytest.raises(ProfileError, match="not an ONNX file, bundle or export folder"):

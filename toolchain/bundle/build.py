@@ -1,15 +1,15 @@
 """Write a deployable bundle (DESIGN.md): ``NAME.edgec/`` with ``manifest.json``, ``model.onnx``,
 the tokenizer and a model card, and the same as ``NAME.edgec.tar.gz``.
 
-Latency is measured only when the target *is* this host (its profile's protocol: warm-up, timed
-runs, p50/p90/p99, peak process memory) and is then marked "measured on <host>"; for any other
-device the manifest says it was not measured (the profiling stage measures it on the device,
-through `edgec agent`, or predicts it, labelled as a prediction). No host figure is ever written
-as a device figure.
+A bundle is written with its latency "not measured"; the device target then measures it (on this
+host when the device is this host, through `edgec agent` on the device) or predicts it, and
+:func:`set_latency` records the figure with its label. No host figure is ever written as a device
+figure.
 
 Example::
 
-    build_bundle("runs/student-w4a8-onnx", Path("sst2-host.edgec"), device="host", spec=spec)
+    target = DeviceTarget.resolve("host")
+    build_bundle("runs/student-w4a8-onnx", Path("sst2-host.edgec"), target=target, spec=spec)
 """
 
 from __future__ import annotations
@@ -78,40 +78,17 @@ def _export(source: Path, tmp: Path, *, fmt: str | None, host: bool, spec, data_
     return out
 
 
-def measure_host_latency(folder: Path, protocol) -> dict:
-    """Run :mod:`toolchain.bundle.measure` on ``folder`` in a fresh process (the profile's
-    protocol); its peak RSS is the runner's alone."""
-    import subprocess
-    import sys
-
-    args = {
-        "batch": protocol.batch,
-        "seq_len": protocol.seq_len,
-        "warmup": protocol.warmup,
-        "iterations": protocol.iterations,
-        "threads": protocol.threads,
-    }
-    proc = subprocess.run(
-        [sys.executable, "-m", "toolchain.bundle.measure", str(folder), json.dumps(args)],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    if proc.returncode:
-        raise BundleError(f"measuring {folder} failed: {proc.stderr.strip()[-500:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def build_bundle(
     source: str | Path,
     out: str | Path,
     *,
-    device: str,
+    target,
     spec,
     data_dir=None,
     budget=None,
     fmt: str | None = None,
     tarball: bool = True,
+    model_card: bool = True,
 ) -> dict:
     """Write ``out`` (a ``NAME.edgec`` folder; and ``NAME.edgec.tar.gz`` when ``tarball``).
 
@@ -119,15 +96,19 @@ def build_bundle(
         source: an export folder (``model.onnx`` + tokenizer, from `edgec export`) or a model
             directory, which is exported first (``fmt``; default ``auto`` on this host,
             ``int8-qdq``/``nbits``/``fp32`` for another device).
-        device: the target profile (name or alias).
+        target: the :class:`~toolchain.target.DeviceTarget` the bundle is for (its profile, the
+            name the user typed, whether it is this host).
         budget: the device budget the bundle is for: a name of the profile's budgets, or a
             custom ``BudgetSpec`` (default: the profile's first).
+
+        model_card: write the model card (README.md) into the bundle.
+
+    The bundle's latency is "not measured" until the caller measures it on the device (or
+    predicts it) and calls :func:`set_latency`: measuring is the device target's job.
 
     Returns:
         The manifest.
     """
-    from toolchain.profile.devices import resolve_device
-
     source, out = Path(source), Path(out)
     if spec.kind not in ("classification", "regression"):
         raise BundleError(
@@ -136,9 +117,7 @@ def build_bundle(
         )
     if not out.name.endswith(".edgec"):
         raise BundleError(f"the bundle name must end in .edgec, got {out.name}")
-    resolved = resolve_device(device)
-    profile = resolved.profile
-    host = profile.name == resolve_device("host").profile.name
+    profile, host = target.profile, target.is_host
     if budget is None or isinstance(budget, str):
         target_budget = profile.budget(budget) if budget else profile.budgets[0]
     else:  # a custom budget (a BudgetSpec of the recipe)
@@ -155,15 +134,9 @@ def build_bundle(
                 shutil.copyfile(exported / name, folder / name)
         if not (folder / "tokenizer.json").is_file():
             raise BundleError(f"{exported}: no tokenizer.json (a fast tokenizer is required)")
-        manifest = _manifest(exported, folder, profile, target_budget, resolved, spec)
-        manifest["files"] = file_table(folder)
-        (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if host:  # the bundle's own runner, on the machine the bundle is for
-            manifest["latency"] = {
-                **measure_host_latency(folder, profile.protocol),
-                "label": f"measured on {profile.name} ({platform.processor() or 'this host'})",
-            }
-        (folder / "README.md").write_text(model_card(manifest))
+        manifest = _manifest(exported, folder, profile, target_budget, target.requested, spec)
+        if model_card:
+            (folder / "README.md").write_text(card(manifest))
         manifest["files"] = file_table(folder)
         (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         if out.exists():
@@ -184,7 +157,8 @@ def set_latency(folder: str | Path, latency: dict) -> dict:
     if "label" not in latency:
         raise BundleError("a latency figure needs its label (measured on / predicted for)")
     manifest["latency"] = latency
-    (folder / "README.md").write_text(model_card(manifest))
+    if (folder / "README.md").is_file():
+        (folder / "README.md").write_text(card(manifest))
     manifest["files"] = file_table(folder)
     tmp = folder / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
@@ -195,8 +169,8 @@ def set_latency(folder: str | Path, latency: dict) -> dict:
     return manifest
 
 
-def _manifest(exported: Path, folder: Path, profile, target_budget, resolved, spec) -> dict:
-    from toolchain import __version__
+def _manifest(exported: Path, folder: Path, profile, target_budget, requested, spec) -> dict:
+    from toolchain.version import __version__
 
     export_file = exported / "export.json"
     export = json.loads(export_file.read_text()) if export_file.is_file() else {}
@@ -229,7 +203,7 @@ def _manifest(exported: Path, folder: Path, profile, target_budget, resolved, sp
         "labels": labels,
         "target": {
             "device": profile.name,
-            "requested": resolved.requested,
+            "requested": requested,
             "budget": {
                 "name": target_budget.name,
                 "latency_ms": target_budget.latency_ms,
@@ -270,7 +244,7 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def model_card(manifest: dict) -> str:
+def card(manifest: dict) -> str:
     m, t, met, lat = manifest["model"], manifest["target"], manifest["metrics"], manifest["latency"]
     lines = [
         f"# {manifest['task']['name']} for {t['device']} ({t['budget']['name']} budget)",

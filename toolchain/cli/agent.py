@@ -29,9 +29,9 @@ def run(args: argparse.Namespace) -> int:
 
     device = args.device
     if device:
-        from toolchain.profile.devices import resolve_device
+        from toolchain.target import DeviceTarget
 
-        device = resolve_device(device).profile.name
+        device = DeviceTarget.resolve(device).name
     else:
         import platform
 

@@ -89,12 +89,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def recipe_from_args(args: argparse.Namespace):
-    """Load the recipe file (or defaults) with the CLI options applied on top, then resolve it."""
-    from toolchain.build import preset_overrides
-    from toolchain.config import load_recipe, resolve_recipe
+    """The recipe file (or defaults) with the preset and the CLI options applied on top."""
+    from toolchain.api import build_recipe
 
     overrides = {
-        **preset_overrides(args.preset, args.recipe),
         "device": args.device,
         "teacher": args.model,
         "task": args.task,
@@ -105,56 +103,25 @@ def recipe_from_args(args: argparse.Namespace):
         "profile.target": args.target,
         "profile.token_file": args.token_file,
     }
-    recipe = load_recipe(args.recipe, overrides=overrides)
-    return resolve_recipe(recipe, file=args.recipe)
+    return build_recipe(args.recipe, preset=args.preset, overrides=overrides)
 
 
 def run(args: argparse.Namespace) -> int:
-    from toolchain import __version__
-    from toolchain.config import recipe_to_yaml
+    from toolchain import api
 
-    recipe, notes = recipe_from_args(args)
-    for note in notes:
-        print(f"edgec: {note}", file=sys.stderr)
+    recipe = recipe_from_args(args)
     if args.print_recipe:
-        source = args.recipe or "built-in defaults"
-        header = (
-            f"# effective edgec {__version__} recipe (from {source}, command-line options "
-            "applied, defaults filled in)\n"
-        )
-        sys.stdout.write(recipe_to_yaml(recipe, header=header))
-        return 0
-    from toolchain.build import Build
-    from toolchain.cli.profile import predictors_dir
-    from toolchain.errors import ConfigError
-
-    if not recipe.output:
-        raise ConfigError("name the output folder: -o OUT (or `output:` in the recipe)")
-    spec = _spec(args, recipe)
-    agent = None
-    if recipe.profile.target:
-        from toolchain.profile.agent import read_token
-
-        if not recipe.profile.token_file:
-            raise ConfigError("--target needs --token-file F (the agent's token)")
-        agent = {
-            "url": recipe.profile.target,
-            "token": read_token(recipe.profile.token_file),
-            "token_file": recipe.profile.token_file,
-        }
-    build = Build(
+        return _print_recipe(args, recipe)
+    summary = api.build(
         recipe,
-        Path(recipe.output),
-        spec=spec,
-        agent=agent,
-        predictors_dir=str(predictors_dir(args)),
-        torch_device=args.train_device,
+        task=_spec(args),
+        predictors=args.predictors or api.DEFAULT,
+        teacher_cache=None if args.no_teacher_cache else (args.teacher_cache or api.DEFAULT),
+        train_device=args.train_device,
         force=tuple(args.force_stage),
-        teacher_cache=None if args.no_teacher_cache else _teacher_cache(args),
+        notes=lambda line: print(f"edgec: {line}", file=sys.stderr),
     )
-    summary = build.execute()
-    out = Path(recipe.output)
-    print(f"\n{out / 'report.md'}")
+    print(f"\n{Path(recipe.output) / 'report.md'}")
     from toolchain.report import rows
 
     header, table = rows(summary)
@@ -165,21 +132,29 @@ def run(args: argparse.Namespace) -> int:
     return 0 if all(b.get("built") for b in summary["bundles"]) else 3
 
 
-def _teacher_cache(args) -> Path:
-    import os
+def _print_recipe(args, recipe) -> int:
+    from toolchain.config import recipe_to_yaml
+    from toolchain.devices.budgets import resolve_recipe
+    from toolchain.version import __version__
 
-    if args.teacher_cache:
-        return Path(args.teacher_cache)
-    home = os.environ.get("EDGEC_HOME")
-    return Path(home) / "teachers" if home else Path.home() / ".cache" / "edgec" / "teachers"
+    recipe, notes = resolve_recipe(recipe, file=args.recipe)
+    for note in notes:
+        print(f"edgec: {note}", file=sys.stderr)
+    source = args.recipe or "built-in defaults"
+    header = (
+        f"# effective edgec {__version__} recipe (from {source}, command-line options "
+        "applied, defaults filled in)\n"
+    )
+    sys.stdout.write(recipe_to_yaml(recipe, header=header))
+    return 0
 
 
-def _spec(args, recipe):
-    """The task: --task / the recipe's, or the --*-file options (labels from the train file)."""
+def _spec(args):
+    """Your own data files (--train-file ...): their task, labels from the train file; None for
+    a registered task (the recipe's)."""
     from toolchain.cli.teacher import task_from_args
-    from toolchain.data.tasks import get_task
 
     if any(getattr(args, f"{s}_file") for s in ("train", "validation", "dev")):
         args.task = None
         return task_from_args(args)
-    return get_task(recipe.task)
+    return None

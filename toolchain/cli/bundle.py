@@ -55,15 +55,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.device or not args.output:
         raise ConfigError("edgec bundle MODEL_OR_ONNX needs --device D and -o NAME.edgec")
-    from toolchain.bundle.build import build_bundle
+    from toolchain import api
 
-    manifest = build_bundle(
+    manifest = api.bundle(
         args.source,
         Path(args.output),
+        task=task_from_args(args),
         device=args.device,
         budget=args.budget,
         fmt=args.format,
-        spec=task_from_args(args),
         data_dir=args.data_dir,
         tarball=not args.no_tar,
     )

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from toolchain.profile.devices import list_profiles, resolve_device
+    from toolchain.devices.profiles import list_profiles, resolve_device
 
     if args.action == "show":
         resolution = resolve_device(args.name)

@@ -76,9 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from toolchain import api
     from toolchain.config import load_recipe
-    from toolchain.distill.stage import distill_stage
-    from toolchain.pipeline import run_single
 
     spec = task_from_args(args)
     overrides = {f"distill.{k}": getattr(args, k) for k in _FIELDS}
@@ -87,22 +86,23 @@ def run(args: argparse.Namespace) -> int:
         overrides["data.clean"] = False
     recipe = load_recipe(args.recipe, overrides=overrides)
     out = Path(args.output).resolve()
-    stage = distill_stage(
-        teacher_dir=args.teacher,
-        spec=spec,
+    result = api.distill(
+        args.teacher,
+        out,
+        task=spec,
         data_dir=args.data_dir or recipe.data_dir,
         cfg=recipe.distill,
         data_cfg=recipe.data,
-        device=args.device,
-        name=out.name,
         init_from=args.init_from,
+        device=args.device,
+        seed=recipe.seed,
+        force=args.force,
     )
-    result = run_single(stage, out, seed=recipe.seed, force=args.force)
-    m = result.record["metrics"]
+    m = result.metrics
     if args.json:
         print(json.dumps(m, indent=2))
         return 0
-    state = "up to date (cached)" if result.status == "skipped" else "distilled"
+    state = "up to date (cached)" if result.cached else "distilled"
     print(
         f"{out}: {state} ({m['student_shape']}, {m['parameters']:,} parameters, "
         f"init {m['init']}, mapping {m['mapping']})"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 
 from toolchain.cli.teacher import add_task_arguments, task_from_args
 
@@ -36,41 +35,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from toolchain.data.readers import load_split
-    from toolchain.evaluate.evaluate import compare, evaluate
-    from toolchain.models.finetune import head_for, pick_device
-    from toolchain.models.loading import load_model
+    from toolchain import api
 
-    spec = task_from_args(args)
-    adapter = load_model(args.model, head=head_for(spec))
-    adapter.model.to(pick_device(args.device))
-    if spec.kind == "classification" and not spec.labels:
-        # your own data without a train file: the label names the model was trained with
-        id2label = adapter.model.config.id2label
-        spec = replace(spec, labels=tuple(str(id2label[i]) for i in range(len(id2label))))
-    examples = load_split(spec, args.split, args.data_dir)
-    if args.max_samples:
-        examples = examples[: args.max_samples]
-    if args.teacher:
-        teacher = load_model(args.teacher, head=head_for(spec))
-        both = compare(
-            teacher, adapter, spec, examples, batch_size=args.batch_size, max_len=args.max_seq_len
-        )
-        metrics = {**both.pop("student"), "teacher": both.pop("teacher"), **both}
-    else:
-        metrics = evaluate(
-            adapter,
-            spec,
-            examples,
-            batch_size=args.batch_size,
-            max_len=args.max_seq_len,
-            desc=f"{spec.name} {args.split}",
-        )
-    result = {"model": args.model, "task": spec.name, "split": args.split, **metrics}
+    result = api.evaluate(
+        args.model,
+        task=task_from_args(args),
+        split=args.split,
+        data_dir=args.data_dir,
+        teacher=args.teacher,
+        device=args.device,
+        max_samples=args.max_samples,
+        batch_size=args.batch_size,
+        max_seq_len=args.max_seq_len,
+    )
+    metrics = {k: v for k, v in result.items() if k not in ("model", "task", "split")}
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"{spec.name} {args.split}: {_fmt(metrics)}")
+    print(f"{result['task']} {args.split}: {_fmt(metrics)}")
     if "teacher" in metrics:
         print(f"  teacher: {_fmt(metrics['teacher'])}")
     return 0

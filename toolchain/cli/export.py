@@ -62,43 +62,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from toolchain import api
     from toolchain.config import ExportConfig
-    from toolchain.errors import ConfigError
-    from toolchain.export.stage import export_stage
-    from toolchain.pipeline import run_single
 
     spec = task_from_args(args)
-    if args.device and args.format == "auto":
-        from toolchain.profile.devices import resolve_device
-
-        profile = resolve_device(args.device).profile
-        if profile.name != resolve_device("host").profile.name:
-            raise ConfigError(
-                f"--format auto times the candidates on this machine, which is not "
-                f"{profile.name}: pick a format (nbits, int8-qdq, ...) or run edgec on the device"
-            )
     cfg = ExportConfig()
     if args.accuracy_level is not None:
         cfg = replace(cfg, accuracy_level=args.accuracy_level)
     if args.parity_samples:
         cfg = replace(cfg, parity_samples=args.parity_samples)
     out = Path(args.output).resolve()
-    stage = export_stage(
-        model_dir=args.model,
+    result = api.export(
+        args.model,
+        out,
+        task=spec,
         fmt=args.format,
-        spec=spec,
-        data_dir=args.data_dir,
         cfg=cfg,
-        name=out.name,
+        data_dir=args.data_dir,
+        device=args.device,
         tensorrt=args.tensorrt,
         plugin_libs=tuple(args.plugin_lib),
+        force=args.force,
     )
-    result = run_single(stage, out, force=args.force)
-    m = result.record["metrics"]
+    m = result.metrics
     if args.json:
         print(json.dumps(m, indent=2))
         return 0
-    state = "up to date (cached)" if result.status == "skipped" else "exported"
+    state = "up to date (cached)" if result.cached else "exported"
     p = m["parity"]
     print(
         f"{out}: {state} as {m['format']} ({m['bytes'] / 2**20:.2f} MiB); parity with PyTorch: "

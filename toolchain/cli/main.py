@@ -15,8 +15,8 @@ import sys
 import textwrap
 from types import ModuleType
 
-from toolchain import __version__
 from toolchain.errors import EdgecError, NotImplementedYet
+from toolchain.version import __version__
 
 VERBS = (
     "build",

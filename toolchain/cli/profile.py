@@ -88,7 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from toolchain.profile.local import profile_local
+    from toolchain import api
     from toolchain.profile.runners import ProfileError
 
     if args.calibrate:
@@ -97,25 +97,21 @@ def run(args: argparse.Namespace) -> int:
         return _predict(args)
     if not args.target:
         raise ProfileError("give a TARGET to measure, or --predict SHAPE")
-    target = Path(args.target)
-    if not target.exists():
-        raise ProfileError(f"target not found: {target}")
     shapes = None
     if args.batch or args.seq:
         shapes = [(b, s) for b in (args.batch or [1]) for s in (args.seq or [128])]
-    if args.agent_url:
-        report = _remote(args, target, shapes)
-    else:
-        report = profile_local(
-            target,
-            device=args.device,
-            runtime=args.runtime,
-            shapes=shapes,
-            threads=args.threads,
-            warmup=args.warmup,
-            iterations=args.iterations,
-            repeats=args.repeats,
-        )
+    device = api.target(args.device, agent_url=args.agent_url, token_file=args.token_file)
+    report = api.profile(
+        args.target,
+        device=device,
+        runtime=args.runtime,
+        shapes=shapes,
+        threads=args.threads,
+        warmup=args.warmup,
+        iterations=args.iterations,
+        repeats=args.repeats,
+    )
+    target = Path(args.target)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -146,26 +142,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _predict(args) -> int:
-    from toolchain.models.adapters import Shape as ModelShape
-    from toolchain.profile.devices import resolve_device
-    from toolchain.profile.predict import FittedPredictor, Shape, roofline
+    from toolchain import api
 
-    profile = resolve_device(args.device).profile
-    m = ModelShape.parse(args.predict)
-    rows = []
-    for b in args.batch or [profile.protocol.batch]:
-        for s in args.seq or [profile.protocol.seq_len]:
-            shape = Shape(
-                layers=m.layers, hidden=m.hidden, heads=m.heads, ffn=m.ffn, seq=s, batch=b
-            )
-            fitted = predictors_dir(args) / f"{profile.name}.json"
-            if fitted.is_file():
-                p = FittedPredictor.load(fitted).predict(shape)
-            else:
-                p = roofline(profile, shape, args.precision)
-            rows.append({"batch": b, "seq": s, **p})
+    device = api.target(args.device, predictors=args.predictors or api.DEFAULT)
+    proto = device.protocol
+    shapes = [(b, s) for b in args.batch or [proto.batch] for s in args.seq or [proto.seq_len]]
+    rows = api.predict(args.predict, device=device, precision=args.precision, shapes=shapes)
     if args.json:
-        print(json.dumps({"device": profile.name, "shape": args.predict, "rows": rows}, indent=2))
+        payload = {"device": device.name, "shape": args.predict, "rows": rows}
+        print(json.dumps(payload, indent=2))
         return 0
     for r in rows:
         print(
@@ -175,54 +160,17 @@ def _predict(args) -> int:
     return 0
 
 
-def _remote(args, target: Path, shapes) -> dict:
-    from toolchain.errors import ConfigError
-    from toolchain.profile.agent import profile_remote, read_token
-    from toolchain.profile.devices import resolve_device
-    from toolchain.profile.local import budget_verdicts
-
-    if not args.token_file:
-        raise ConfigError("--target needs --token-file F (the agent's token)")
-    profile = resolve_device(args.device).profile
-    proto = profile.protocol
-    wanted = set(shapes or [(proto.batch, proto.seq_len)])
-    wanted |= {(b.batch, b.seq_len) for b in profile.budgets}
-    request = {
-        "shapes": [list(s) for s in sorted(wanted)],
-        "runtime": args.runtime,
-        "warmup": proto.warmup if args.warmup is None else args.warmup,
-        "iterations": args.iterations or proto.iterations,
-        "repeats": args.repeats or proto.repeats,
-    }
-    if args.threads or proto.threads:
-        request["threads"] = args.threads or proto.threads
-    report = profile_remote(
-        target, args.agent_url, token=read_token(args.token_file), request=request
-    )
-    report["device"] = profile.name
-    report["budgets"] = budget_verdicts(profile.budgets, report["results"])
-    return report
-
-
-def predictors_dir(args) -> Path:
-    import os
-
-    if args.predictors:
-        return Path(args.predictors)
-    home = os.environ.get("EDGEC_HOME")
-    return Path(home) / "predictors" if home else Path.home() / ".cache" / "edgec" / "predictors"
-
-
 def _calibrate(args) -> int:
     import tempfile
 
+    from toolchain import api
+    from toolchain.devices.predict import LATENCY_TERMS, FittedPredictor
     from toolchain.profile.calibrate import design, measure_shapes
-    from toolchain.profile.devices import resolve_device
-    from toolchain.profile.predict import LATENCY_TERMS, FittedPredictor
     from toolchain.profile.runners import ProfileError
 
-    profile = resolve_device(args.device).profile
-    if profile.name != resolve_device("host").profile.name:
+    device = api.target(args.device, predictors=args.predictors or api.DEFAULT)
+    profile = device.profile
+    if not device.is_host:
         raise ProfileError(
             f"--calibrate measures this machine, not {profile.name}: run it on the device"
         )
@@ -239,6 +187,6 @@ def _calibrate(args) -> int:
             rounds=args.rounds,
         )
     predictor = FittedPredictor.fit(rows, device=profile.name, runtime=args.runtime)
-    path = predictor.save(predictors_dir(args) / f"{profile.name}.json")
+    path = predictor.save(device.predictors_dir / f"{profile.name}.json")
     print(f"{path}: fitted on {len(rows)} shapes measured on {profile.name}")
     return 0

@@ -104,19 +104,19 @@ def _overrides(items: list[str]) -> dict[str, int] | None:
 
 def _size_from(spec: str) -> float:
     """``DEVICE[:BUDGET]`` -> that budget's memory_mb (the first budget when none is named)."""
-    from toolchain.profile.devices import get_profile
+    from toolchain.devices.budgets import resolve_budgets
+    from toolchain.target import DeviceTarget
 
     name, _, budget = spec.partition(":")
-    profile = get_profile(name)
-    chosen = profile.budget(budget) if budget else profile.budgets[0]
-    return float(chosen.memory_mb)
+    profile = DeviceTarget.resolve(name).profile
+    return float(resolve_budgets(profile, [budget] if budget else [])[0].memory_mb)
 
 
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from toolchain import api
     from toolchain.config import load_recipe
-    from toolchain.quantize.stage import quantize
 
     spec = task_from_args(args)
     if args.size_from:
@@ -134,19 +134,19 @@ def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, overrides=overrides)
     cfg = replace(recipe.quantize, act_bits=None) if act_float else recipe.quantize
     out = Path(args.output).resolve()
-    result = quantize(
+    result = api.quantize(
         args.model,
         out,
-        spec=spec,
+        task=spec,
         cfg=cfg,
         data_dir=args.data_dir or recipe.data_dir,
         data_cfg=recipe.data,
-        teacher_dir=args.teacher,
+        teacher=args.teacher,
         device=args.device,
         seed=recipe.seed,
         force=args.force,
     )
-    m = result.record["metrics"]
+    m = result.metrics
     if args.json:
         print(json.dumps(m, indent=2))
         return 0

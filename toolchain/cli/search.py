@@ -114,10 +114,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from toolchain.cli.profile import predictors_dir
+    from toolchain import api
     from toolchain.config import load_recipe
-    from toolchain.nas.stage import search_stage
-    from toolchain.pipeline import run_single
 
     spec = task_from_args(args)
     overrides = {f"search.{k}": getattr(args, k) for k in _FIELDS}
@@ -126,26 +124,31 @@ def run(args: argparse.Namespace) -> int:
         overrides["data.clean"] = False
     recipe = load_recipe(args.recipe, overrides=overrides)
     out = Path(args.output).resolve()
-    stage = search_stage(
-        teacher_dir=args.teacher,
-        spec=spec,
-        data_dir=args.data_dir or recipe.data_dir,
-        device=args.device,
+    device = api.target(
+        args.device,
+        agent_url=args.target or recipe.profile.target,
+        token_file=args.token_file or recipe.profile.token_file,
+        predictors=args.predictors or api.DEFAULT,
+        overrides=recipe.profile,
+    )
+    result = api.search(
+        args.teacher,
+        out,
+        task=spec,
+        device=device,
         budgets=tuple(args.budget or recipe.budgets),
         cfg=recipe.search,
+        data_dir=args.data_dir or recipe.data_dir,
         data_cfg=recipe.data,
-        predictors_dir=str(predictors_dir(args)),
-        torch_device=args.train_device,
-        target=args.target or recipe.profile.target,
-        token_file=args.token_file or recipe.profile.token_file,
-        name=out.name,
+        train_device=args.train_device,
+        seed=recipe.seed,
+        force=args.force,
     )
-    result = run_single(stage, out, seed=recipe.seed, force=args.force)
-    m = result.record["metrics"]
+    m = result.metrics
     if args.json:
         print(json.dumps(m, indent=2))
         return 0
-    state = "up to date (cached)" if result.status == "skipped" else "searched"
+    state = "up to date (cached)" if result.cached else "searched"
     sn = m["supernet"]
     print(f"{out}: {state} on {m['device']} ({m['space_size']:,} subnets: {m['space']})")
     print(f"  supernet: {sn['steps']} steps in {sn['train_s']} s")

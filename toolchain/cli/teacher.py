@@ -113,9 +113,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from toolchain import api
     from toolchain.config import load_recipe
-    from toolchain.models.teacher import teacher_stage
-    from toolchain.pipeline import run_single
 
     spec = task_from_args(args)
     keys = (
@@ -134,21 +133,22 @@ def run(args: argparse.Namespace) -> int:
         overrides["data.clean"] = False
     recipe = load_recipe(args.recipe, overrides=overrides)
     out = Path(args.output).resolve()
-    stage = teacher_stage(
-        model=args.model,
-        spec=spec,
+    result = api.teacher(
+        args.model,
+        out,
+        task=spec,
         data_dir=args.data_dir or recipe.data_dir,
         cfg=recipe.teacher_finetune,
         data_cfg=recipe.data,
         device=args.device,
-        name=out.name,
+        seed=recipe.seed,
+        force=args.force,
     )
-    result = run_single(stage, out, seed=recipe.seed, force=args.force)
-    metrics = result.record["metrics"]
+    metrics = result.metrics
     if args.json:
         print(json.dumps(metrics, indent=2))
         return 0
-    state = "up to date (cached)" if result.status == "skipped" else "fine-tuned"
+    state = "up to date (cached)" if result.cached else "fine-tuned"
     print(f"{out}: {state}")
     best = metrics.get("best_validation", {})
     print(

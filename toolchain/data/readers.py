@@ -18,36 +18,16 @@ import csv
 import json
 import os
 import random
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from toolchain.config import DATA_DIR_ENV
+from toolchain.data.examples import DataError, Example, TokenExample, parse_label
+from toolchain.data.hub import load_split_from_hub
 from toolchain.data.tasks import TaskSpec
-from toolchain.errors import EdgecError
 
 csv.field_size_limit(1 << 24)  # long RTE/QNLI passages exceed csv's default 128 KiB
-
-
-class DataError(EdgecError):
-    """A data file is missing or malformed."""
-
-
-@dataclass(frozen=True)
-class Example:
-    """One sequence(-pair) example; ``label`` is a class index, a float (regression) or None."""
-
-    text: str
-    text_pair: str | None = None
-    label: int | float | None = None
-
-
-@dataclass(frozen=True)
-class TokenExample:
-    """One sentence of a token task; ``tags`` are label indices (None when unlabelled)."""
-
-    tokens: tuple[str, ...]
-    tags: tuple[int, ...] | None = None
 
 
 FORMAT_HELP = {
@@ -97,8 +77,6 @@ def load_split(
     """
     data_dir = resolve_data_dir(data_dir) if spec.folder else None
     if spec.folder and data_dir is None:
-        from toolchain.data.hub import load_split_from_hub
-
         return load_split_from_hub(spec, split)
     if split in ("train", "validation") and not _has_file(spec, "validation", data_dir):
         train = read_file(spec, split_path(spec, "train", data_dir))
@@ -264,30 +242,6 @@ def _example(spec, row, text_idx, label_idx, path, lineno) -> Example:
     )
 
 
-def parse_label(spec: TaskSpec, raw: str, where: str) -> int | float | None:
-    """A label string -> class index (by name or integer), float (regression) or None (unlabelled,
-    e.g. GLUE test files' -1)."""
-    if raw in ("", "-1", "-"):
-        return None
-    if spec.kind == "regression":
-        try:
-            return float(raw)
-        except ValueError:
-            raise DataError(f"{where}: expected a number as the label, got {raw!r}") from None
-    if raw in spec.labels:
-        return spec.labels.index(raw)
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if 0 <= value < len(spec.labels):
-        return value
-    raise DataError(
-        f"{where}: unknown label {raw!r}; expected one of {', '.join(spec.labels)} "
-        f"or an index 0..{len(spec.labels) - 1}"
-    )
-
-
 # -- CoNLL and text ---------------------------------------------------------------------------
 def read_conll(spec: TaskSpec, path: Path) -> list[TokenExample]:
     tag_index = {t: i for i, t in enumerate(spec.labels)}
@@ -323,46 +277,12 @@ def read_text(spec: TaskSpec, path: Path) -> list[str]:
         return [line.strip() for line in f if line.strip()]
 
 
-def examples_from_records(spec: TaskSpec, records: Iterable[dict], *, tag_names=None) -> list:
-    """Convert ``datasets``-style records (dicts) to examples; used by the hub loader.
-
-    Args:
-        tag_names: the dataset's own label names for integer tags/labels, mapped onto
-            ``spec.labels`` by name (datasets may order classes differently).
-    """
-    out: list = []
-    for n, r in enumerate(records, 1):
-        where = f"{spec.source} record {n}"
-        if spec.kind == "language-modeling":
-            if str(r.get("text", "")).strip():
-                out.append(str(r["text"]).strip())
-        elif spec.kind == "token-classification":
-            raw = r.get("ner_tags", r.get("chunk_tags", r.get("tags")))
-            names = [tag_names[t] if tag_names else spec.labels[t] for t in raw]
-            out.append(TokenExample(tuple(r["tokens"]), tuple(spec.labels.index(t) for t in names)))
-        else:
-            texts = [_record_text(r, cols, where) for cols in spec.text_columns]
-            label = r.get("label")
-            if spec.kind == "classification" and tag_names and label is not None and label >= 0:
-                label = tag_names[label]
-            out.append(
-                Example(
-                    texts[0],
-                    texts[1] if len(texts) > 1 else None,
-                    parse_label(spec, "" if label is None else str(label), where),
-                )
-            )
-    return out
-
-
-_HUB_ALIASES = {"sentence1": "premise", "sentence2": "hypothesis"}
-
-
-def _record_text(record: dict, alternatives: str, where: str) -> str:
-    names = alternatives.split("|")
-    names += [_HUB_ALIASES[n] for n in names if n in _HUB_ALIASES]
-    names += [n.replace("#1 String", "sentence1").replace("#2 String", "sentence2") for n in names]
-    for name in names:
-        if name in record:
-            return str(record[name]).strip()
-    raise DataError(f"{where}: no field {' or '.join(names)}; fields: {', '.join(record)}")
+__all__ = [
+    "DataError",
+    "Example",
+    "TokenExample",
+    "load_split",
+    "parse_label",
+    "read_file",
+    "resolve_data_dir",
+]

@@ -19,12 +19,16 @@ import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from toolchain.config import DataConfig, DistillConfig
 from toolchain.data.readers import load_split
 from toolchain.data.tasks import TaskSpec
 from toolchain.errors import ConfigError
 from toolchain.pipeline import Stage, StageContext
+
+if TYPE_CHECKING:  # only for annotations: the models stack is imported lazily, when a stage runs
+    from toolchain.models.adapters import ModelAdapter, Shape
 
 log = logging.getLogger(__name__)
 
@@ -94,39 +98,15 @@ def run_distill(
     device,
     init_from: str | None = None,
 ) -> dict:
-    from toolchain.data.clean import clean
     from toolchain.distill.trainer import distill
-    from toolchain.evaluate.evaluate import compare
-    from toolchain.models.adapters import Shape
-    from toolchain.models.finetune import head_for, pick_device
-    from toolchain.models.loading import load_model
+    from toolchain.models.finetune import pick_device
 
     device = pick_device(device)
-    teacher = load_model(teacher_dir, head=head_for(spec))
-    teacher.model.to(device)
-    start = load_model(str(init_from), head=head_for(spec)) if init_from else None
-    shape = start.shape if start else Shape.parse(cfg.student_shape)
-    train, report = clean(load_split(spec, "train", data_dir), data_cfg)
-    validation = load_split(spec, "validation", data_dir)
-    importance = (
-        _importance(teacher, spec, train, cfg, ctx.seed)
-        if cfg.init == "etd-impt" and start is None
-        else None
+    teacher, start, shape = _load_models(teacher_dir, spec, cfg, device, init_from)
+    train, report, validation = _load_data(spec, data_dir, data_cfg)
+    importance, genome, ga = _importance_and_mapping(
+        ctx, teacher, start, shape, spec, train, validation, cfg, device
     )
-    genome, ga = None, None
-    if cfg.mapping == "ga":
-        genome, ga = search_mapping(
-            teacher,
-            shape,
-            spec,
-            train,
-            validation,
-            cfg,
-            importance,
-            seed=ctx.seed,
-            state_dir=ctx.checkpoint_dir,
-            device=device,
-        )
     from toolchain.distill.init import init_student
 
     student = start or init_student(teacher, shape, cfg.init, importance=importance, seed=ctx.seed)
@@ -155,16 +135,85 @@ def run_distill(
     if ga is not None:
         metrics["ga"] = ga
     if "dev" in spec.files:
-        dev = load_split(spec, "dev", data_dir)
-        metrics["dev"] = compare(teacher, student, spec, dev, max_len=cfg.max_seq_len)
-        log.info(
-            "dev: student %s, teacher %s, label loyalty %s",
-            metrics["dev"]["student"],
-            metrics["dev"]["teacher"],
-            metrics["dev"].get("label_loyalty"),
-        )
+        metrics["dev"] = _dev_comparison(teacher, student, spec, data_dir, cfg)
     (ctx.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def _load_models(
+    teacher_dir, spec: TaskSpec, cfg: DistillConfig, device, init_from: str | None
+) -> tuple[ModelAdapter, ModelAdapter | None, Shape]:
+    """The teacher (on ``device``), the model that starts the student if ``init_from`` is given
+    (else None), and the student's shape."""
+    from toolchain.models.adapters import Shape
+    from toolchain.models.finetune import head_for
+    from toolchain.models.loading import load_model
+
+    teacher = load_model(teacher_dir, head=head_for(spec))
+    teacher.model.to(device)
+    start = load_model(str(init_from), head=head_for(spec)) if init_from else None
+    shape = start.shape if start else Shape.parse(cfg.student_shape)
+    return teacher, start, shape
+
+
+def _load_data(spec: TaskSpec, data_dir, data_cfg: DataConfig) -> tuple[list, object, list]:
+    """The cleaned training split, the cleaning report, and the validation split."""
+    from toolchain.data.clean import clean
+
+    train, report = clean(load_split(spec, "train", data_dir), data_cfg)
+    validation = load_split(spec, "validation", data_dir)
+    return train, report, validation
+
+
+def _importance_and_mapping(
+    ctx: StageContext,
+    teacher: ModelAdapter,
+    start: ModelAdapter | None,
+    shape: Shape,
+    spec: TaskSpec,
+    train: list,
+    validation: list,
+    cfg: DistillConfig,
+    device,
+) -> tuple[object, list[int] | None, dict | None]:
+    """What building and distilling the student need beyond ``cfg``: the teacher's unit
+    importance (ETD-Impt on a fresh student only) and the GA-searched mapping with its report
+    (``mapping="ga"`` only); None where not asked for."""
+    importance = (
+        _importance(teacher, spec, train, cfg, ctx.seed)
+        if cfg.init == "etd-impt" and start is None
+        else None
+    )
+    genome, ga = None, None
+    if cfg.mapping == "ga":
+        genome, ga = search_mapping(
+            teacher,
+            shape,
+            spec,
+            train,
+            validation,
+            cfg,
+            importance,
+            seed=ctx.seed,
+            state_dir=ctx.checkpoint_dir,
+            device=device,
+        )
+    return importance, genome, ga
+
+
+def _dev_comparison(teacher, student, spec: TaskSpec, data_dir, cfg: DistillConfig) -> dict:
+    """Student against teacher on the dev split (accuracy, label and probability loyalty)."""
+    from toolchain.evaluate.evaluate import compare
+
+    dev = load_split(spec, "dev", data_dir)
+    comparison = compare(teacher, student, spec, dev, max_len=cfg.max_seq_len)
+    log.info(
+        "dev: student %s, teacher %s, label loyalty %s",
+        comparison["student"],
+        comparison["teacher"],
+        comparison.get("label_loyalty"),
+    )
+    return comparison
 
 
 def _importance(teacher, spec, train, cfg: DistillConfig, seed: int):

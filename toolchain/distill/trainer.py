@@ -15,6 +15,7 @@ import logging
 import math
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -151,6 +152,70 @@ def distill(
     device = pick_device(str(device) if device else None)
     seed_everything(seed)
     tokenizer = teacher.tokenizer
+    run = _setup(
+        teacher,
+        student,
+        spec,
+        train,
+        validation,
+        cfg,
+        device=device,
+        seed=seed,
+        genome=genome,
+        checkpoint_dir=checkpoint_dir,
+        encoded_train=encoded_train,
+    )
+    start = time.perf_counter()
+    _train(run)
+    if run.best is not None:
+        run.module.load_state_dict(run.best)
+    student.tokenizer = tokenizer
+    if save:
+        student.save(out_dir)
+    return _summary(run, start, genome)
+
+
+@dataclass
+class _DistillRun:
+    """What the distillation loop reads and updates, shared by its step helpers."""
+
+    teacher: ModelAdapter
+    student: ModelAdapter
+    spec: TaskSpec
+    cfg: DistillConfig
+    device: torch.device
+    seed: int
+    module: _Trainable
+    mapper: LayerMapper
+    enc_train: list
+    val: list
+    enc_val: list
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    state: TrainState
+    ckpt: Path | None
+    best: dict | None  # the best weights so far (CPU copies), None before the first evaluation
+    pad_id: int
+    need_attn: bool
+
+
+def _setup(
+    teacher: ModelAdapter,
+    student: ModelAdapter,
+    spec: TaskSpec,
+    train: list,
+    validation: list,
+    cfg: DistillConfig,
+    *,
+    device: torch.device,
+    seed: int,
+    genome: list[int] | None,
+    checkpoint_dir: str | Path | None,
+    encoded_train: list | None,
+) -> _DistillRun:
+    """Models, mapper, validation encoding, optimizer and any checkpoint to resume, in the order
+    that keeps the random draws of a run unchanged."""
+    tokenizer = teacher.tokenizer
     teacher.model.to(device).eval()
     module = _Trainable(
         student.model, student.num_layers, student.hidden_size, teacher.hidden_size
@@ -164,23 +229,46 @@ def distill(
     if cfg.eval_samples and len(val) > cfg.eval_samples:
         val = random.Random(seed).sample(val, cfg.eval_samples)
     enc_val = encode(spec, val, tokenizer, cfg.max_seq_len)
-    per_epoch = math.ceil(len(enc_train) / (cfg.batch_size * cfg.grad_accumulation))
     opt, sched = make_optimizer(module, cfg, cfg.steps)
     state = TrainState()
     ckpt = Path(checkpoint_dir) / "distill.pt" if checkpoint_dir else None
     best = resume_checkpoint(ckpt, module, opt, sched, state)
     mapper.set_state(getattr(state, "mapper", None))
-    pad_id, metric = pad_id_of(tokenizer), spec.main_metric
     need_attn = cfg.attention_weight > 0 and cfg.mapping != "none"
     if need_attn:
         _no_attention_dropout(student.model)
-    start = time.perf_counter()
+    return _DistillRun(
+        teacher=teacher,
+        student=student,
+        spec=spec,
+        cfg=cfg,
+        device=device,
+        seed=seed,
+        module=module,
+        mapper=mapper,
+        enc_train=enc_train,
+        val=val,
+        enc_val=enc_val,
+        opt=opt,
+        sched=sched,
+        state=state,
+        ckpt=ckpt,
+        best=best,
+        pad_id=pad_id_of(tokenizer),
+        need_attn=need_attn,
+    )
+
+
+def _train(run: _DistillRun) -> None:
+    """The optimisation loop, from ``run.state.step`` (0, or where a checkpoint left off)."""
+    cfg, state = run.cfg, run.state
+    per_epoch = math.ceil(len(run.enc_train) / (cfg.batch_size * cfg.grad_accumulation))
     log.info(
         "distilling %s -> %s on %d %s examples: %d steps, mapping %s",
-        teacher.shape,
-        student.shape,
-        len(enc_train),
-        spec.name,
+        run.teacher.shape,
+        run.student.shape,
+        len(run.enc_train),
+        run.spec.name,
         cfg.steps,
         cfg.mapping,
     )
@@ -192,72 +280,89 @@ def distill(
     stop = False
     while state.step < cfg.steps and not stop:
         epoch, offset = divmod(state.step, per_epoch)
-        it = batches(enc_train, cfg.batch_size, pad_id=pad_id, shuffle=True, seed=seed + epoch)
+        it = batches(
+            run.enc_train, cfg.batch_size, pad_id=run.pad_id, shuffle=True, seed=run.seed + epoch
+        )
         micro = 0
         for k, (_, batch) in enumerate(it):
             if k < offset * cfg.grad_accumulation:
-                continue
-            module.train()
-            batch = {key: v.to(device) for key, v in batch.items()}
-            mapping = mapper() if cfg.mapping != "none" else []
-            with autocast_for(device):
-                with torch.no_grad():
-                    t_out = teacher.forward(**_inputs(batch), output_attentions=need_attn)
-                s_out = student.forward(**_inputs(batch), output_attentions=need_attn)
-                terms = kd_losses(spec, cfg, mapping, s_out, t_out, batch, module)
-                loss = weighted(terms, cfg) / cfg.grad_accumulation
-            if not torch.isfinite(loss):
-                raise EdgecError(
-                    f"distillation loss became {loss.item()} at step {state.step}; "
-                    "lower the learning rate"
-                )
-            loss.backward()
+                continue  # resumed mid-epoch: these batches were already seen
+            terms = _backward(run, batch)
             micro += 1
             if micro % cfg.grad_accumulation:
                 continue
-            torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
+            torch.nn.utils.clip_grad_norm_(run.module.parameters(), 1.0)
+            run.opt.step()
+            run.sched.step()
+            run.opt.zero_grad(set_to_none=True)
             state.step += 1
             next(bar, None)
             if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
-                value = _evaluate(
-                    student.model,
-                    spec,
-                    val,
-                    enc_val,
-                    pad_id,
-                    device,
-                    state,
-                    {k: round(v.item(), 5) for k, v in terms.items()},
-                )
-                if improved(metric, value[metric], state.best):
-                    state.best, state.best_step, state.bad_evals = value[metric], state.step, 0
-                    best = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-                else:
-                    state.bad_evals += 1
-                state.mapper = mapper.state()  # type: ignore[attr-defined]
-                save_checkpoint(ckpt, module, opt, sched, state, best)
-                if cfg.early_stopping_patience and state.bad_evals >= cfg.early_stopping_patience:
-                    log.info("early stop at step %d", state.step)
-                    stop = True
+                stop = _evaluate_and_keep(run, terms)
             if state.step >= cfg.steps or stop:
                 break
-    if best is not None:
-        module.load_state_dict(best)
-    student.tokenizer = tokenizer
-    if save:
-        student.save(out_dir)
+
+
+def _backward(run: _DistillRun, batch: dict) -> dict[str, torch.Tensor]:
+    """Forward teacher and student on one micro-batch and backpropagate its share of the loss;
+    returns the unweighted loss terms (logged at the next evaluation)."""
+    run.module.train()
+    batch = {key: v.to(run.device) for key, v in batch.items()}
+    mapping = run.mapper() if run.cfg.mapping != "none" else []
+    with autocast_for(run.device):
+        with torch.no_grad():
+            t_out = run.teacher.forward(**_inputs(batch), output_attentions=run.need_attn)
+        s_out = run.student.forward(**_inputs(batch), output_attentions=run.need_attn)
+        terms = kd_losses(run.spec, run.cfg, mapping, s_out, t_out, batch, run.module)
+        loss = weighted(terms, run.cfg) / run.cfg.grad_accumulation
+    if not torch.isfinite(loss):
+        raise EdgecError(
+            f"distillation loss became {loss.item()} at step {run.state.step}; "
+            "lower the learning rate"
+        )
+    loss.backward()
+    return terms
+
+
+def _evaluate_and_keep(run: _DistillRun, terms: dict[str, torch.Tensor]) -> bool:
+    """Evaluate, keep the weights if best so far, checkpoint; True when early stopping says stop."""
+    state, metric = run.state, run.spec.main_metric
+    value = _evaluate(
+        run.student.model,
+        run.spec,
+        run.val,
+        run.enc_val,
+        run.pad_id,
+        run.device,
+        state,
+        {k: round(v.item(), 5) for k, v in terms.items()},
+    )
+    if improved(metric, value[metric], state.best):
+        state.best, state.best_step, state.bad_evals = value[metric], state.step, 0
+        run.best = {k: v.detach().cpu().clone() for k, v in run.module.state_dict().items()}
+    else:
+        state.bad_evals += 1
+    state.mapper = run.mapper.state()  # type: ignore[attr-defined]
+    save_checkpoint(run.ckpt, run.module, run.opt, run.sched, state, run.best)
+    patience = run.cfg.early_stopping_patience
+    if patience and state.bad_evals >= patience:
+        log.info("early stop at step %d", state.step)
+        return True
+    return False
+
+
+def _summary(run: _DistillRun, start: float, genome: list[int] | None) -> dict:
+    """The metrics :func:`distill` returns."""
+    state, cfg = run.state, run.cfg
     best_eval = next((h for h in state.history if h["step"] == state.best_step), {})
     return {
         "best_validation": {k: v for k, v in best_eval.items() if k not in ("step", "losses")},
         "best_step": state.best_step,
         "steps": state.step,
         "history": state.history,
-        "train_examples": len(enc_train),
+        "train_examples": len(run.enc_train),
         "wall_s": round(time.perf_counter() - start, 1),
-        "device": str(device),
+        "device": str(run.device),
         "mapping": cfg.mapping if cfg.mapping != "ga" else list(genome or []),
     }
 

@@ -132,6 +132,69 @@ def finetune(
         missing = "training" if not train else "validation"
         raise EdgecError(f"{spec.name}: no {missing} examples")
     seed_everything(seed)
+    run = _setup(
+        model,
+        tokenizer,
+        spec,
+        train,
+        validation,
+        cfg,
+        device=device,
+        seed=seed,
+        checkpoint_dir=checkpoint_dir,
+    )
+    start = time.perf_counter()
+    _train(run)
+    if run.best_weights is not None:
+        model.load_state_dict(run.best_weights)
+    adapter.save(out_dir)
+    best_eval = next((h for h in run.state.history if h["step"] == run.state.best_step), {})
+    return {
+        "best_validation": {k: v for k, v in best_eval.items() if k not in ("step", "loss")},
+        "best_step": run.state.best_step,
+        "steps": run.state.step,
+        "train_examples": len(run.enc_train),
+        "wall_s": round(time.perf_counter() - start, 1),
+        "device": str(device),
+        "history": run.state.history,
+    }
+
+
+@dataclass
+class _FinetuneRun:
+    """What the fine-tuning loop reads and updates, shared by its step helpers."""
+
+    model: torch.nn.Module
+    spec: TaskSpec
+    cfg: TeacherConfig
+    device: torch.device
+    seed: int
+    enc_train: list
+    validation: list
+    enc_val: list
+    per_epoch: int
+    total: int  # optimizer steps of the whole run
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    state: TrainState
+    ckpt: Path | None
+    best_weights: dict | None  # CPU copies of the best weights, None before the first evaluation
+    pad_id: int
+
+
+def _setup(
+    model: torch.nn.Module,
+    tokenizer,
+    spec: TaskSpec,
+    train: list,
+    validation: list,
+    cfg: TeacherConfig,
+    *,
+    device: torch.device,
+    seed: int,
+    checkpoint_dir: str | Path | None,
+) -> _FinetuneRun:
+    """The encoded data, step budget, optimizer and schedule, and any checkpoint to resume."""
     if cfg.max_train_samples is not None and len(train) > cfg.max_train_samples:
         train = random.Random(seed).sample(train, cfg.max_train_samples)
     enc_train = encode(spec, train, tokenizer, cfg.max_seq_len)
@@ -142,77 +205,106 @@ def finetune(
     state = TrainState()
     ckpt = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
     best_weights = resume_checkpoint(ckpt, model, opt, sched, state)
-    pad_id = pad_id_of(tokenizer)
-    metric = spec.main_metric
-    start = time.perf_counter()
+    return _FinetuneRun(
+        model=model,
+        spec=spec,
+        cfg=cfg,
+        device=device,
+        seed=seed,
+        enc_train=enc_train,
+        validation=validation,
+        enc_val=enc_val,
+        per_epoch=per_epoch,
+        total=total,
+        opt=opt,
+        sched=sched,
+        state=state,
+        ckpt=ckpt,
+        best_weights=best_weights,
+        pad_id=pad_id_of(tokenizer),
+    )
+
+
+def _train(run: _FinetuneRun) -> None:
+    """The optimisation loop, from ``run.state.step`` (0, or where a checkpoint left off)."""
+    cfg, state, total = run.cfg, run.state, run.total
     log.info(
         "fine-tuning on %d %s examples for %d steps (batch %d) on %s",
-        len(enc_train),
-        spec.name,
+        len(run.enc_train),
+        run.spec.name,
         total,
         cfg.batch_size,
-        device,
+        run.device,
     )
     bar = iter(
         progress(range(state.step, total), total=total - state.step, desc="fine-tune", unit="step")
     )
     stop = False
     while state.step < total and not stop:
-        epoch, offset = divmod(state.step, per_epoch)
-        it = batches(enc_train, cfg.batch_size, pad_id=pad_id, shuffle=True, seed=seed + epoch)
+        epoch, offset = divmod(state.step, run.per_epoch)
+        it = batches(
+            run.enc_train, cfg.batch_size, pad_id=run.pad_id, shuffle=True, seed=run.seed + epoch
+        )
         for k, (_, batch) in enumerate(it):
             if k < offset:
                 continue  # resumed mid-epoch: these batches were already seen
-            model.train()
-            batch = _lm_labels({key: v.to(device) for key, v in batch.items()})
-            with autocast_for(device):
-                loss = model(**batch).loss
-            if not torch.isfinite(loss):
-                raise EdgecError(
-                    f"loss became {loss.item()} at step {state.step}; lower the learning rate"
-                )
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
+            loss = _step(run, batch)
             state.step += 1
             next(bar, None)
             if state.step % cfg.eval_every == 0 or state.step == total:
-                value = _evaluate(
-                    model, spec, validation, enc_val, pad_id, device, metric, state, loss.item()
-                )
-                if improved(metric, value, state.best):
-                    state.best, state.best_step, state.bad_evals = value, state.step, 0
-                    best_weights = {
-                        k: v.detach().cpu().clone() for k, v in model.state_dict().items()
-                    }
-                else:
-                    state.bad_evals += 1
-                save_checkpoint(ckpt, model, opt, sched, state, best_weights)
-                if cfg.early_stopping_patience and state.bad_evals >= cfg.early_stopping_patience:
-                    log.info(
-                        "early stop at step %d: %s did not improve for %d evaluations",
-                        state.step,
-                        metric,
-                        state.bad_evals,
-                    )
-                    stop = True
+                stop = _evaluate_and_keep(run, loss.item())
             if state.step >= total or stop:
                 break
-    if best_weights is not None:
-        model.load_state_dict(best_weights)
-    adapter.save(out_dir)
-    best_eval = next((h for h in state.history if h["step"] == state.best_step), {})
-    return {
-        "best_validation": {k: v for k, v in best_eval.items() if k not in ("step", "loss")},
-        "best_step": state.best_step,
-        "steps": state.step,
-        "train_examples": len(enc_train),
-        "wall_s": round(time.perf_counter() - start, 1),
-        "device": str(device),
-        "history": state.history,
-    }
+
+
+def _step(run: _FinetuneRun, batch: dict) -> torch.Tensor:
+    """One optimizer step on ``batch``; returns its loss (before the update)."""
+    run.model.train()
+    batch = _lm_labels({key: v.to(run.device) for key, v in batch.items()})
+    with autocast_for(run.device):
+        loss = run.model(**batch).loss
+    if not torch.isfinite(loss):
+        raise EdgecError(
+            f"loss became {loss.item()} at step {run.state.step}; lower the learning rate"
+        )
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
+    run.opt.step()
+    run.sched.step()
+    run.opt.zero_grad(set_to_none=True)
+    return loss
+
+
+def _evaluate_and_keep(run: _FinetuneRun, loss: float) -> bool:
+    """Evaluate, keep the weights if best so far, checkpoint; True when early stopping says stop."""
+    state, metric = run.state, run.spec.main_metric
+    value = _evaluate(
+        run.model,
+        run.spec,
+        run.validation,
+        run.enc_val,
+        run.pad_id,
+        run.device,
+        metric,
+        state,
+        loss,
+    )
+    if improved(metric, value, state.best):
+        state.best, state.best_step, state.bad_evals = value, state.step, 0
+        run.best_weights = {k: v.detach().cpu().clone() for k, v in run.model.state_dict().items()}
+    else:
+        state.bad_evals += 1
+    save_checkpoint(run.ckpt, run.model, run.opt, run.sched, state, run.best_weights)
+    patience = run.cfg.early_stopping_patience
+    if patience and state.bad_evals >= patience:
+        log.info(
+            "early stop at step %d: %s did not improve for %d evaluations",
+            state.step,
+            metric,
+            state.bad_evals,
+        )
+        return True
+    return False
 
 
 def _evaluate(model, spec, validation, enc_val, pad_id, device, metric, state, loss) -> float:

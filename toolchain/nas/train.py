@@ -26,7 +26,9 @@ import math
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -115,70 +117,107 @@ def train_supernet(
     enc = encode(spec, train, supernet.adapter.tokenizer, cfg.max_seq_len)
     pad_id = pad_id_of(supernet.adapter.tokenizer)
     opt, sched = make_optimizer(supernet.model, cfg, steps)
+    run = _start(supernet, opt, sched, checkpoint, seed)
+    per_epoch = math.ceil(len(enc) / cfg.batch_size)
+    started = time.perf_counter()
+    bar = iter(progress(range(run.state["step"], steps), desc="supernet", unit="step"))
+    supernet.train()
+    while run.state["step"] < steps:
+        epoch, offset = divmod(run.state["step"], per_epoch)
+        it = batches(enc, cfg.batch_size, pad_id=pad_id, shuffle=True, seed=seed + epoch)
+        for k, (_, batch) in enumerate(it):
+            if k < offset:  # resumed mid-epoch: skip the batches already trained on
+                continue
+            total = _train_step(run, teacher, batch, spec, cfg, device)
+            run.state["step"] += 1
+            run.window.append(total)
+            next(bar, None)
+            _end_step(run, cfg, steps, after_step)
+            if run.state["step"] >= steps:
+                break
+    supernet.eval()
+    return {
+        "steps": run.state["step"],
+        "wall_s": round(time.perf_counter() - started, 1),
+        "loss_history": run.state["loss_history"],
+        "events": run.state["events"],
+    }
+
+
+@dataclass
+class _Run:
+    """What the training loop carries from step to step; ``state`` is what checkpoints keep."""
+
+    supernet: SuperNet
+    opt: torch.optim.Optimizer
+    sched: Any
+    rng: random.Random
+    checkpoint: Path | None
+    state: dict
+    window: list[float] = field(default_factory=list)  # step losses since the last record
+
+    def save(self) -> None:
+        self.state["rng"] = self.rng.getstate()
+        _save(self.checkpoint, self.supernet, self.opt, self.sched, self.state)
+
+
+def _start(supernet: SuperNet, opt, sched, checkpoint: Path | None, seed: int) -> _Run:
+    """Fresh loop state, or the checkpoint's (weights, optimizer, schedule, step and RNG)."""
     state = {"step": 0, "loss_history": [], "rng": None, "events": {}}
     if checkpoint is not None and checkpoint.is_file():
         state = {**state, **_resume(checkpoint, supernet, opt, sched)}
     rng = random.Random(seed * 7919 + 1)
     if state.get("rng") is not None:
         rng.setstate(_tuple(state["rng"]))
-    per_epoch = math.ceil(len(enc) / cfg.batch_size)
-    started = time.perf_counter()
-    bar = iter(progress(range(state["step"], steps), desc="supernet", unit="step"))
-    supernet.train()
-    window: list[float] = []
-    while state["step"] < steps:
-        epoch, offset = divmod(state["step"], per_epoch)
-        it = batches(enc, cfg.batch_size, pad_id=pad_id, shuffle=True, seed=seed + epoch)
-        for k, (_, batch) in enumerate(it):
-            if k < offset:
-                continue
-            batch = {key: v.to(device) for key, v in batch.items()}
-            inputs = {key: v for key, v in batch.items() if key != "labels"}
-            with torch.no_grad(), autocast_for(torch.device(device)):
-                t_out = teacher(**inputs, output_hidden_states=True)
-            total = 0.0
-            for arch in sandwich(supernet.space, cfg.sandwich, rng):
-                with autocast_for(torch.device(device)):
-                    loss = subnet_loss(
-                        supernet, arch, batch, t_out.logits, t_out.hidden_states, spec, cfg
-                    )
-                if not torch.isfinite(loss):
-                    raise EdgecError(
-                        f"supernet loss became {loss.item()} at step {state['step']} "
-                        f"(subnet {arch}); lower the learning rate"
-                    )
-                (loss / cfg.sandwich).backward()
-                total += loss.item() / cfg.sandwich
-            torch.nn.utils.clip_grad_norm_(supernet.model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            state["step"] += 1
-            window.append(total)
-            next(bar, None)
-            hook = (after_step or {}).get(state["step"])
-            if hook is not None and str(state["step"]) not in state["events"]:
-                state["events"][str(state["step"])] = hook(supernet)
-                state["rng"] = rng.getstate()
-                _save(checkpoint, supernet, opt, sched, state)
-                supernet.train()
-            if state["step"] % 50 == 0 or state["step"] == steps:
-                state["loss_history"].append([state["step"], round(sum(window) / len(window), 5)])
-                window = []
-            if checkpoint is not None and (
-                state["step"] % cfg.checkpoint_every == 0 or state["step"] == steps
-            ):
-                state["rng"] = rng.getstate()
-                _save(checkpoint, supernet, opt, sched, state)
-            if state["step"] >= steps:
-                break
-    supernet.eval()
-    return {
-        "steps": state["step"],
-        "wall_s": round(time.perf_counter() - started, 1),
-        "loss_history": state["loss_history"],
-        "events": state["events"],
-    }
+    return _Run(supernet, opt, sched, rng, checkpoint, state)
+
+
+def _train_step(
+    run: _Run, teacher: torch.nn.Module, batch: dict, spec: TaskSpec, cfg: SearchConfig, device
+) -> float:
+    """One optimizer step over the sandwich subnets; returns their mean loss."""
+    supernet = run.supernet
+    batch = {key: v.to(device) for key, v in batch.items()}
+    inputs = {key: v for key, v in batch.items() if key != "labels"}
+    with torch.no_grad(), autocast_for(torch.device(device)):
+        t_out = teacher(**inputs, output_hidden_states=True)
+    total = 0.0
+    for arch in sandwich(supernet.space, cfg.sandwich, run.rng):
+        with autocast_for(torch.device(device)):
+            loss = subnet_loss(supernet, arch, batch, t_out.logits, t_out.hidden_states, spec, cfg)
+        if not torch.isfinite(loss):
+            raise EdgecError(
+                f"supernet loss became {loss.item()} at step {run.state['step']} "
+                f"(subnet {arch}); lower the learning rate"
+            )
+        # gradients of all the subnets accumulate into the shared weights
+        (loss / cfg.sandwich).backward()
+        total += loss.item() / cfg.sandwich
+    torch.nn.utils.clip_grad_norm_(supernet.model.parameters(), 1.0)
+    run.opt.step()
+    run.sched.step()
+    run.opt.zero_grad(set_to_none=True)
+    return total
+
+
+def _end_step(
+    run: _Run,
+    cfg: SearchConfig,
+    steps: int,
+    after_step: dict[int, Callable[[SuperNet], dict]] | None,
+) -> None:
+    """After a step: its hook (once, saved at once), the loss record and the checkpoint."""
+    step, state = run.state["step"], run.state
+    hook = (after_step or {}).get(step)
+    if hook is not None and str(step) not in state["events"]:
+        state["events"][str(step)] = hook(run.supernet)
+        run.save()  # so that a resumed run does not repeat the hook
+        run.supernet.train()
+    if step % 50 == 0 or step == steps:
+        state["loss_history"].append([step, round(sum(run.window) / len(run.window), 5)])
+        run.window = []
+    if run.checkpoint is not None and (step % cfg.checkpoint_every == 0 or step == steps):
+        run.save()
 
 
 def _save(path: Path | None, supernet, opt, sched, state: dict) -> None:

@@ -15,9 +15,9 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from toolchain.devices.predict import Shape
 from toolchain.log import progress
 from toolchain.profile.local import run_worker
-from toolchain.profile.predict import Shape
 
 
 def design(n: int, *, seed: int = 0) -> list[Shape]:

@@ -38,48 +38,6 @@ def run_worker(request: dict, *, timeout: float = 3600) -> dict:
     return reply
 
 
-def profile_local(
-    target: Path,
-    *,
-    device: str,
-    runtime: str = "onnxruntime",
-    shapes: list[tuple[int, int]] | None = None,
-    threads: int | None = None,
-    warmup: int | None = None,
-    iterations: int | None = None,
-    repeats: int | None = None,
-) -> dict:
-    """Measure ``target`` here. ``device`` must resolve to this host's profile: a figure taken
-    here is never reported as another device's."""
-    from toolchain.profile.devices import resolve_device
-
-    profile = resolve_device(device).profile
-    host = resolve_device("host").profile
-    if profile.name != host.name:
-        raise ProfileError(
-            f"{profile.name} is not this machine ({host.name}): measure it on the device "
-            "(`edgec agent` there, `edgec profile --target http://HOST:9600`), or ask for a "
-            "prediction; a figure measured here is never reported as the device's"
-        )
-    proto = profile.protocol
-    wanted = set(shapes or [(proto.batch, proto.seq_len)])
-    wanted |= {(b.batch, b.seq_len) for b in profile.budgets}
-    request = {
-        "target": str(target),
-        "runtime": runtime,
-        "shapes": sorted(wanted),
-        "threads": threads or proto.threads,
-        "warmup": proto.warmup if warmup is None else warmup,
-        "iterations": iterations or proto.iterations,
-        "repeats": repeats or proto.repeats,
-    }
-    reply = run_worker(request)
-    reply["label"] = f"measured on {host.name} ({reply['environment']['cpu']})"
-    reply["device"] = profile.name
-    reply["budgets"] = budget_verdicts(profile.budgets, reply["results"])
-    return reply
-
-
 def budget_verdicts(budgets, results: list[dict]) -> list[dict]:
     """Each budget met or missed, from the result at its batch and sequence length."""
     by_shape = {(r["batch"], r["seq"]): r for r in results}
@@ -111,4 +69,4 @@ def budget_verdicts(budgets, results: list[dict]) -> list[dict]:
     return out
 
 
-__all__ = ["budget_verdicts", "percentile", "profile_local", "run_worker"]
+__all__ = ["budget_verdicts", "percentile", "run_worker"]

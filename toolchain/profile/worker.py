@@ -37,7 +37,10 @@ def profile_shapes(request: dict) -> dict:
             row["device_memory_mb"] = device_mb
         results.append(row)
     return {
-        "environment": environment(runner.name, threads=request.get("threads")),
+        "environment": {
+            **environment(runner.name, threads=request.get("threads")),
+            "torch_loaded": "torch" in sys.modules,  # a bundle must run without it
+        },
         "rss_before_load_mb": baseline,
         "rss_after_load_mb": loaded,
         "results": results,

@@ -147,51 +147,18 @@ def run_quantize(
     device,
 ) -> dict:
     from toolchain.data.clean import clean
-    from toolchain.data.encode import batches, encode
-    from toolchain.distill.trainer import distill
-    from toolchain.evaluate.evaluate import pad_id_of
-    from toolchain.models.finetune import head_for, pick_device, seed_everything
-    from toolchain.models.loading import load_model
-    from toolchain.quantize.calibrate import calibrate, weight_sqnr_db
-    from toolchain.quantize.modules import quantize_modules
+    from toolchain.models.finetune import pick_device, seed_everything
 
     device = pick_device(device)
     seed_everything(ctx.seed)
-    floating = load_model(model_dir, head=head_for(spec))
-    floating.model.to(device).eval()
-    teacher = load_model(teacher_dir, head=head_for(spec)) if teacher_dir else floating
-    teacher.model.to(device).eval()
+    floating, teacher = _load_models(model_dir, teacher_dir, spec, device)
     train, report = clean(load_split(spec, "train", data_dir), data_cfg)
-    sample = random.Random(ctx.seed).sample(
-        train, min(len(train), cfg.batch_size * cfg.calibration_batches)
-    )
-    enc = encode(spec, sample, floating.tokenizer, cfg.max_seq_len)
-    calib = [
-        {k: v.to(device) for k, v in b.items()}
-        for _, b in batches(enc, cfg.batch_size, pad_id=pad_id_of(floating.tokenizer))
-    ]
+    calib = _calibration_batches(spec, train, floating.tokenizer, cfg, ctx.seed, device)
     plan, mixed = choose_widths(floating, cfg, calib)
-    quant = copy.deepcopy(floating)
-    quantize_modules(quant.model, plan, act_bits=cfg.act_bits)
-    init = "max" if cfg.method == "rtn" else cfg.init
-    calibrate(quant.model, calib, weight_init=init, act_init=init)
-    sqnr = weight_sqnr_db(quant.model)
+    quant, sqnr = _fake_quantize(floating, plan, cfg, calib)
     training = None
     if cfg.method == "kdlsq":
-        validation = load_split(spec, "validation", data_dir)
-        training = distill(
-            teacher,
-            quant,
-            spec,
-            train,
-            validation,
-            kd_config(cfg, teacher.num_layers, quant.num_layers),
-            out_dir=ctx.out_dir,
-            seed=ctx.seed,
-            checkpoint_dir=ctx.checkpoint_dir,
-            device=device,
-            save=False,
-        )
+        training = _train_kdlsq(ctx, teacher, quant, spec, train, data_dir, cfg, device)
     quant.model.eval()
     quant.tokenizer = floating.tokenizer
     metrics = {
@@ -217,6 +184,71 @@ def run_quantize(
         metrics["dev"] = dev_scores(floating, quant, spec, load_split(spec, "dev", data_dir), cfg)
     (ctx.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def _load_models(model_dir, teacher_dir, spec: TaskSpec, device) -> tuple:
+    """``(float model, teacher)`` in eval mode on ``device``; the teacher is the float model
+    itself unless ``teacher_dir`` names another."""
+    from toolchain.models.finetune import head_for
+    from toolchain.models.loading import load_model
+
+    floating = load_model(model_dir, head=head_for(spec))
+    floating.model.to(device).eval()
+    teacher = load_model(teacher_dir, head=head_for(spec)) if teacher_dir else floating
+    teacher.model.to(device).eval()
+    return floating, teacher
+
+
+def _calibration_batches(
+    spec: TaskSpec, train: list, tokenizer, cfg: QuantizeConfig, seed: int, device
+) -> list[dict]:
+    """A seeded sample of ``calibration_batches`` training batches, encoded and on ``device``."""
+    from toolchain.data.encode import batches, encode
+    from toolchain.evaluate.evaluate import pad_id_of
+
+    sample = random.Random(seed).sample(
+        train, min(len(train), cfg.batch_size * cfg.calibration_batches)
+    )
+    enc = encode(spec, sample, tokenizer, cfg.max_seq_len)
+    return [
+        {k: v.to(device) for k, v in b.items()}
+        for _, b in batches(enc, cfg.batch_size, pad_id=pad_id_of(tokenizer))
+    ]
+
+
+def _fake_quantize(floating, plan: dict, cfg: QuantizeConfig, calib: list[dict]) -> tuple:
+    """``(fake-quantized copy of floating, {module: weight SQNR in dB})`` with the step sizes
+    initialised from ``calib`` (RTN: from the max, as it is not trained afterwards)."""
+    from toolchain.quantize.calibrate import calibrate, weight_sqnr_db
+    from toolchain.quantize.modules import quantize_modules
+
+    quant = copy.deepcopy(floating)
+    quantize_modules(quant.model, plan, act_bits=cfg.act_bits)
+    init = "max" if cfg.method == "rtn" else cfg.init
+    calibrate(quant.model, calib, weight_init=init, act_init=init)
+    return quant, weight_sqnr_db(quant.model)
+
+
+def _train_kdlsq(
+    ctx: StageContext, teacher, quant, spec: TaskSpec, train: list, data_dir, cfg, device
+) -> dict:
+    """Train ``quant``'s weights and step sizes under distillation from ``teacher`` (KDLSQ)."""
+    from toolchain.distill.trainer import distill
+
+    validation = load_split(spec, "validation", data_dir)
+    return distill(
+        teacher,
+        quant,
+        spec,
+        train,
+        validation,
+        kd_config(cfg, teacher.num_layers, quant.num_layers),
+        out_dir=ctx.out_dir,
+        seed=ctx.seed,
+        checkpoint_dir=ctx.checkpoint_dir,
+        device=device,
+        save=False,
+    )
 
 
 def choose_widths(floating, cfg: QuantizeConfig, calib: list[dict]) -> tuple[dict, dict | None]:

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from toolchain.profile.devices import get_profile
-from toolchain.profile.predict import FittedPredictor, Shape, features, mape, roofline
+from toolchain.devices.predict import FittedPredictor, Shape, features, mape, roofline
+from toolchain.devices.profiles import get_profile
 
 
 def test_shape_costs_by_hand():

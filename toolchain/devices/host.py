@@ -11,7 +11,7 @@ import os
 import platform
 from pathlib import Path
 
-from toolchain.profile.devices import HOST_SOURCE, CpuFacts, Hardware, MemoryFacts, SoftwareStack
+from toolchain.devices.facts import HOST_SOURCE, CpuFacts, Hardware, MemoryFacts, SoftwareStack
 
 # ISA extensions that change which kernels are fast for transformer inference.
 _INTERESTING_FLAGS = (

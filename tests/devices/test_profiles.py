@@ -1,4 +1,4 @@
-"""toolchain/profile/devices.py: every shipped profile validates; aliases; unknown names; schema."""
+"""toolchain/devices/profiles.py: every shipped profile validates; aliases; unknown names."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from toolchain.errors import ConfigError, UnknownDeviceError
-from toolchain.profile import devices
-from toolchain.profile.devices import (
+from toolchain.devices import profiles as devices
+from toolchain.devices.profiles import (
     builtin_profiles_dir,
     get_profile,
     list_profiles,
     load_profile_file,
     resolve_device,
 )
+from toolchain.errors import ConfigError, UnknownDeviceError
 
 EXPECTED = {
     "jetson-agx-orin-64gb",

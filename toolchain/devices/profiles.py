@@ -19,12 +19,14 @@ import difflib
 import functools
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from toolchain import schema
 from toolchain.config import BudgetSpec
+from toolchain.devices.facts import HOST_SOURCE, Hardware, SoftwareStack
+from toolchain.devices.host import host_hardware, host_software
 from toolchain.errors import ConfigError, UnknownDeviceError
 from toolchain.schema import check_range, require
 
@@ -32,115 +34,10 @@ PROFILE_SCHEMA_VERSION = 1
 PROFILE_PATH_ENV = "EDGEC_PROFILE_PATH"  # extra profile folders, os.pathsep-separated
 # S<n>: shared/reference/devices.md sources; E<n>: checks made by edgec developers.
 REFERENCE_TAG = re.compile(r"\b[SE]\d+[a-z]?\b")
-HOST_SOURCE = "read from the running machine"
 
 Precision = Literal["fp32", "fp16", "bf16", "int8", "int4", "int2"]
 RuntimeName = Literal["onnxruntime-cpu", "onnxruntime-cuda", "tensorrt", "pytorch"]
 Kind = Literal["embedded-gpu", "embedded-cpu", "host-cpu", "server-gpu"]
-
-
-def _check_sources(section) -> None:
-    """Every fact that has a value names its source; ``sources`` names no unknown fact."""
-    # cpu/gpu/memory are sub-sections (of Hardware) and carry their own sources.
-    skip = ("sources", "cpu", "gpu", "memory")
-    fields = {f.name: f for f in dataclasses.fields(section) if f.name not in skip}
-    facts = list(fields)
-    for name, f in fields.items():
-        value = getattr(section, name)
-        if value in (None, (), "", f.default):
-            continue  # nothing claimed
-        if not section.sources.get(name, "").strip():
-            raise ConfigError(f"fact '{name}' has no source: add sources.{name}", key="sources")
-    for name in section.sources:
-        if name not in facts:
-            hint = schema.closest(name, facts)
-            did = f" (did you mean '{hint[0]}'?)" if hint else ""
-            raise ConfigError(f"source given for unknown fact '{name}'{did}", key="sources")
-
-
-@dataclass(frozen=True)
-class CpuFacts:
-    model: str
-    cores: int
-    isa: str
-    max_ghz: float | None = None
-    features: tuple[
-        str, ...
-    ] = ()  # ISA extensions that matter for inference (dotprod, avx512_vnni)
-    sources: dict[str, str] = field(default_factory=dict)
-
-    def __post_init__(self):
-        check_range(self, "cores", lo=1)
-        _check_sources(self)
-
-
-@dataclass(frozen=True)
-class GpuFacts:
-    model: str
-    arch: str
-    compute_capability: str
-    cuda_cores: int | None = None
-    tensor_cores: int | None = None
-    max_mhz: float | None = None
-    int8_tops_dense: float | None = None  # GPU only, dense (NVIDIA headlines are sparse GPU+DLA)
-    fp16_tflops_dense: float | None = None
-    fp32_tflops: float | None = None
-    dla: str | None = None
-    sources: dict[str, str] = field(default_factory=dict)
-
-    def __post_init__(self):
-        require(
-            bool(re.fullmatch(r"\d+\.\d+", self.compute_capability)),
-            "compute_capability",
-            f"expected MAJOR.MINOR such as 8.7, got {self.compute_capability!r}",
-        )
-        for key in ("int8_tops_dense", "fp16_tflops_dense", "fp32_tflops", "max_mhz"):
-            check_range(self, key, lo=1e-6)
-        _check_sources(self)
-
-    @property
-    def sm(self) -> str:
-        """``sm_87`` for compute capability 8.7."""
-        return "sm_" + self.compute_capability.replace(".", "")
-
-
-@dataclass(frozen=True)
-class MemoryFacts:
-    size_gb: float
-    type: str
-    bandwidth_gbps: float | None = None
-    shared_with_gpu: bool = False
-    sources: dict[str, str] = field(default_factory=dict)
-
-    def __post_init__(self):
-        check_range(self, "size_gb", lo=1e-3)
-        check_range(self, "bandwidth_gbps", lo=1e-3)
-        _check_sources(self)
-
-
-@dataclass(frozen=True)
-class Hardware:
-    memory: MemoryFacts
-    cpu: CpuFacts | None = None  # None where the host CPU varies (a datacenter GPU)
-    gpu: GpuFacts | None = None
-    power_modes: tuple[str, ...] = ()
-    sources: dict[str, str] = field(default_factory=dict)
-
-    def __post_init__(self):
-        _check_sources(self)
-
-
-@dataclass(frozen=True)
-class SoftwareStack:
-    name: str
-    source: str
-    os: str | None = None
-    l4t: str | None = None
-    cuda: str | None = None
-    tensorrt: str | None = None
-    cudnn: str | None = None
-    python: str | None = None
-    onnxruntime: str | None = None
 
 
 @dataclass(frozen=True)
@@ -294,7 +191,7 @@ class DeviceResolution:
 def builtin_profiles_dir() -> Path:
     """The profiles shipped with edgec: inside the installed package, or ``profiles/`` of a
     source checkout (editable install)."""
-    package = Path(__file__).resolve().parents[1]
+    package = Path(__file__).resolve().parents[1]  # toolchain/
     installed = package / "device_profiles"
     if installed.is_dir():
         return installed
@@ -318,8 +215,6 @@ def load_profile_file(path: str | Path) -> DeviceProfile:
             file=str(path),
         )
     if profile.facts_from_host:
-        from toolchain.profile.host import host_hardware, host_software
-
         profile = dataclasses.replace(
             profile, hardware=host_hardware(), software=(host_software(), *profile.software)
         )

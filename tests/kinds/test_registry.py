@@ -1,0 +1,36 @@
+"""toolchain/kinds: the task-kind registry; a kind without an entry is refused before any work."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from toolchain.data.tasks import get_task
+from toolchain.errors import ConfigError
+from toolchain.kinds import kind_for, register_kind, supported_kinds
+from toolchain.kinds.sequence import SEQUENCE, DevScorer
+
+
+def test_sequence_tasks_have_an_entry():
+    assert kind_for(get_task("sst2")) is SEQUENCE and kind_for(get_task("stsb")) is SEQUENCE
+    assert SEQUENCE.head == "sequence-classification"
+    assert SEQUENCE.export_task == "text-classification"
+    assert SEQUENCE.dev_scorer is DevScorer
+    assert supported_kinds() == ("classification", "regression")
+
+
+@pytest.mark.parametrize("task", ["conll2003", "wikitext2"])
+def test_a_kind_without_an_entry_is_refused_naming_the_supported_ones(task):
+    spec = get_task(task)
+    with pytest.raises(ConfigError) as e:
+        kind_for(spec)
+    msg = str(e.value)
+    assert f"task '{task}' ({spec.kind})" in msg
+    assert "supported task kinds are classification, regression" in msg
+
+
+def test_a_kind_is_served_by_one_entry():
+    other = dataclasses.replace(SEQUENCE, name="another")
+    with pytest.raises(ValueError, match="already served"):
+        register_kind(other)

@@ -1,0 +1,435 @@
+"""The Python API: one documented function per verb, taking model directories and typed configs
+and returning typed results. The `edgec` CLI is a thin mapping onto these functions (each verb
+parses its arguments, calls one of them and prints); defaults (the teacher cache, the predictors
+folder, the agent token) live here and in :mod:`toolchain.defaults`, not in the CLI.
+
+Heavy dependencies (torch, onnxruntime) are imported by the stages when they run, so importing
+this module is cheap.
+
+Example (a bundle for this host from a tiny recipe; `benchmarks/bench_build.py` builds the same
+way)::
+
+    from toolchain import api
+
+    recipe = api.build_recipe(None, preset="quick", overrides={"device": "host", "task": "sst2"})
+    summary = api.build(recipe, "runs/sst2-host")
+    for row in summary["bundles"]:
+        print(row["budget"], row["subnet"], row["dev_accuracy"], row["latency_label"])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from toolchain.config import (
+    DataConfig,
+    DistillConfig,
+    ExportConfig,
+    ProfileConfig,
+    QuantizeConfig,
+    Recipe,
+    SearchConfig,
+    TeacherConfig,
+    load_recipe,
+)
+from toolchain.data.tasks import TaskSpec, get_task
+from toolchain.defaults import default_predictors_dir, default_teacher_cache
+from toolchain.devices.budgets import resolve_recipe
+from toolchain.errors import ConfigError
+from toolchain.presets import preset_overrides
+from toolchain.target import DeviceTarget
+
+DEFAULT = "default"  # teacher_cache / predictors: the folders of toolchain.defaults
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a stage verb returns: its output folder, whether it ran or was up to date, and the
+    metrics of its record (``stage.json``)."""
+
+    path: Path
+    status: str  # "ran" or "skipped" (its record matched: nothing was redone)
+    metrics: dict
+
+    @property
+    def cached(self) -> bool:
+        return self.status == "skipped"
+
+
+def _task(task: str | TaskSpec) -> TaskSpec:
+    return task if isinstance(task, TaskSpec) else get_task(task)
+
+
+def _run(stage, out: Path, seed: int, force: bool) -> Result:
+    from toolchain.pipeline import run_single
+
+    res = run_single(stage, out, seed=seed, force=force)
+    return Result(res.path, res.status, res.record["metrics"] or {})
+
+
+def _out(out: str | Path) -> Path:
+    return Path(out).resolve()  # relative to the caller's working directory
+
+
+def target(
+    device: str,
+    *,
+    agent_url: str | None = None,
+    token_file: str | None = None,
+    predictors: str | Path | None = DEFAULT,
+    overrides: ProfileConfig | None = None,
+) -> DeviceTarget:
+    """The device ``device`` (a profile name, alias or YAML path) resolved once, with its agent
+    (``agent_url`` and ``token_file``), its predictors folder (default: the shared one) and the
+    recipe's protocol ``overrides`` (warm-up, iterations, repeats, threads)."""
+    folder = default_predictors_dir() if predictors == DEFAULT else predictors
+    return DeviceTarget.resolve(
+        device, agent_url=agent_url, token_file=token_file, predictors_dir=folder,
+        overrides=overrides,
+    )  # fmt: skip
+
+
+# -- the stages, one at a time -----------------------------------------------------------------
+def teacher(
+    model: str,
+    out: str | Path,
+    *,
+    task: str | TaskSpec,
+    data_dir=None,
+    cfg: TeacherConfig = TeacherConfig(),
+    data_cfg: DataConfig = DataConfig(),
+    device: str | None = None,
+    seed: int = 0,
+    force: bool = False,
+) -> Result:
+    """Fine-tune ``model`` (a local Hugging Face directory or 'default') on ``task`` into
+    ``out``; re-running with the same inputs returns the finished run (``cached``)."""
+    from toolchain.models.teacher import teacher_stage
+
+    out = _out(out)
+    stage = teacher_stage(
+        model=model, spec=_task(task), data_dir=data_dir, cfg=cfg, data_cfg=data_cfg,
+        device=device, name=out.name,
+    )  # fmt: skip
+    return _run(stage, out, seed, force)
+
+
+def distill(
+    teacher: str | Path,
+    out: str | Path,
+    *,
+    task: str | TaskSpec,
+    data_dir=None,
+    cfg: DistillConfig = DistillConfig(),
+    data_cfg: DataConfig = DataConfig(),
+    init_from: str | Path | None = None,
+    device: str | None = None,
+    seed: int = 0,
+    force: bool = False,
+) -> Result:
+    """Distil a student of ``cfg.student_shape`` (or initialised from ``init_from``, e.g. a
+    searched subnet) from the fine-tuned ``teacher`` into ``out``."""
+    from toolchain.distill.stage import distill_stage
+
+    out = _out(out)
+    stage = distill_stage(
+        teacher_dir=str(teacher), spec=_task(task), data_dir=data_dir, cfg=cfg,
+        data_cfg=data_cfg, device=device, name=out.name,
+        init_from=str(init_from) if init_from else None,
+    )  # fmt: skip
+    return _run(stage, out, seed, force)
+
+
+def quantize(
+    model: str | Path,
+    out: str | Path,
+    *,
+    task: str | TaskSpec,
+    cfg: QuantizeConfig = QuantizeConfig(),
+    data_dir=None,
+    data_cfg: DataConfig = DataConfig(),
+    teacher: str | Path | None = None,
+    device: str | None = None,
+    seed: int = 0,
+    force: bool = False,
+) -> Result:
+    """Quantize ``model`` (KDLSQ against ``teacher``, default the float model itself; or RTN)
+    into a packed low-bit checkpoint in ``out``."""
+    from toolchain.quantize.stage import quantize as run_quantize
+
+    res = run_quantize(
+        str(model), _out(out), spec=_task(task), cfg=cfg, data_dir=data_dir, data_cfg=data_cfg,
+        teacher_dir=str(teacher) if teacher else None, device=device, seed=seed, force=force,
+    )  # fmt: skip
+    return Result(res.path, res.status, res.record["metrics"] or {})
+
+
+def search(
+    teacher: str | Path,
+    out: str | Path,
+    *,
+    task: str | TaskSpec,
+    device: str | DeviceTarget = "host",
+    budgets=(),
+    cfg: SearchConfig = SearchConfig(),
+    data_dir=None,
+    data_cfg: DataConfig = DataConfig(),
+    train_device: str | None = None,
+    supernet_cache: str | Path | None = None,
+    seed: int = 0,
+    force: bool = False,
+) -> Result:
+    """Train a NAS-BERT supernet from ``teacher`` and choose one subnet per budget of ``device``
+    (a :class:`DeviceTarget`, or a name resolved with the default predictors, no agent)."""
+    from toolchain.nas.stage import search_stage
+
+    out = _out(out)
+    stage = search_stage(
+        teacher_dir=str(teacher), spec=_task(task), data_dir=data_dir,
+        target=device if isinstance(device, DeviceTarget) else target(device),
+        budgets=tuple(budgets), cfg=cfg, data_cfg=data_cfg, torch_device=train_device,
+        name=out.name, supernet_cache=supernet_cache,
+    )  # fmt: skip
+    return _run(stage, out, seed, force)
+
+
+def export(
+    model: str | Path,
+    out: str | Path,
+    *,
+    task: str | TaskSpec,
+    fmt: str = "auto",
+    cfg: ExportConfig = ExportConfig(),
+    data_dir=None,
+    device: str | DeviceTarget | None = None,
+    tensorrt: bool = False,
+    plugin_libs: tuple[str, ...] = (),
+    force: bool = False,
+) -> Result:
+    """Export ``model`` to ONNX as ``fmt`` (``auto``: every format timed here, the fastest that
+    passes parity), checked against PyTorch; ``tensorrt`` also builds the engine where TensorRT
+    is installed. ``device``: the device the export is for (``auto`` is refused for another)."""
+    from toolchain.export.stage import export_stage
+
+    if device is not None and fmt == "auto":
+        dev = device if isinstance(device, DeviceTarget) else DeviceTarget.resolve(device)
+        if not dev.is_host:
+            raise ConfigError(
+                f"--format auto times the candidates on this machine, which is not "
+                f"{dev.name}: pick a format (nbits, int8-qdq, ...) or run edgec on the device"
+            )
+    out = _out(out)
+    stage = export_stage(
+        model_dir=str(model), fmt=fmt, spec=_task(task), data_dir=data_dir, cfg=cfg,
+        name=out.name, tensorrt=tensorrt, plugin_libs=tuple(plugin_libs),
+    )  # fmt: skip
+    return _run(stage, out, 0, force)
+
+
+def bundle(
+    source: str | Path,
+    out: str | Path,
+    *,
+    task: str | TaskSpec,
+    device: str | DeviceTarget,
+    budget: str | None = None,
+    fmt: str | None = None,
+    data_dir=None,
+    tarball: bool = True,
+    model_card: bool = True,
+) -> dict:
+    """Write the bundle ``out`` (``NAME.edgec``, and ``.tar.gz``) for ``device`` from an export
+    folder or a model directory, and give it its latency: measured here when the device is this
+    host, by its agent when the target has one, else left "not measured". Returns the manifest.
+    """
+    from toolchain.bundle.build import build_bundle, set_latency
+
+    dev = device if isinstance(device, DeviceTarget) else DeviceTarget.resolve(device)
+    out = Path(out)
+    manifest = build_bundle(
+        Path(source), out, target=dev, spec=_task(task), data_dir=data_dir, budget=budget,
+        fmt=fmt, tarball=tarball, model_card=model_card,
+    )  # fmt: skip
+    if not dev.measurable:
+        return manifest
+    proto = dev.protocol
+    report = dev.measure(out, [(proto.batch, proto.seq_len)])
+    row = report["results"][0]
+    keys = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "peak_rss_mb")
+    latency = {"status": "measured", **{k: row[k] for k in keys if k in row}}
+    latency.update(batch=proto.batch, seq_len=proto.seq_len)
+    latency["torch_loaded"] = report.get("environment", {}).get("torch_loaded")
+    return set_latency(out, {**latency, "label": report["label"]})
+
+
+def profile(
+    path: str | Path,
+    *,
+    device: str | DeviceTarget,
+    runtime: str = "onnxruntime",
+    shapes: list[tuple[int, int]] | None = None,
+    threads: int | None = None,
+    warmup: int | None = None,
+    iterations: int | None = None,
+    repeats: int | None = None,
+) -> dict:
+    """Measure ``path`` (a bundle, an ONNX file, an export folder, or a model directory with
+    ``runtime='pytorch'``) on ``device``: here when it is this host, through its agent when the
+    target has one. The protocol's shape and every budget's shape are measured besides
+    ``shapes``; the report judges every budget of the profile."""
+    from toolchain.profile.runners import ProfileError
+
+    dev = device if isinstance(device, DeviceTarget) else DeviceTarget.resolve(device)
+    path = Path(path)
+    if not path.exists():
+        raise ProfileError(f"target not found: {path}")
+    proto = dev.protocol
+    wanted = set(shapes or [(proto.batch, proto.seq_len)])
+    wanted |= {(b.batch, b.seq_len) for b in dev.profile.budgets}
+    return dev.measure(
+        path, sorted(wanted), runtime=runtime, threads=threads, warmup=warmup,
+        iterations=iterations, repeats=repeats,
+    )  # fmt: skip
+
+
+def predict(
+    shape: str, *, device: str | DeviceTarget, precision: str = "fp32", shapes=None
+) -> list[dict]:
+    """Predicted latency of a model shape (``L3:H384:A12:F1536``) at each (batch, seq) of
+    ``shapes`` (default: the protocol's) on ``device``: the same predictor the search uses."""
+    from toolchain.models.adapters import Shape as ModelShape
+
+    dev = device if isinstance(device, DeviceTarget) else target(device)
+    m = ModelShape.parse(shape)
+    proto = dev.protocol
+    rows = []
+    for b, s in shapes or [(proto.batch, proto.seq_len)]:
+        budget = replace(dev.profile.budgets[0], batch=b, seq_len=s)
+        rows.append({"batch": b, "seq": s, **dev.latency_for(dev.shape_of(m, budget, 30522),
+                                                               precision)})  # fmt: skip
+    return rows
+
+
+def evaluate(
+    model: str | Path,
+    *,
+    task: str | TaskSpec,
+    split: str = "dev",
+    data_dir=None,
+    teacher: str | Path | None = None,
+    device: str | None = None,
+    max_samples: int | None = None,
+    batch_size: int = 64,
+    max_seq_len: int = 128,
+) -> dict:
+    """The task's metrics of ``model`` on ``split``; with ``teacher``, the teacher's too and the
+    student's label and probability loyalty to it."""
+    from toolchain.data.readers import load_split
+    from toolchain.evaluate.evaluate import compare
+    from toolchain.evaluate.evaluate import evaluate as run_evaluate
+    from toolchain.models.finetune import head_for, pick_device
+    from toolchain.models.loading import load_model
+
+    spec = _task(task)
+    adapter = load_model(str(model), head=head_for(spec))
+    adapter.model.to(pick_device(device))
+    if spec.kind == "classification" and not spec.labels:
+        # your own data without a train file: the label names the model was trained with
+        id2label = adapter.model.config.id2label
+        spec = replace(spec, labels=tuple(str(id2label[i]) for i in range(len(id2label))))
+    examples = load_split(spec, split, data_dir)
+    if max_samples:
+        examples = examples[:max_samples]
+    if teacher:
+        both = compare(
+            load_model(str(teacher), head=head_for(spec)), adapter, spec, examples,
+            batch_size=batch_size, max_len=max_seq_len,
+        )  # fmt: skip
+        metrics = {**both.pop("student"), "teacher": both.pop("teacher"), **both}
+    else:
+        metrics = run_evaluate(
+            adapter, spec, examples, batch_size=batch_size, max_len=max_seq_len,
+            desc=f"{spec.name} {split}",
+        )  # fmt: skip
+    return {"model": str(model), "task": spec.name, "split": split, **metrics}
+
+
+# -- the whole pipeline --------------------------------------------------------------------------
+def build_recipe(
+    recipe_file: str | Path | None = None, *, preset: str = "quick", overrides: dict | None = None
+) -> Recipe:
+    """The recipe of a build: the file's (or the defaults), the preset filling what the file does
+    not set, ``overrides`` (dotted keys, e.g. ``{"device": "jetson", "distill.steps": 500}``)
+    winning over both. Not yet checked against the device: :func:`build` does that."""
+    file = str(recipe_file) if recipe_file else None
+    return load_recipe(file, overrides={**preset_overrides(preset, file), **(overrides or {})})
+
+
+def build(
+    recipe: Recipe,
+    out: str | Path | None = None,
+    *,
+    task: str | TaskSpec | None = None,
+    predictors: str | Path | None = DEFAULT,
+    teacher_cache: str | Path | None = DEFAULT,
+    train_device: str | None = None,
+    force: tuple[str, ...] = (),
+    notes=None,
+) -> dict:
+    """Build one verified bundle per budget of ``recipe.device`` into ``out`` (default: the
+    recipe's ``output``): teacher (cached in ``teacher_cache``; None: inside ``out``), search,
+    distil, quantize, export, bundle, baseline, report. Re-running resumes where it stopped.
+
+    Args:
+        recipe: from :func:`build_recipe` (or :func:`toolchain.config.load_recipe`).
+        task: a :class:`TaskSpec` for data the registry does not name (your own files);
+            default: ``recipe.task``.
+        predictors: fitted predictors folder; None: the roofline (or a calibration on the host).
+        notes: called with each line worth telling the user (e.g. alias resolution).
+
+    Returns:
+        The summary written to ``OUT/build.json`` (one row per budget).
+
+    Raises:
+        ConfigError: a bad recipe, an unknown device or budget, an unsupported task kind (before
+            any training).
+    """
+    from toolchain.kinds import kind_for
+    from toolchain.plan import BuildOptions, BuildPlan
+
+    dev = target(
+        recipe.device, agent_url=recipe.profile.target, token_file=recipe.profile.token_file,
+        predictors=predictors, overrides=recipe.profile,
+    )  # fmt: skip
+    recipe, _ = resolve_recipe(recipe, profile=dev.profile)
+    spec = _task(task or recipe.task)
+    kind = kind_for(spec)  # refused here, before any work, when the kind has no entry
+    out = out or recipe.output
+    if not out:
+        raise ConfigError("name the output folder: -o OUT (or `output:` in the recipe)")
+    if notes and dev.note:
+        notes(dev.note)
+    cache = default_teacher_cache() if teacher_cache == DEFAULT else teacher_cache
+    options = BuildOptions(
+        torch_device=train_device, force=tuple(force), teacher_cache=Path(cache) if cache else None
+    )
+    plan = BuildPlan(recipe, Path(out), spec=spec, target=dev, kind=kind, options=options)
+    return plan.execute()
+
+
+__all__ = [
+    "Result",
+    "build",
+    "build_recipe",
+    "bundle",
+    "distill",
+    "evaluate",
+    "export",
+    "predict",
+    "profile",
+    "quantize",
+    "search",
+    "target",
+    "teacher",
+]

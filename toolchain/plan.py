@@ -1,0 +1,379 @@
+"""`edgec build`: the stages of the whole pipeline for (recipe, device target, task kind), one
+verified bundle per budget.
+
+    teacher (cached) -> [calibrate] -> search -> per subnet: distill -> quantize -> export ->
+    per budget: bundle (+ latency from the device target: measured here, measured by the device's
+    agent, or predicted) -> baseline (the task kind's teacher baseline, cached with the teacher)
+    -> build.json and the report (:mod:`toolchain.summary`, :mod:`toolchain.report`)
+
+KDLSQ trains the quantized student against its own float model (the distilled student): layer
+for layer the same shape, so every hidden state and attention map has its exact counterpart. With
+the fine-tuned teacher as KDLSQ's teacher instead, a 3-layer subnet's W8A8 model lost 1.7 points
+of SST-2 dev accuracy to its float model in 100 steps; against itself it lost none.
+
+Every step is a stage of the run directory (``OUT/<stage>/`` with its ``stage.json``), named by
+what it holds (:class:`SubnetStages`) and declaring the stages it reads (``depends``): a re-run
+skips what is done and resumes the first stage that is not, and a training stage resumes from its
+own checkpoints, so Ctrl-C or a kill loses at most the work since the last checkpoint. A budget
+whose stages fail (e.g. no subnet fits it) is reported with the closest achievable figure while
+the other budgets still build.
+
+Example::
+
+    plan = BuildPlan(recipe, Path("runs/sst2-orin"), spec=get_task("sst2"), target=target)
+    summary = plan.execute()
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from toolchain.config import BudgetSpec, Recipe
+from toolchain.data.tasks import TaskSpec
+from toolchain.errors import EdgecError
+from toolchain.kinds import TaskKind, kind_for
+from toolchain.nas.results import BudgetChoice, SearchResult
+from toolchain.pipeline import RunDir, Stage, _jsonable
+from toolchain.summary import BuildSummary, budget_row, failed_row, unmet_row
+from toolchain.target import DeviceTarget
+
+log = logging.getLogger(__name__)
+
+
+def precision_of(recipe: Recipe) -> str:
+    """The precision the search predicts latency at: that of the model the device runs. With
+    8-bit activations that is INT8 whatever the weight width (the export is INT8 Q/DQ: 2-4-bit
+    codes stored in INT8, INT8 GEMMs); weight-only quantization runs at its weight width."""
+    q = recipe.quantize
+    if q.method == "none":
+        return "fp32"
+    if q.act_bits == 8:
+        return "int8"
+    return {2: "int2", 3: "int4", 4: "int4"}.get(q.weight_bits, "int8")
+
+
+def export_format(recipe: Recipe, target: DeviceTarget) -> str:
+    """``auto`` (every candidate timed here) on this host; for another device, where nothing
+    can be timed, the format its accelerator takes: explicit INT8 Q/DQ with the learned scales
+    (TensorRT's input) for 8-bit activations, MatMulNBits for weight-only quantization, else
+    fp32."""
+    fmt = recipe.export.format
+    if fmt != "auto" or target.is_host:
+        return fmt
+    q = recipe.quantize
+    if q.method == "none":
+        return "fp32"
+    return "int8-qdq" if q.act_bits == 8 else "nbits"
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How a build runs (not what it builds): training device, stages to re-run, caches."""
+
+    torch_device: str | None = None
+    force: tuple[str, ...] = ()
+    teacher_cache: Path | None = None  # None: the teacher is fine-tuned inside the run directory
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """The fine-tuned teacher: its folder, its stage's metrics, and where its stage lives."""
+
+    dir: Path
+    metrics: dict
+    run: RunDir  # the teacher cache, or the build's run directory
+    stage: str
+
+
+@dataclass(frozen=True)
+class SubnetStages:
+    """The stage names of one subnet, shared by every budget that chose it."""
+
+    key: str  # L[1,3,5]:H384:A12:F1536 -> L1.3.5-H384-A12-F1536
+    distill: str
+    quantize: str | None
+    export: str
+
+    @classmethod
+    def of(cls, subnet: str, quantized: bool) -> SubnetStages:
+        layers, rest = re.fullmatch(r"L\[([\d,]+)\]:(.*)", subnet).groups()
+        key = "L" + layers.replace(",", ".") + "-" + rest.replace(":", "-")
+        quantize = f"quantize-{key}" if quantized else None
+        return cls(key, f"distill-{key}", quantize, f"export-{key}")
+
+    @property
+    def model(self) -> str:
+        """The stage whose folder holds the model that is exported."""
+        return self.quantize or self.distill
+
+
+class BuildPlan:
+    """One build: the run directory, the resolved recipe, the device target and the task kind,
+    and the stages planned from them."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        out: Path,
+        *,
+        spec: TaskSpec,
+        target: DeviceTarget,
+        kind: TaskKind | None = None,
+        options: BuildOptions = BuildOptions(),
+    ):
+        self.kind = kind or kind_for(spec)  # an unsupported kind is refused before any work
+        self.recipe, self.out, self.spec, self.target = recipe, Path(out), spec, target
+        self.options = options
+        self.budgets: tuple[BudgetSpec, ...] = tuple(recipe.budgets)
+        self.force = set(options.force)
+        self.stage_s: dict[str, float] = {}
+        self.subnet_dirs: dict[str, Path] = {}  # subnet key -> the first budget's extracted copy
+        self.run = RunDir(self.out)
+
+    # -- running stages -----------------------------------------------------------------------
+    def _run(self, stage: Stage, run: RunDir | None = None, label: str | None = None) -> dict:
+        t0 = time.perf_counter()
+        force = [stage.name] if stage.name in self.force else []
+        (res,) = (run or self.run).run([stage], seed=self.recipe.seed, force=force)
+        took = time.perf_counter() - t0
+        label = label or stage.name
+        cached = res.status == "skipped"  # the time this build spent: ~0 for a cached stage
+        if not (cached and label in self.stage_s):  # a stage shared by budgets: its first visit
+            self.stage_s[label] = round(took if cached else res.record.get("wall_s", took), 1)
+        state = "cached" if cached else f"done in {took:.0f} s"
+        print(f"edgec build: {label}: {state}", flush=True)
+        return res.record["metrics"] or {}
+
+    def execute(self) -> dict:
+        """Run every stage (skipping those already done) and write build.json and the report."""
+        from toolchain.report import write_report
+
+        started = time.perf_counter()
+        print(
+            f"edgec build: {self.spec.name} for {self.target.name}, budgets "
+            f"{', '.join(b.name for b in self.budgets)} -> {self.out}",
+            flush=True,
+        )
+        teacher = self._teacher()
+        self.target = self._predictors()
+        search = SearchResult.from_metrics(self._run(self._search_stage(teacher)))
+        scorer = self.kind.dev_scorer(self.spec, teacher.dir, self.recipe.data_dir)
+        rows = [self._budget(b, search, teacher, scorer) for b in self.budgets]
+        summary = BuildSummary(
+            task=self.spec.name,
+            device=self.target.name,
+            requested_device=self.target.requested,
+            teacher={
+                "source": self.recipe.teacher,
+                "dir": str(teacher.dir),
+                "dev": teacher.metrics.get("dev") or {},
+            },
+            baseline=self._baseline(teacher, scorer),
+            search=search,
+            bundles=rows,
+            stage_s=self.stage_s,
+            wall_s=round(time.perf_counter() - started, 1),
+        )
+        summary.write(self.out / "build.json")
+        write_report(self.out)
+        return summary.to_dict()
+
+    # -- the parts ------------------------------------------------------------------------------
+    def _teacher(self) -> Teacher:
+        """Fine-tune the teacher, or find it done: in the shared teacher cache when there is one
+        (a build for another device or budget reuses it), else in the run directory."""
+        from toolchain.models.teacher import teacher_stage
+
+        r = self.recipe
+        stage = teacher_stage(
+            model=r.teacher,
+            spec=self.spec,
+            data_dir=r.data_dir,
+            cfg=r.teacher_finetune,
+            data_cfg=r.data,
+            device=self.options.torch_device,
+        )
+        if self.options.teacher_cache is None:
+            metrics = self._run(stage)
+            return Teacher(self.run.stage_dir("teacher"), metrics, self.run, "teacher")
+        ident = json.dumps(_jsonable([stage.config, r.seed]), sort_keys=True, default=str)
+        name = f"{self.spec.name}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
+        cache = RunDir(self.options.teacher_cache)
+        if "teacher" in self.force:
+            self.force.add(name)
+        metrics = self._run(replace(stage, name=name), run=cache, label="teacher")
+        return Teacher(cache.stage_dir(name), metrics, cache, name)
+
+    def _predictors(self) -> DeviceTarget:
+        """The target with its predictors: the user's (a fitted predictor of the device stored
+        there), else for this host a calibration stage of the build, else the roofline."""
+        target = self.target
+        if target.has_fitted_predictor() or not target.is_host:
+            return target  # another device without a fitted predictor: its roofline, labelled
+        try:
+            target.with_predictors(None).predictor("fp32")
+            return target.with_predictors(None)
+        except EdgecError:
+            pass
+
+        def calibrate(ctx) -> dict:
+            from toolchain.devices.predict import FittedPredictor
+            from toolchain.profile.calibrate import design, measure_shapes
+
+            rows = measure_shapes(design(24, seed=0), workdir=ctx.checkpoint_dir, rounds=2)
+            fitted = FittedPredictor.fit(rows, device=target.name, runtime="onnxruntime")
+            fitted.save(ctx.out_dir / f"{target.name}.json")
+            return {"shapes": len(rows)}
+
+        self._run(Stage("calibrate", calibrate, config={"shapes": 24, "rounds": 2}))
+        return target.with_predictors(self.run.stage_dir("calibrate"))
+
+    def _search_stage(self, teacher: Teacher) -> Stage:
+        from toolchain.nas.stage import search_stage
+
+        r, cache = self.recipe, self.options.teacher_cache
+        return search_stage(
+            teacher_dir=str(teacher.dir),
+            spec=self.spec,
+            data_dir=r.data_dir,
+            target=self.target,
+            budgets=self.budgets,
+            cfg=replace(r.search, precision=precision_of(r)),
+            data_cfg=r.data,
+            torch_device=self.options.torch_device,
+            # trained supernets are kept beside the cached teachers: a later build that would
+            # train the same one (same teacher, data and training settings) loads it
+            supernet_cache=cache and Path(cache) / "supernets",
+        )
+
+    def _budget(self, budget: BudgetSpec, search: SearchResult, teacher: Teacher, scorer) -> dict:
+        """Build one budget's bundle: its subnet's stages (shared with budgets that chose the
+        same subnet), then the bundle; a row of build.json either way."""
+        choice = search.budgets[budget.name]
+        if not isinstance(choice, BudgetChoice):
+            return unmet_row(budget, choice)
+        try:
+            stages = self._subnet_stages(budget, choice, teacher)
+            bundled = self._run(self._bundle_stage(budget, choice, stages, search, scorer))
+            folder = self.run.stage_dir(f"bundle-{budget.name}") / self.bundle_name(budget)
+            return budget_row(
+                budget,
+                choice,
+                folder,
+                out=self.out,
+                export=self.run.record(stages.export)["metrics"],
+                quant=self.run.record(stages.quantize)["metrics"] if stages.quantize else {},
+                bundled=bundled,
+                metric=self.spec.main_metric,
+            )
+        except EdgecError as e:  # this budget fails; the others still build
+            log.error("budget %s failed: %s", budget.name, e)
+            return failed_row(budget, e)
+
+    def _subnet_stages(self, budget: BudgetSpec, choice: BudgetChoice, teacher: Teacher):
+        """Distill, quantize and export the chosen subnet (stages shared by budgets)."""
+        from toolchain.distill.stage import distill_stage
+        from toolchain.export.stage import export_stage
+        from toolchain.quantize.stage import quantize_stage
+
+        r, device = self.recipe, self.options.torch_device
+        stages = SubnetStages.of(choice.subnet, r.quantize.method != "none")
+        # the first budget's copy of the subnet: the same stage config, so the stages are shared
+        subnet = self.subnet_dirs.setdefault(
+            stages.key, self.run.stage_dir("search") / choice.model
+        )
+        common = dict(spec=self.spec, data_dir=r.data_dir)
+        self._run(replace(
+            distill_stage(teacher_dir=str(teacher.dir), cfg=r.distill, data_cfg=r.data,
+                          device=device, name=stages.distill, init_from=str(subnet), **common),
+            depends=("search",),
+        ))  # fmt: skip
+        if stages.quantize:
+            model = str(self.run.stage_dir(stages.distill))
+            self._run(replace(
+                quantize_stage(  # KDLSQ's teacher: the float student of the same shape
+                    model_dir=model, teacher_dir=model, cfg=r.quantize, data_cfg=r.data,
+                    device=device, name=stages.quantize, **common),
+                depends=(stages.distill,),
+            ))  # fmt: skip
+        self._run(replace(
+            export_stage(model_dir=str(self.run.stage_dir(stages.model)), cfg=r.export,
+                         fmt=export_format(r, self.target), name=stages.export, **common),
+            depends=(stages.model,),
+        ))  # fmt: skip
+        return stages
+
+    def bundle_name(self, budget: BudgetSpec) -> str:
+        return f"{self.spec.name}-{self.target.name}-{budget.name}.edgec"
+
+    def _bundle_stage(self, budget, choice: BudgetChoice, stages, search, scorer) -> Stage:
+        """Bundle the export and give it its latency from the device target: measured here
+        (this host), measured by the device's agent, or predicted for it, each labelled so."""
+        from toolchain.bundle.build import build_bundle, set_latency
+        from toolchain.nas.space import Arch
+
+        export_dir = self.run.stage_dir(stages.export)
+        target, r = self.target, self.recipe
+
+        def run(ctx) -> dict:
+            folder = ctx.out_dir / self.bundle_name(budget)
+            build_bundle(
+                export_dir, folder, target=target, spec=self.spec, data_dir=r.data_dir,
+                budget=budget, tarball=r.bundle.tarball, model_card=r.bundle.model_card,
+            )  # fmt: skip
+            shape = target.shape_of(Arch.parse(choice.subnet), budget, search.vocab or 30522)
+            latency = target.latency_entry(folder, budget, shape, precision_of(r))
+            return {"manifest": set_latency(folder, latency), "dev": scorer(folder / "model.onnx")}
+
+        return Stage(
+            f"bundle-{budget.name}",
+            run,
+            config={"device": target.name, "budget": budget, "agent": bool(target.agent)},
+            depends=(stages.export,),
+        )
+
+    def _baseline(self, teacher: Teacher, scorer) -> dict:
+        """The teacher as the task kind's baseline ships it (optimum + ONNX Runtime INT8 for
+        sequence classification): dev accuracy, and p50/p90 measured on this host with the same
+        timer as the bundles (labelled so: for another device it is compared only with bundles
+        measured here too). It depends on the teacher alone: kept beside a cached teacher."""
+        host = DeviceTarget.resolve("host")
+
+        def run(ctx) -> dict:
+            onnx = self.kind.baseline(teacher.dir, ctx.out_dir)
+            proto = host.protocol
+            report = host.measure(onnx, [(proto.batch, proto.seq_len)])
+            row = report["results"][0]
+            keys = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "peak_rss_mb")
+            return {
+                "dev": scorer(onnx),
+                "latency": {"status": "measured", **{k: row[k] for k in keys if k in row}},
+                "label": f"measured on {host.name} (this host)",
+                "bytes": onnx.stat().st_size,
+            }
+
+        cached = teacher.run is not self.run
+        name = f"{teacher.stage}-ort-int8" if cached else "baseline"
+        if cached and "baseline" in self.force:
+            self.force.add(name)
+        stage = Stage(
+            name,
+            run,
+            config={"what": "optimum + ORT int8", "dev": self.spec.files.get("dev")},
+            inputs=(teacher.dir,),
+        )
+        try:
+            res = self._run(stage, run=teacher.run, label="baseline")
+            return {**res, "dir": str(teacher.run.stage_dir(name))}
+        except EdgecError as e:
+            log.error("baseline failed: %s", e)
+            return {"error": str(e)}
+
+
+__all__ = ["BuildOptions", "BuildPlan", "SubnetStages", "export_format", "precision_of"]

@@ -1,0 +1,88 @@
+"""Build presets: ``quick`` (the default; data subsets and step counts for a first run on 2 CPU
+cores) and ``full`` (paper-scale settings, meant for a GPU). A preset only fills what the recipe
+file does not set; command-line options and API arguments win over both.
+
+Example::
+
+    overrides = preset_overrides("quick", "recipe.yaml")   # dotted keys -> values
+    recipe = load_recipe("recipe.yaml", overrides=overrides)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from toolchain.errors import ConfigError
+
+# Why the quick preset's numbers (SST-2, MiniLM-L6, 2 CPU cores; see benchmarks/results/build.md):
+# - the supernet trains briefly, and its inherited-weight scores under-rate small subnets: a
+#   3-layer subnet scored 4.5 points under the largest and, distilled 1,000 steps, finished 0.6
+#   points under the teacher; so a subnet within 6 points (inherited) of the best counts as good,
+#   and the final distillation gets the steps (1,000 steps: 0.829; 200 steps: 0.795);
+# - KDLSQ against the float student (see the module docstring) needs few steps at W8A8;
+# - W8A8: the device's format (INT8 Q/DQ) stores narrower weights in INT8 anyway, so 4-bit codes
+#   would cost accuracy and save neither bytes nor time there.
+PRESETS: dict[str, dict] = {
+    "quick": {
+        "teacher_finetune.max_train_samples": 8000,
+        "teacher_finetune.epochs": 1.0,
+        "teacher_finetune.max_seq_len": 64,
+        "teacher_finetune.eval_every": 100,
+        "search.supernet_steps": 100,
+        "search.sandwich": 3,
+        "search.learning_rate": 2e-4,
+        "search.max_seq_len": 64,
+        "search.population": 12,
+        "search.generations": 3,
+        "search.eval_samples": 256,
+        "search.measure_top_k": 2,
+        "search.accuracy_tolerance": 0.06,
+        "distill.steps": 800,
+        "distill.learning_rate": 2e-4,
+        "distill.max_seq_len": 64,
+        "distill.eval_every": 250,
+        "distill.eval_samples": 500,
+        "quantize.weight_bits": 8,
+        "quantize.steps": 50,
+        "quantize.max_seq_len": 64,
+        "quantize.eval_every": 50,
+        "quantize.eval_samples": 500,
+        "export.parity_samples": 128,
+    },
+    "full": {
+        "teacher_finetune.epochs": 3.0,
+        "search.supernet_steps": 20000,
+        "search.population": 64,
+        "search.generations": 20,
+        "search.eval_samples": 2000,
+        "search.measure_top_k": 5,
+        "distill.steps": 20000,
+        "quantize.weight_bits": 8,
+        "quantize.steps": 5000,
+    },
+}
+
+
+def preset_overrides(preset: str, recipe_file: str | None) -> dict:
+    """The preset's settings for the keys the recipe file does not set itself."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
+    given: set[str] = set()
+    if recipe_file:
+        import yaml
+
+        def walk(node, prefix=""):
+            for k, v in (node or {}).items():
+                key = f"{prefix}{k}"
+                given.add(key)
+                if isinstance(v, dict):
+                    walk(v, key + ".")
+
+        try:
+            walk(yaml.safe_load(Path(recipe_file).read_text()) or {})
+        except (OSError, yaml.YAMLError, AttributeError):
+            pass  # load_recipe reports the file's problem with its line and key
+    return {k: v for k, v in PRESETS[preset].items() if k not in given}
+
+
+__all__ = ["PRESETS", "preset_overrides"]

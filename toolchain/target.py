@@ -1,0 +1,319 @@
+"""The device a build is for, resolved once from what the user typed (``--device``, and
+``--target``/``--token-file`` for an agent on it), and the one place that decides how a latency is
+obtained there: measured on this host (when the device is this host), measured by the device's
+`edgec agent`, or predicted (a fitted predictor, else the profile's roofline), each labelled so.
+
+Every stage that needs the device receives a :class:`DeviceTarget`; nothing else resolves a device
+name. The search sees it only through two calls (``latency_for`` / ``shape_of`` to predict, and
+``measure_candidate`` to measure), so :mod:`toolchain.nas` imports nothing above itself.
+
+Example::
+
+    target = DeviceTarget.resolve("jetson", predictors_dir=default_predictors_dir())
+    target.note          # "'jetson' is an alias: using profile jetson-orin-nano-8gb ..."
+    shape = target.shape_of(Shape(3, 384, 12, 1536), target.profile.budgets[0], vocab=30522)
+    target.latency_for(shape, "int8")    # {"latency_ms": ..., "label": "predicted ..."}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from toolchain.config import BudgetSpec, ProfileConfig
+from toolchain.devices.predict import Shape, predictor_for
+from toolchain.devices.profiles import DeviceProfile, MeasurementProtocol, resolve_device
+from toolchain.errors import ConfigError
+from toolchain.profile.agent import profile_remote, read_token
+from toolchain.profile.local import budget_verdicts, run_worker
+from toolchain.profile.runners import ProfileError
+
+MEASURED_HERE = "measured here"
+MEASURED_BY_AGENT = "measured by the agent"
+PREDICTED = "predicted"
+LATENCY_KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "peak_rss_mb")
+# the ONNX a search candidate is measured as, by the precision the search predicts at
+_CANDIDATE_FORMAT = {"fp32": "fp32", "fp16": "fp16", "int8": "int8-dynamic"}
+
+
+@dataclass(frozen=True)
+class Agent:
+    """An `edgec agent` on the device: its URL and token (read once from ``token_file``)."""
+
+    url: str
+    token: str = field(repr=False)
+    token_file: str
+
+
+@dataclass(frozen=True)
+class DeviceTarget:
+    """A device profile resolved from the user's words, and how latency is obtained on it.
+
+    Attributes:
+        profile: the resolved profile.
+        requested: what the user typed (an alias, a name, or a profile path).
+        is_host: the device is this machine (latencies are measured here).
+        agent: the device's agent, when one was given (latencies are measured there).
+        predictors_dir: folder of fitted predictors (``<device>.json``); None: the roofline.
+        protocol: the profile's measurement protocol with the recipe's ``profile`` overrides.
+    """
+
+    profile: DeviceProfile
+    requested: str
+    is_host: bool
+    agent: Agent | None = None
+    predictors_dir: Path | None = None
+    protocol: MeasurementProtocol = field(default_factory=MeasurementProtocol)
+    via_alias: bool = False
+    _predictors: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def resolve(
+        cls,
+        device: str,
+        *,
+        agent_url: str | None = None,
+        token_file: str | None = None,
+        predictors_dir: str | Path | None = None,
+        overrides: ProfileConfig | None = None,
+    ) -> DeviceTarget:
+        """Resolve ``device`` (name, alias or profile path) once, with its agent and predictors.
+
+        Raises:
+            UnknownDeviceError: the closest known names listed.
+            ConfigError: an agent URL without a token file.
+        """
+        resolution = resolve_device(device)
+        host = resolve_device("host").profile
+        agent = None
+        if agent_url:
+            if not token_file:
+                raise ConfigError("--target needs --token-file F (the agent's token)")
+            agent = Agent(agent_url, read_token(token_file), str(token_file))
+        return cls(
+            profile=resolution.profile,
+            requested=device,
+            is_host=resolution.profile.name == host.name,
+            agent=agent,
+            predictors_dir=Path(predictors_dir) if predictors_dir else None,
+            protocol=_protocol(resolution.profile.protocol, overrides),
+            via_alias=resolution.via_alias,
+        )
+
+    # -- facts ----------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.profile.name
+
+    @property
+    def note(self) -> str:
+        """How the name was resolved, when it was an alias ('' otherwise)."""
+        if not self.via_alias:
+            return ""
+        return (
+            f"'{self.requested}' is an alias: using profile {self.profile.name} "
+            f"({self.profile.description})"
+        )
+
+    @property
+    def latency_source(self) -> str:
+        """How this target's latencies are obtained: measured here, by the agent, or predicted."""
+        if self.agent is not None:
+            return MEASURED_BY_AGENT
+        return MEASURED_HERE if self.is_host else PREDICTED
+
+    @property
+    def measurable(self) -> bool:
+        return self.latency_source != PREDICTED
+
+    def with_predictors(self, folder: str | Path | None) -> DeviceTarget:
+        folder = Path(folder) if folder else None
+        return dataclasses.replace(self, predictors_dir=folder, _predictors={})
+
+    def has_fitted_predictor(self) -> bool:
+        return bool(self.predictors_dir) and (self.predictors_dir / f"{self.name}.json").is_file()
+
+    # -- prediction -----------------------------------------------------------------------------
+    @staticmethod
+    def shape_of(arch, budget: BudgetSpec, vocab: int) -> Shape:
+        """The predictor's shape of an architecture (anything with ``layers`` as a count or the
+        kept layers, ``hidden``, ``heads`` and ``ffn``) at the budget's batch and sequence."""
+        layers = arch.layers if isinstance(arch.layers, int) else len(arch.layers)
+        return Shape(
+            layers=layers,
+            hidden=arch.hidden,
+            heads=arch.heads,
+            ffn=arch.ffn,
+            seq=budget.seq_len,
+            batch=budget.batch,
+            vocab=vocab,
+        )
+
+    def predictor(self, precision: str):
+        """``predict(shape) -> {"latency_ms", "memory_mb", "label"}`` at ``precision``.
+
+        Raises:
+            ConfigError: the profile lacks the facts for a roofline and no predictor was fitted.
+        """
+        if precision not in self._predictors:
+            try:
+                self._predictors[precision] = predictor_for(
+                    self.profile, self.predictors_dir, precision
+                )
+            except ValueError as e:
+                raise ConfigError(
+                    f"no latency predictor for {self.name} ({e}): run `edgec profile --device "
+                    f"{self.name} --calibrate 48` on it, or complete the profile's facts"
+                ) from None
+        return self._predictors[precision]
+
+    def latency_for(self, shape: Shape, precision: str) -> dict:
+        """The predicted latency (and memory, where the predictor has one) of ``shape``."""
+        return self.predictor(precision)(shape)
+
+    # -- measurement ----------------------------------------------------------------------------
+    def request(self, shapes, *, runtime: str = "onnxruntime", **overrides) -> dict:
+        """The measurement request (the protocol, with ``overrides`` that are not None)."""
+        proto = self.protocol
+        request = {
+            "shapes": [list(s) for s in shapes],
+            "runtime": runtime,
+            "threads": proto.threads,
+            "warmup": proto.warmup,
+            "iterations": proto.iterations,
+            "repeats": proto.repeats,
+        }
+        request.update({k: v for k, v in overrides.items() if v is not None})
+        if request["threads"] is None:
+            del request["threads"]
+        return request
+
+    def measure(self, path: Path, shapes, *, runtime: str = "onnxruntime", **overrides) -> dict:
+        """Measure ``path`` at ``shapes`` ((batch, seq) pairs) on the device: in a fresh process
+        here when the device is this host, else through its agent (``path`` must then be a
+        bundle). Returns the report with ``label`` and each of the profile's budgets judged.
+
+        Raises:
+            ProfileError: the device is neither this host nor reachable through an agent.
+        """
+        request = self.request(sorted(set(map(tuple, shapes))), runtime=runtime, **overrides)
+        if self.agent is not None:
+            report = profile_remote(Path(path), self.agent.url, token=self.agent.token,
+                                    request=request)  # fmt: skip
+        elif self.is_host:
+            report = run_worker({**request, "target": str(path)})
+            report["label"] = f"measured on {self.name} ({report['environment']['cpu']})"
+        else:
+            raise ProfileError(
+                f"{self.name} is not this machine: measure it on the device (`edgec agent` "
+                "there, --target http://HOST:9600 here), or ask for a prediction; a figure "
+                "measured here is never reported as the device's"
+            )
+        report["device"] = self.name
+        report["budgets"] = budget_verdicts(self.profile.budgets, report["results"])
+        return report
+
+    def latency_entry(self, folder: Path, budget: BudgetSpec, shape: Shape, precision: str) -> dict:
+        """A bundle's latency for its manifest: measured (here or by the agent) at the budget's
+        batch and sequence, else predicted for the device; the label says which."""
+        if self.measurable:
+            report = self.measure(folder, [(budget.batch, budget.seq_len)])
+            row = _row(report, (budget.batch, budget.seq_len))
+            return {
+                "status": "measured",
+                **{k: row[k] for k in LATENCY_KEYS if k in row},
+                "batch": budget.batch,
+                "seq_len": budget.seq_len,
+                "torch_loaded": report.get("environment", {}).get("torch_loaded"),
+                "label": report["label"],
+            }
+        p = self.latency_for(shape, precision)
+        return {
+            "status": "predicted",
+            "p50_ms": p["latency_ms"],
+            "peak_rss_mb": p.get("memory_mb"),
+            "label": f"predicted for {self.name}, not measured: {p['latency_ms']:.2f} ms at "
+            f"batch {budget.batch}, sequence {budget.seq_len} ({p['label']})",
+        }
+
+    def measure_candidate(self, student, spec, budget: BudgetSpec, precision: str) -> dict | None:
+        """Measure a search candidate (a plain model) as the ONNX its precision implies; None
+        where the device cannot be measured. With an agent, the candidate is bundled first."""
+        if not self.measurable:
+            return None
+        from toolchain.bundle.build import build_bundle
+
+        shape = (budget.batch, budget.seq_len)
+        with tempfile.TemporaryDirectory(prefix="edgec-search-") as tmp:
+            folder = Path(tmp) / "candidate"
+            folder.mkdir()
+            onnx, fmt = _candidate_onnx(student, folder, precision)
+            path = onnx
+            if self.agent is not None:
+                student.tokenizer.save_pretrained(folder)
+                path = folder.parent / "candidate.edgec"
+                build_bundle(folder, path, target=self, spec=spec, tarball=False)
+            report = self.measure(path, [shape])
+        row = _row(report, shape)
+        return {
+            "p50_ms": row["p50_ms"],
+            "p90_ms": row["p90_ms"],
+            "p99_ms": row["p99_ms"],
+            "peak_rss_mb": row["peak_rss_mb"],
+            "format": fmt,
+            "verdict": budget_verdicts([budget], [row])[0]["verdict"],
+            "label": report["label"],
+        }
+
+    def candidate_note(self, count: int, precision: str) -> str:
+        """What the search says about how its candidates were (or were not) measured."""
+        if not self.measurable:
+            host = resolve_device("host").profile.name
+            return (
+                f"not measured: {self.name} is not this machine ({host}) and no agent was given "
+                "(--target URL --token-file F); the figures are predictions"
+            )
+        where = f"on this host ({self.name})"
+        if self.agent:
+            where = f"through the agent at {self.agent.url}"
+
+        note = f"top {count} measured {where}"
+        if precision not in _CANDIDATE_FORMAT:
+            note += f" as fp32 stand-ins ({precision} needs the quantize stage's checkpoint)"
+        return note
+
+
+def _protocol(proto: MeasurementProtocol, overrides: ProfileConfig | None) -> MeasurementProtocol:
+    """The profile's protocol with the recipe's ``profile.warmup/iterations/repeats/threads``."""
+    if overrides is None:
+        return proto
+    given = {
+        k: getattr(overrides, k)
+        for k in ("warmup", "iterations", "repeats", "threads")
+        if getattr(overrides, k) is not None
+    }
+    return dataclasses.replace(proto, **given)
+
+
+def _row(report: dict, shape: tuple[int, int]) -> dict:
+    return next(r for r in report["results"] if (r["batch"], r["seq"]) == tuple(shape))
+
+
+def _candidate_onnx(student, folder: Path, precision: str) -> tuple[Path, str]:
+    """The candidate as the ONNX its precision implies: fp32, fp16, or ONNX Runtime's dynamic
+    INT8 for int8. int4/int2 need the quantize stage's packed checkpoint: fp32 stands in."""
+    from toolchain.export.lowbit import to_dynamic_int8, to_fp16
+    from toolchain.export.onnx import export_float
+
+    fmt = _CANDIDATE_FORMAT.get(precision, "fp32")
+    float_onnx = export_float(student, folder / ("model.onnx" if fmt == "fp32" else "float.onnx"))
+    if fmt == "fp16":
+        to_fp16(float_onnx, folder / "model.onnx")
+    elif fmt == "int8-dynamic":
+        to_dynamic_int8(float_onnx, folder / "model.onnx")
+    return folder / "model.onnx", fmt
+
+
+__all__ = ["Agent", "DeviceTarget", "MEASURED_BY_AGENT", "MEASURED_HERE", "PREDICTED"]
