@@ -23,7 +23,8 @@ def test_an_alias_is_resolved_once_and_remembered():
     assert t.note.startswith("'jetson' is an alias: using profile jetson-orin-nano-8gb")
     assert t.latency_source == PREDICTED and not t.measurable
     host = DeviceTarget.resolve("host")
-    assert host.is_host and host.latency_source == MEASURED_HERE and host.note == ""
+    assert host.is_host and host.latency_source == MEASURED_HERE and host.requested == "host"
+    assert DeviceTarget.resolve(host.name).note == ""  # the profile's own name: no alias note
     with pytest.raises(UnknownDeviceError, match="jetson"):
         DeviceTarget.resolve("jetsn")
 

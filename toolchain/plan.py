@@ -37,6 +37,7 @@ from pathlib import Path
 from toolchain.config import BudgetSpec, Recipe
 from toolchain.data.tasks import TaskSpec
 from toolchain.errors import EdgecError
+from toolchain.export import device_format
 from toolchain.kinds import TaskKind, kind_for
 from toolchain.nas.results import BudgetChoice, SearchResult
 from toolchain.pipeline import RunDir, Stage, _jsonable
@@ -59,17 +60,12 @@ def precision_of(recipe: Recipe) -> str:
 
 
 def export_format(recipe: Recipe, target: DeviceTarget) -> str:
-    """``auto`` (every candidate timed here) on this host; for another device, where nothing
-    can be timed, the format its accelerator takes: explicit INT8 Q/DQ with the learned scales
-    (TensorRT's input) for 8-bit activations, MatMulNBits for weight-only quantization, else
-    fp32."""
-    fmt = recipe.export.format
-    if fmt != "auto" or target.is_host:
+    """The recipe's export format, or where it says ``auto``, the device's
+    (:func:`toolchain.export.device_format`)."""
+    fmt, q = recipe.export.format, recipe.quantize
+    if fmt != "auto":
         return fmt
-    q = recipe.quantize
-    if q.method == "none":
-        return "fp32"
-    return "int8-qdq" if q.act_bits == 8 else "nbits"
+    return device_format(host=target.is_host, quantized=q.method != "none", act_bits=q.act_bits)
 
 
 @dataclass(frozen=True)

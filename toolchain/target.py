@@ -24,7 +24,12 @@ from pathlib import Path
 
 from toolchain.config import BudgetSpec, ProfileConfig
 from toolchain.devices.predict import Shape, predictor_for
-from toolchain.devices.profiles import DeviceProfile, MeasurementProtocol, resolve_device
+from toolchain.devices.profiles import (
+    DeviceProfile,
+    DeviceResolution,
+    MeasurementProtocol,
+    resolve_device,
+)
 from toolchain.errors import ConfigError
 from toolchain.profile.agent import profile_remote, read_token
 from toolchain.profile.local import budget_verdicts, run_worker
@@ -110,12 +115,7 @@ class DeviceTarget:
     @property
     def note(self) -> str:
         """How the name was resolved, when it was an alias ('' otherwise)."""
-        if not self.via_alias:
-            return ""
-        return (
-            f"'{self.requested}' is an alias: using profile {self.profile.name} "
-            f"({self.profile.description})"
-        )
+        return DeviceResolution(self.profile, self.requested, self.via_alias).note
 
     @property
     def latency_source(self) -> str:
@@ -206,10 +206,11 @@ class DeviceTarget:
             report = run_worker({**request, "target": str(path)})
             report["label"] = f"measured on {self.name} ({report['environment']['cpu']})"
         else:
+            host = resolve_device("host").profile.name
             raise ProfileError(
-                f"{self.name} is not this machine: measure it on the device (`edgec agent` "
-                "there, --target http://HOST:9600 here), or ask for a prediction; a figure "
-                "measured here is never reported as the device's"
+                f"{self.name} is not this machine ({host}): measure it on the device (`edgec "
+                "agent` there, --target http://HOST:9600 here), or ask for a prediction; a "
+                "figure measured here is never reported as the device's"
             )
         report["device"] = self.name
         report["budgets"] = budget_verdicts(self.profile.budgets, report["results"])

@@ -62,17 +62,14 @@ def _export(source: Path, tmp: Path, *, fmt: str | None, host: bool, spec, data_
     """An export folder for ``source``: itself when it already holds model.onnx."""
     if (source / "model.onnx").is_file():
         return source
+    from toolchain.export import device_format
     from toolchain.export.onnx import load_for_export
     from toolchain.export.stage import export_model
 
     if fmt is None:
         _, qc = load_for_export(source)
-        if host:
-            fmt = "auto"
-        elif qc is None:
-            fmt = "fp32"
-        else:
-            fmt = "int8-qdq" if qc.get("act_bits") in (8, None) else "nbits"
+        act_bits = qc.get("act_bits") if qc else None
+        fmt = device_format(host=host, quantized=qc is not None, act_bits=act_bits)
     out = tmp / "export"
     export_model(source, out, fmt=fmt, spec=spec, data_dir=data_dir)
     return out
