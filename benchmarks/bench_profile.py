@@ -56,9 +56,9 @@ def main() -> int:
         help="refit the predictor on the shapes measured last time (profile.json) and rescore",
     )
     args = parser.parse_args()
-    from toolchain.profile.calibrate import design, measure_shapes
-    from toolchain.devices.profiles import get_profile
     from toolchain.devices.predict import LATENCY_TERMS, FittedPredictor, Shape, mape, roofline
+    from toolchain.devices.profiles import get_profile
+    from toolchain.profile.calibrate import design, measure_shapes
 
     started = time.perf_counter()
     shapes = design(args.calibration + args.holdout, seed=0)
