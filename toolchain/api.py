@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from toolchain.bundle.build import build_bundle, set_latency
 from toolchain.config import (
     DataConfig,
     DistillConfig,
@@ -33,11 +34,16 @@ from toolchain.config import (
     TeacherConfig,
     load_recipe,
 )
+from toolchain.data.readers import load_split
 from toolchain.data.tasks import TaskSpec, get_task
 from toolchain.defaults import default_predictors_dir, default_teacher_cache
 from toolchain.devices.budgets import resolve_recipe
+from toolchain.distill.stage import distill_stage
 from toolchain.errors import ConfigError
+from toolchain.models.teacher import teacher_stage
+from toolchain.pipeline import run_single
 from toolchain.presets import preset_overrides
+from toolchain.profile.runners import ProfileError
 from toolchain.target import DeviceTarget
 
 DEFAULT = "default"  # teacher_cache / predictors: the folders of toolchain.defaults
@@ -62,8 +68,6 @@ def _task(task: str | TaskSpec) -> TaskSpec:
 
 
 def _run(stage, out: Path, seed: int, force: bool) -> Result:
-    from toolchain.pipeline import run_single
-
     res = run_single(stage, out, seed=seed, force=force)
     return Result(res.path, res.status, res.record["metrics"] or {})
 
@@ -105,8 +109,6 @@ def teacher(
 ) -> Result:
     """Fine-tune ``model`` (a local Hugging Face directory or 'default') on ``task`` into
     ``out``; re-running with the same inputs returns the finished run (``cached``)."""
-    from toolchain.models.teacher import teacher_stage
-
     out = _out(out)
     stage = teacher_stage(
         model=model, spec=_task(task), data_dir=data_dir, cfg=cfg, data_cfg=data_cfg,
@@ -130,8 +132,6 @@ def distill(
 ) -> Result:
     """Distil a student of ``cfg.student_shape`` (or initialised from ``init_from``, e.g. a
     searched subnet) from the fine-tuned ``teacher`` into ``out``."""
-    from toolchain.distill.stage import distill_stage
-
     out = _out(out)
     stage = distill_stage(
         teacher_dir=str(teacher), spec=_task(task), data_dir=data_dir, cfg=cfg,
@@ -243,8 +243,6 @@ def bundle(
     folder or a model directory, and give it its latency: measured here when the device is this
     host, by its agent when the target has one, else left "not measured". Returns the manifest.
     """
-    from toolchain.bundle.build import build_bundle, set_latency
-
     dev = device if isinstance(device, DeviceTarget) else DeviceTarget.resolve(device)
     out = Path(out)
     manifest = build_bundle(
@@ -278,8 +276,6 @@ def profile(
     ``runtime='pytorch'``) on ``device``: here when it is this host, through its agent when the
     target has one. The protocol's shape and every budget's shape are measured besides
     ``shapes``; the report judges every budget of the profile."""
-    from toolchain.profile.runners import ProfileError
-
     dev = device if isinstance(device, DeviceTarget) else DeviceTarget.resolve(device)
     path = Path(path)
     if not path.exists():
@@ -325,7 +321,6 @@ def evaluate(
 ) -> dict:
     """The task's metrics of ``model`` on ``split``; with ``teacher``, the teacher's too and the
     student's label and probability loyalty to it."""
-    from toolchain.data.readers import load_split
     from toolchain.evaluate.evaluate import compare
     from toolchain.evaluate.evaluate import evaluate as run_evaluate
     from toolchain.models.finetune import head_for, pick_device

@@ -34,13 +34,19 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from toolchain.bundle.build import build_bundle, set_latency
 from toolchain.config import BudgetSpec, Recipe
 from toolchain.data.tasks import TaskSpec
+from toolchain.devices.predict import FittedPredictor
+from toolchain.distill.stage import distill_stage
 from toolchain.errors import EdgecError
 from toolchain.export import device_format
 from toolchain.kinds import TaskKind, kind_for
+from toolchain.models.teacher import teacher_stage
 from toolchain.nas.results import BudgetChoice, SearchResult
 from toolchain.pipeline import RunDir, Stage, _jsonable
+from toolchain.profile.calibrate import design, measure_shapes
+from toolchain.report import write_report
 from toolchain.summary import BuildSummary, budget_row, failed_row, unmet_row
 from toolchain.target import DeviceTarget
 
@@ -148,8 +154,6 @@ class BuildPlan:
 
     def execute(self) -> dict:
         """Run every stage (skipping those already done) and write build.json and the report."""
-        from toolchain.report import write_report
-
         started = time.perf_counter()
         print(
             f"edgec build: {self.spec.name} for {self.target.name}, budgets "
@@ -184,8 +188,6 @@ class BuildPlan:
     def _teacher(self) -> Teacher:
         """Fine-tune the teacher, or find it done: in the shared teacher cache when there is one
         (a build for another device or budget reuses it), else in the run directory."""
-        from toolchain.models.teacher import teacher_stage
-
         r = self.recipe
         stage = teacher_stage(
             model=r.teacher,
@@ -219,9 +221,6 @@ class BuildPlan:
             pass
 
         def calibrate(ctx) -> dict:
-            from toolchain.devices.predict import FittedPredictor
-            from toolchain.profile.calibrate import design, measure_shapes
-
             rows = measure_shapes(design(24, seed=0), workdir=ctx.checkpoint_dir, rounds=2)
             fitted = FittedPredictor.fit(rows, device=target.name, runtime="onnxruntime")
             fitted.save(ctx.out_dir / f"{target.name}.json")
@@ -257,7 +256,7 @@ class BuildPlan:
         try:
             stages = self._subnet_stages(budget, choice, teacher)
             bundled = self._run(self._bundle_stage(budget, choice, stages, search, scorer))
-            folder = self.run.stage_dir(f"bundle-{budget.name}") / self.bundle_name(budget)
+            folder = self.run.stage_dir(self.bundle_stage(budget)) / self.bundle_name(budget)
             return budget_row(
                 budget,
                 choice,
@@ -274,7 +273,6 @@ class BuildPlan:
 
     def _subnet_stages(self, budget: BudgetSpec, choice: BudgetChoice, teacher: Teacher):
         """Distill, quantize and export the chosen subnet (stages shared by budgets)."""
-        from toolchain.distill.stage import distill_stage
         from toolchain.export.stage import export_stage
         from toolchain.quantize.stage import quantize_stage
 
@@ -305,13 +303,16 @@ class BuildPlan:
         ))  # fmt: skip
         return stages
 
+    @staticmethod
+    def bundle_stage(budget: BudgetSpec) -> str:
+        return f"bundle-{budget.name}"
+
     def bundle_name(self, budget: BudgetSpec) -> str:
         return f"{self.spec.name}-{self.target.name}-{budget.name}.edgec"
 
     def _bundle_stage(self, budget, choice: BudgetChoice, stages, search, scorer) -> Stage:
         """Bundle the export and give it its latency from the device target: measured here
         (this host), measured by the device's agent, or predicted for it, each labelled so."""
-        from toolchain.bundle.build import build_bundle, set_latency
         from toolchain.nas.space import Arch
 
         export_dir = self.run.stage_dir(stages.export)
@@ -328,7 +329,7 @@ class BuildPlan:
             return {"manifest": set_latency(folder, latency), "dev": scorer(folder / "model.onnx")}
 
         return Stage(
-            f"bundle-{budget.name}",
+            self.bundle_stage(budget),
             run,
             config={"device": target.name, "budget": budget, "agent": bool(target.agent)},
             depends=(stages.export,),

@@ -22,6 +22,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from toolchain.bundle.build import build_bundle
 from toolchain.config import BudgetSpec, ProfileConfig
 from toolchain.devices.predict import Shape, predictor_for
 from toolchain.devices.profiles import (
@@ -244,7 +245,6 @@ class DeviceTarget:
         where the device cannot be measured. With an agent, the candidate is bundled first."""
         if not self.measurable:
             return None
-        from toolchain.bundle.build import build_bundle
 
         shape = (budget.batch, budget.seq_len)
         with tempfile.TemporaryDirectory(prefix="edgec-search-") as tmp:

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 
 from toolchain.bundle.manifest import MANIFEST, SCHEMA_VERSION, BundleError, file_table, pack
+from toolchain.export import device_format
+from toolchain.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,6 @@ def _export(source: Path, tmp: Path, *, fmt: str | None, host: bool, spec, data_
     """An export folder for ``source``: itself when it already holds model.onnx."""
     if (source / "model.onnx").is_file():
         return source
-    from toolchain.export import device_format
     from toolchain.export.onnx import load_for_export
     from toolchain.export.stage import export_model
 
@@ -167,8 +168,6 @@ def set_latency(folder: str | Path, latency: dict) -> dict:
 
 
 def _manifest(exported: Path, folder: Path, profile, target_budget, requested, spec) -> dict:
-    from toolchain.version import __version__
-
     export_file = exported / "export.json"
     export = json.loads(export_file.read_text()) if export_file.is_file() else {}
     origin = Path(export["source"]) if "source" in export else None

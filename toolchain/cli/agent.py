@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import argparse
 
+from toolchain.profile.agent import read_token, serve
+from toolchain.target import DeviceTarget
+
 HELP = "serve on-device measurements to edgec profile over HTTP (run on the target)"
 IMPLEMENTED = True
 
@@ -25,12 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from toolchain.profile.agent import read_token, serve
-
     device = args.device
     if device:
-        from toolchain.target import DeviceTarget
-
         device = DeviceTarget.resolve(device).name
     else:
         import platform

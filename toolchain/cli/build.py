@@ -17,6 +17,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from toolchain import api
+from toolchain.api import build_recipe
+from toolchain.cli.teacher import add_task_arguments, task_from_args
+from toolchain.config import recipe_to_yaml
+from toolchain.devices.budgets import resolve_recipe
+from toolchain.report import rows
+from toolchain.version import __version__
+
 HELP = "the whole pipeline for a device: one verified bundle per budget"
 IMPLEMENTED = True
 
@@ -30,7 +38,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="teacher: a local Hugging Face directory, or 'default' "
         "(the installed all-MiniLM-L6-v2)",
     )
-    from toolchain.cli.teacher import add_task_arguments
 
     add_task_arguments(parser)
     parser.add_argument(
@@ -90,8 +97,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def recipe_from_args(args: argparse.Namespace):
     """The recipe file (or defaults) with the preset and the CLI options applied on top."""
-    from toolchain.api import build_recipe
-
     overrides = {
         "device": args.device,
         "teacher": args.model,
@@ -107,8 +112,6 @@ def recipe_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from toolchain import api
-
     recipe = recipe_from_args(args)
     if args.print_recipe:
         return _print_recipe(args, recipe)
@@ -122,7 +125,6 @@ def run(args: argparse.Namespace) -> int:
         notes=lambda line: print(f"edgec: {line}", file=sys.stderr),
     )
     print(f"\n{Path(recipe.output) / 'report.md'}")
-    from toolchain.report import rows
 
     header, table = rows(summary)
     keep = (0, 1, 2, 4, 7, 8, 10, 11)
@@ -133,10 +135,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_recipe(args, recipe) -> int:
-    from toolchain.config import recipe_to_yaml
-    from toolchain.devices.budgets import resolve_recipe
-    from toolchain.version import __version__
-
     recipe, notes = resolve_recipe(recipe, file=args.recipe)
     for note in notes:
         print(f"edgec: {note}", file=sys.stderr)
@@ -152,8 +150,6 @@ def _print_recipe(args, recipe) -> int:
 def _spec(args):
     """Your own data files (--train-file ...): their task, labels from the train file; None for
     a registered task (the recipe's)."""
-    from toolchain.cli.teacher import task_from_args
-
     if any(getattr(args, f"{s}_file") for s in ("train", "validation", "dev")):
         args.task = None
         return task_from_args(args)

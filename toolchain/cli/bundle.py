@@ -17,7 +17,10 @@ import argparse
 import json
 from pathlib import Path
 
+from toolchain import api
+from toolchain.bundle.manifest import verify
 from toolchain.cli.teacher import add_task_arguments, task_from_args
+from toolchain.errors import ConfigError
 
 HELP = "write or verify a deployable bundle (manifest, hashes, model card)"
 IMPLEMENTED = True
@@ -40,11 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from toolchain.errors import ConfigError
-
     if args.source == "verify":
-        from toolchain.bundle.manifest import verify
-
         if not args.bundle:
             raise ConfigError("usage: edgec bundle verify NAME.edgec (or NAME.edgec.tar.gz)")
         manifest = verify(args.bundle)
@@ -55,7 +54,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.device or not args.output:
         raise ConfigError("edgec bundle MODEL_OR_ONNX needs --device D and -o NAME.edgec")
-    from toolchain import api
 
     manifest = api.bundle(
         args.source,

@@ -11,6 +11,9 @@ import json
 import sys
 import textwrap
 
+from toolchain.devices.profiles import list_profiles, resolve_device
+from toolchain.schema import to_dict
+
 HELP = "list device profiles, or show one (facts with sources, runtimes, budgets)"
 IMPLEMENTED = True
 
@@ -26,8 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from toolchain.devices.profiles import list_profiles, resolve_device
-
     if args.action == "show":
         resolution = resolve_device(args.name)
         if resolution.note:
@@ -46,8 +47,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def profile_json(profile, *, full: bool = False) -> dict:
-    from toolchain.schema import to_dict
-
     if full:
         return to_dict(profile)
     hw = profile.hardware

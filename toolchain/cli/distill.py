@@ -15,7 +15,9 @@ import argparse
 import json
 from pathlib import Path
 
+from toolchain import api
 from toolchain.cli.teacher import add_run_arguments, add_task_arguments, task_from_args
+from toolchain.config import load_recipe
 
 HELP = "distil a student from the teacher (KD, RAIL-KD, GA layer mapping, ETD init)"
 IMPLEMENTED = True
@@ -76,9 +78,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from toolchain import api
-    from toolchain.config import load_recipe
-
     spec = task_from_args(args)
     overrides = {f"distill.{k}": getattr(args, k) for k in _FIELDS}
     overrides["seed"] = args.seed

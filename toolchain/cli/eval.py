@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from toolchain import api
 from toolchain.cli.teacher import add_task_arguments, task_from_args
 
 HELP = "evaluate a model on a task: accuracy, F1, MCC, Pearson/Spearman, span F1, perplexity"
@@ -35,8 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from toolchain import api
-
     result = api.evaluate(
         args.model,
         task=task_from_args(args),

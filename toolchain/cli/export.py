@@ -18,15 +18,16 @@ import argparse
 import json
 from pathlib import Path
 
+from toolchain import api
 from toolchain.cli.teacher import add_task_arguments, task_from_args
+from toolchain.config import ExportConfig
+from toolchain.export import FORMATS
 
 HELP = "export to ONNX (fp32, fp16, INT8 dynamic or Q/DQ, MatMulNBits, auto) with parity checks"
 IMPLEMENTED = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from toolchain.export import FORMATS
-
     parser.add_argument("model", metavar="MODEL", help="model directory (float or packed)")
     add_task_arguments(parser)
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
@@ -61,9 +62,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
-
-    from toolchain import api
-    from toolchain.config import ExportConfig
 
     spec = task_from_args(args)
     cfg = ExportConfig()

@@ -16,6 +16,7 @@ import textwrap
 from types import ModuleType
 
 from toolchain.errors import EdgecError, NotImplementedYet
+from toolchain.log import setup_logging
 from toolchain.version import __version__
 
 VERBS = (
@@ -115,7 +116,6 @@ def main(argv: list[str] | None = None) -> int:
     mod = verb_module(args.verb)
     if extra and mod.IMPLEMENTED:
         parser.verb_parsers[args.verb].error(f"unrecognized arguments: {' '.join(extra)}")
-    from toolchain.log import setup_logging
 
     setup_logging(verbosity=args.verbose, quiet=args.quiet)
     try:

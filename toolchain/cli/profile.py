@@ -18,6 +18,11 @@ import argparse
 import json
 from pathlib import Path
 
+from toolchain import api
+from toolchain.devices.predict import LATENCY_TERMS, FittedPredictor
+from toolchain.profile.calibrate import design, measure_shapes
+from toolchain.profile.runners import RUNTIMES, ProfileError
+
 HELP = "measure latency and memory of a model against a device profile"
 IMPLEMENTED = True
 
@@ -35,8 +40,6 @@ def _ints(text: str) -> list[int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from toolchain.profile.runners import RUNTIMES
-
     parser.add_argument(
         "target", nargs="?", metavar="TARGET", help="bundle, ONNX file, export folder, model"
     )
@@ -88,9 +91,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from toolchain import api
-    from toolchain.profile.runners import ProfileError
-
     if args.calibrate:
         return _calibrate(args)
     if args.predict:
@@ -142,8 +142,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _predict(args) -> int:
-    from toolchain import api
-
     device = api.target(args.device, predictors=args.predictors or api.DEFAULT)
     proto = device.protocol
     shapes = [(b, s) for b in args.batch or [proto.batch] for s in args.seq or [proto.seq_len]]
@@ -162,11 +160,6 @@ def _predict(args) -> int:
 
 def _calibrate(args) -> int:
     import tempfile
-
-    from toolchain import api
-    from toolchain.devices.predict import LATENCY_TERMS, FittedPredictor
-    from toolchain.profile.calibrate import design, measure_shapes
-    from toolchain.profile.runners import ProfileError
 
     device = api.target(args.device, predictors=args.predictors or api.DEFAULT)
     profile = device.profile

@@ -17,7 +17,12 @@ import argparse
 import json
 from pathlib import Path
 
+from toolchain import api
 from toolchain.cli.teacher import add_run_arguments, add_task_arguments, task_from_args
+from toolchain.config import load_recipe
+from toolchain.devices.budgets import resolve_budgets
+from toolchain.errors import ConfigError
+from toolchain.target import DeviceTarget
 
 HELP = "LSQ/KDLSQ quantization: 2-8-bit weights, 8-bit activations, packed checkpoint"
 IMPLEMENTED = True
@@ -89,8 +94,6 @@ def _act_bits(text: str):
 
 
 def _overrides(items: list[str]) -> dict[str, int] | None:
-    from toolchain.errors import ConfigError
-
     out = {}
     for item in items:
         glob, sep, bits = item.rpartition("=")
@@ -104,9 +107,6 @@ def _overrides(items: list[str]) -> dict[str, int] | None:
 
 def _size_from(spec: str) -> float:
     """``DEVICE[:BUDGET]`` -> that budget's memory_mb (the first budget when none is named)."""
-    from toolchain.devices.budgets import resolve_budgets
-    from toolchain.target import DeviceTarget
-
     name, _, budget = spec.partition(":")
     profile = DeviceTarget.resolve(name).profile
     return float(resolve_budgets(profile, [budget] if budget else [])[0].memory_mb)
@@ -114,9 +114,6 @@ def _size_from(spec: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
-
-    from toolchain import api
-    from toolchain.config import load_recipe
 
     spec = task_from_args(args)
     if args.size_from:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from toolchain.report import write_report
+
 HELP = "regenerate the Markdown/HTML report of a build's run directory"
 IMPLEMENTED = True
 
@@ -14,8 +16,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from toolchain.report import write_report
-
     md, page = write_report(args.run_dir)
     print(f"{md}\n{page}")
     return 0

@@ -15,6 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from toolchain.bundle.manifest import BundleError, unpack
+
 HELP = "run a verified bundle with ONNX Runtime alone (no torch)"
 IMPLEMENTED = True
 
@@ -28,8 +30,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _rows(args) -> list[dict]:
-    from toolchain.bundle.manifest import BundleError
-
     if args.text:
         return [{"text": t} for t in args.text]
     rows = []
@@ -50,7 +50,6 @@ def _rows(args) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from toolchain.bundle.manifest import unpack
     from toolchain.bundle.runtime import BundleRunner
 
     rows = _rows(args)

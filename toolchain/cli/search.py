@@ -20,7 +20,9 @@ import argparse
 import json
 from pathlib import Path
 
+from toolchain import api
 from toolchain.cli.teacher import add_task_arguments, task_from_args
+from toolchain.config import load_recipe
 
 HELP = "train a NAS-BERT supernet and search one subnet per device budget"
 IMPLEMENTED = True
@@ -114,9 +116,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from toolchain import api
-    from toolchain.config import load_recipe
-
     spec = task_from_args(args)
     overrides = {f"search.{k}": getattr(args, k) for k in _FIELDS}
     overrides["seed"] = args.seed

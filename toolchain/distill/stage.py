@@ -25,6 +25,7 @@ from toolchain.config import DataConfig, DistillConfig
 from toolchain.data.readers import load_split
 from toolchain.data.tasks import TaskSpec
 from toolchain.errors import ConfigError
+from toolchain.models.teacher import teacher_inputs
 from toolchain.pipeline import Stage, StageContext
 
 if TYPE_CHECKING:  # only for annotations: the models stack is imported lazily, when a stage runs
@@ -49,8 +50,6 @@ def distill_stage(
     ``init_from``: a model directory whose weights start the student (e.g. a searched subnet of
     ``edgec search``); its shape is the student's, and ``cfg.init``/``student_shape`` are unused.
     """
-    from toolchain.models.teacher import teacher_inputs
-
     if init_from is not None:
         if not (Path(init_from) / "config.json").is_file():
             raise ConfigError(f"init_from {init_from}: not a model directory (no config.json)")

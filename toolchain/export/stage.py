@@ -27,8 +27,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from toolchain.config import ExportConfig
+from toolchain.data.readers import load_split
 from toolchain.export import FORMATS
 from toolchain.export.onnx import ExportError, check_parity, export_float, load_for_export, session
+from toolchain.models.teacher import teacher_inputs
+from toolchain.pipeline import Stage
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +106,6 @@ def latency_ms(
 
 def _parity_batches(adapter, spec, data_dir, cfg: ExportConfig, seed: int) -> list[dict]:
     from toolchain.data.encode import batches, encode
-    from toolchain.data.readers import load_split
     from toolchain.evaluate.evaluate import pad_id_of
 
     split = "dev" if "dev" in spec.files else "validation"
@@ -215,8 +217,6 @@ def _checker(twin, spec, data_dir, cfg: ExportConfig, seed: int) -> Callable:
 
 
 def _parity_texts(spec, data_dir, cfg: ExportConfig, seed: int) -> list[str]:
-    from toolchain.data.readers import load_split
-
     split = next(s for s in ("dev", "validation", "test", "train") if s in spec.files)
     lines = [t for t in load_split(spec, split, data_dir) if isinstance(t, str) and t.strip()]
     if not lines:
@@ -299,8 +299,6 @@ def export_stage(
                 f"TensorRT plugin library {lib}: no such file (build it with the command in "
                 "kernels/tensorrt/README.md)"
             )
-    from toolchain.models.teacher import teacher_inputs
-    from toolchain.pipeline import Stage
 
     cfg = cfg or ExportConfig()
     config = {

@@ -11,8 +11,10 @@ import logging
 from pathlib import Path
 
 from toolchain.bundle.runtime import BundleRunner
+from toolchain.data.readers import load_split
 from toolchain.data.tasks import TaskSpec
 from toolchain.kinds.registry import TaskKind, register_kind
+from toolchain.pipeline import hash_path
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
 HEAD = "sequence-classification"
@@ -34,7 +36,6 @@ class DevScorer:
         split."""
         if "dev" not in self.spec.files:
             return {}
-        from toolchain.pipeline import hash_path
 
         digest = hash_path(Path(onnx))
         if digest not in self._scores:
@@ -44,7 +45,6 @@ class DevScorer:
     def _teacher_dev(self) -> tuple:
         if self._teacher is None:
             from toolchain.data.encode import encode
-            from toolchain.data.readers import load_split
             from toolchain.evaluate.evaluate import _first_token_logits, pad_id_of, predict
             from toolchain.models.loading import load_model
 

@@ -31,6 +31,8 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from toolchain.bundle.manifest import BundleError, pack, unpack, verify
+from toolchain.profile.local import run_worker
 from toolchain.profile.runners import ProfileError
 
 log = logging.getLogger(__name__)
@@ -187,9 +189,6 @@ class Agent(ThreadingHTTPServer):
         super().finish_request(request, client_address)
 
     def measure(self, archive: bytes, request: dict) -> tuple[int, dict]:
-        from toolchain.bundle.manifest import BundleError, unpack, verify
-        from toolchain.profile.local import run_worker
-
         with tempfile.TemporaryDirectory(prefix="edgec-agent-") as tmp:
             path = Path(tmp) / "upload.edgec.tar.gz"
             path.write_bytes(archive)
@@ -234,8 +233,6 @@ def read_token(path: str | Path) -> str:
 
 def profile_remote(bundle: Path, url: str, *, token: str, request: dict, timeout: float = 3600):
     """Upload ``bundle`` (a folder or .tar.gz) to an agent and return its measurement."""
-    from toolchain.bundle.manifest import pack
-
     with tempfile.TemporaryDirectory(prefix="edgec-upload-") as tmp:
         archive = bundle
         if bundle.is_dir():

@@ -1,9 +1,12 @@
-"""Profile a target on this machine: sweep shapes in a fresh process, mark the device's budgets
-met or missed, and label every figure with the machine that measured it.
+"""The one host timer: a target measured in a fresh process (:mod:`toolchain.profile.worker`),
+and budgets judged against the results. Which machine a figure may be reported for is decided by
+the device target (:meth:`toolchain.target.DeviceTarget.measure`), which calls this.
 
 Example::
 
-    report = profile_local(Path("sst2-host.edgec"), device="host", shapes=[(1, 128), (8, 128)])
+    reply = run_worker({"target": "model.onnx", "runtime": "onnxruntime", "shapes": [[1, 128]],
+                        "warmup": 20, "iterations": 200, "repeats": 5})
+    budget_verdicts(profile.budgets, reply["results"])
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from toolchain.bundle.manifest import verify
 from toolchain.errors import EdgecError
 
 RUNTIMES = ("onnxruntime", "onnxruntime-cuda", "tensorrt", "pytorch")
@@ -299,8 +300,6 @@ def onnx_of(target: Path) -> Path:
     if target.is_file() and target.suffix == ".onnx":
         return target
     if target.is_dir() and (target / "manifest.json").is_file():
-        from toolchain.bundle.manifest import verify
-
         return target / verify(target)["runtime"]["model"]
     if target.is_dir() and (target / "model.onnx").is_file():
         return target / "model.onnx"

@@ -12,11 +12,11 @@ import json
 import sys
 from pathlib import Path
 
+from toolchain.profile.protocol import current_rss_mb, environment, measure, peak_rss_mb
+from toolchain.profile.runners import runner_for
+
 
 def profile_shapes(request: dict) -> dict:
-    from toolchain.profile.protocol import current_rss_mb, environment, measure, peak_rss_mb
-    from toolchain.profile.runners import runner_for
-
     baseline = current_rss_mb()
     runner = runner_for(Path(request["target"]), request["runtime"], threads=request.get("threads"))
     loaded = current_rss_mb()

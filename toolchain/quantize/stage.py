@@ -29,7 +29,8 @@ from toolchain.config import DataConfig, DistillConfig, QuantizeConfig
 from toolchain.data.readers import load_split
 from toolchain.data.tasks import TaskSpec
 from toolchain.errors import ConfigError, StageError
-from toolchain.pipeline import Stage, StageContext
+from toolchain.models.teacher import teacher_inputs
+from toolchain.pipeline import Stage, StageContext, run_single
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,6 @@ def quantize_stage(
     name: str = "quantize",
 ) -> Stage:
     """A pipeline :class:`~toolchain.pipeline.Stage` quantizing ``model_dir`` (a float model)."""
-    from toolchain.models.teacher import teacher_inputs
-
     if cfg.method == "none":
         raise ConfigError("quantize.method is 'none': there is nothing to run", key="method")
     config = {
@@ -98,8 +97,6 @@ def quantize(
         The :class:`~toolchain.pipeline.StageResult` (``.record["metrics"]`` has the figures);
         a second call with the same inputs is served from ``out``.
     """
-    from toolchain.pipeline import run_single
-
     out = Path(out).resolve()
     stage = quantize_stage(
         model_dir=model_dir,
