@@ -171,6 +171,7 @@ def main() -> int:
     from toolchain.config import BudgetSpec, SearchConfig
     from toolchain.nas.stage import search_stage
     from toolchain.pipeline import RunDir
+    from toolchain.target import DeviceTarget
 
     if not Path(args.predictors, "x86-64-host.json").is_file():
         raise SystemExit(f"no fitted predictor in {args.predictors}: run bench_profile.py first")
@@ -220,10 +221,9 @@ def main() -> int:
         teacher_dir=bench.teacher_dir,
         spec=bench.spec,
         data_dir=args.data_dir,
-        device="host",
+        target=DeviceTarget.resolve("host", predictors_dir=args.predictors),
         budgets=budgets,
         cfg=scfg,
-        predictors_dir=args.predictors,
     )
     (sres,) = run.run([stage])
     search = sres.record["metrics"]
