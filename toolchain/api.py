@@ -72,6 +72,10 @@ def _run(stage, out: Path, seed: int, force: bool) -> Result:
     return Result(res.path, res.status, res.record["metrics"] or {})
 
 
+def _device(device: str | DeviceTarget) -> DeviceTarget:
+    return device if isinstance(device, DeviceTarget) else target(device)
+
+
 def _out(out: str | Path) -> Path:
     return Path(out).resolve()  # relative to the caller's working directory
 
@@ -187,7 +191,7 @@ def search(
     out = _out(out)
     stage = search_stage(
         teacher_dir=str(teacher), spec=_task(task), data_dir=data_dir,
-        target=device if isinstance(device, DeviceTarget) else target(device),
+        target=_device(device),
         budgets=tuple(budgets), cfg=cfg, data_cfg=data_cfg, torch_device=train_device,
         name=out.name, supernet_cache=supernet_cache,
     )  # fmt: skip
@@ -213,7 +217,7 @@ def export(
     from toolchain.export.stage import export_stage
 
     if device is not None and fmt == "auto":
-        dev = device if isinstance(device, DeviceTarget) else DeviceTarget.resolve(device)
+        dev = _device(device)
         if not dev.is_host:
             raise ConfigError(
                 f"--format auto times the candidates on this machine, which is not "
@@ -243,7 +247,7 @@ def bundle(
     folder or a model directory, and give it its latency: measured here when the device is this
     host, by its agent when the target has one, else left "not measured". Returns the manifest.
     """
-    dev = device if isinstance(device, DeviceTarget) else DeviceTarget.resolve(device)
+    dev = _device(device)
     out = Path(out)
     manifest = build_bundle(
         Path(source), out, target=dev, spec=_task(task), data_dir=data_dir, budget=budget,
@@ -252,13 +256,7 @@ def bundle(
     if not dev.measurable:
         return manifest
     proto = dev.protocol
-    report = dev.measure(out, [(proto.batch, proto.seq_len)])
-    row = report["results"][0]
-    keys = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "peak_rss_mb")
-    latency = {"status": "measured", **{k: row[k] for k in keys if k in row}}
-    latency.update(batch=proto.batch, seq_len=proto.seq_len)
-    latency["torch_loaded"] = report.get("environment", {}).get("torch_loaded")
-    return set_latency(out, {**latency, "label": report["label"]})
+    return set_latency(out, dev.measured_latency(out, proto.batch, proto.seq_len))
 
 
 def profile(
@@ -276,7 +274,7 @@ def profile(
     ``runtime='pytorch'``) on ``device``: here when it is this host, through its agent when the
     target has one. The protocol's shape and every budget's shape are measured besides
     ``shapes``; the report judges every budget of the profile."""
-    dev = device if isinstance(device, DeviceTarget) else DeviceTarget.resolve(device)
+    dev = _device(device)
     path = Path(path)
     if not path.exists():
         raise ProfileError(f"target not found: {path}")
@@ -296,7 +294,7 @@ def predict(
     ``shapes`` (default: the protocol's) on ``device``: the same predictor the search uses."""
     from toolchain.models.adapters import Shape as ModelShape
 
-    dev = device if isinstance(device, DeviceTarget) else target(device)
+    dev = _device(device)
     m = ModelShape.parse(shape)
     proto = dev.protocol
     rows = []

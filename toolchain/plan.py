@@ -214,9 +214,10 @@ class BuildPlan:
         target = self.target
         if target.has_fitted_predictor() or not target.is_host:
             return target  # another device without a fitted predictor: its roofline, labelled
+        roofline = target.with_predictors(None)
         try:
-            target.with_predictors(None).predictor("fp32")
-            return target.with_predictors(None)
+            roofline.predictor("fp32")
+            return roofline
         except EdgecError:
             pass
 
@@ -345,12 +346,9 @@ class BuildPlan:
         def run(ctx) -> dict:
             onnx = self.kind.baseline(teacher.dir, ctx.out_dir)
             proto = host.protocol
-            report = host.measure(onnx, [(proto.batch, proto.seq_len)])
-            row = report["results"][0]
-            keys = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "peak_rss_mb")
             return {
                 "dev": scorer(onnx),
-                "latency": {"status": "measured", **{k: row[k] for k in keys if k in row}},
+                "latency": host.measured_latency(onnx, proto.batch, proto.seq_len),
                 "label": f"measured on {host.name} (this host)",
                 "bytes": onnx.stat().st_size,
             }

@@ -217,20 +217,25 @@ class DeviceTarget:
         report["budgets"] = budget_verdicts(self.profile.budgets, report["results"])
         return report
 
+    def measured_latency(self, path: Path, batch: int, seq_len: int) -> dict:
+        """``path`` measured on the device at one shape, as a manifest's latency entry:
+        p50/p90/p99/mean, peak RSS, the shape, whether torch was loaded, and the label."""
+        report = self.measure(path, [(batch, seq_len)])
+        row = _row(report, (batch, seq_len))
+        return {
+            "status": "measured",
+            **{k: row[k] for k in LATENCY_KEYS if k in row},
+            "batch": batch,
+            "seq_len": seq_len,
+            "torch_loaded": report.get("environment", {}).get("torch_loaded"),
+            "label": report["label"],
+        }
+
     def latency_entry(self, folder: Path, budget: BudgetSpec, shape: Shape, precision: str) -> dict:
         """A bundle's latency for its manifest: measured (here or by the agent) at the budget's
         batch and sequence, else predicted for the device; the label says which."""
         if self.measurable:
-            report = self.measure(folder, [(budget.batch, budget.seq_len)])
-            row = _row(report, (budget.batch, budget.seq_len))
-            return {
-                "status": "measured",
-                **{k: row[k] for k in LATENCY_KEYS if k in row},
-                "batch": budget.batch,
-                "seq_len": budget.seq_len,
-                "torch_loaded": report.get("environment", {}).get("torch_loaded"),
-                "label": report["label"],
-            }
+            return self.measured_latency(folder, budget.batch, budget.seq_len)
         p = self.latency_for(shape, precision)
         return {
             "status": "predicted",

@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 from toolchain import api
-from toolchain.api import build_recipe
 from toolchain.cli.teacher import add_task_arguments, task_from_args
 from toolchain.config import recipe_to_yaml
 from toolchain.devices.budgets import resolve_recipe
@@ -108,7 +107,7 @@ def recipe_from_args(args: argparse.Namespace):
         "profile.target": args.target,
         "profile.token_file": args.token_file,
     }
-    return build_recipe(args.recipe, preset=args.preset, overrides=overrides)
+    return api.build_recipe(args.recipe, preset=args.preset, overrides=overrides)
 
 
 def run(args: argparse.Namespace) -> int:

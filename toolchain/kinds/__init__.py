@@ -1,6 +1,7 @@
 """Task kinds as plug-ins: one registry entry per kind of task `edgec build` can carry from a
-teacher to bundles (sequence classification/regression today; token classification and language
-modelling are each one new entry plus its module).
+teacher to bundles (sequence classification/regression today). For the build plan, another kind
+(token classification, language modelling) is one new entry plus its module; its bundles also
+need :mod:`toolchain.bundle.build` to accept the kind and a runner for it.
 
 An entry says, for its kind, which model head to load, how to score a shipped ONNX file on the
 dev split (the task's metric and loyalty to the teacher), which optimum task exports the teacher

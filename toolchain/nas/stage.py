@@ -73,14 +73,15 @@ def search_stage(
         "data": data_cfg,
         "measured_by": target.agent.url if target.agent else "this host where it is the device",
     }
-    inputs = teacher_inputs(teacher_dir, spec, data_dir)
+    teacher_files = teacher_inputs(teacher_dir, spec, data_dir)
+    inputs = teacher_files
     if target.has_fitted_predictor():
         inputs = (*inputs, target.predictors_dir / f"{target.profile.name}.json")
 
     def run(ctx: StageContext) -> dict:
         cache = cache_folder(
             supernet_cache,
-            inputs=teacher_inputs(teacher_dir, spec, data_dir),
+            inputs=teacher_files,
             spec=spec,
             data_cfg=data_cfg,
             cfg=cfg,
