@@ -95,7 +95,14 @@ def unmet_row(budget: BudgetSpec, unmet: BudgetUnmet) -> dict:
 
 def failed_row(budget: BudgetSpec, error: Exception) -> dict:
     """The row of a budget whose stages failed (the other budgets still build)."""
-    return {"budget": budget.name, "built": False, "error": str(error)}
+    return {
+        "budget": budget.name,
+        "budget_ms": budget.latency_ms,
+        "budget_mb": budget.memory_mb,
+        "built": False,
+        "met": False,
+        "error": str(error),
+    }
 
 
 @dataclass(frozen=True)

@@ -218,3 +218,13 @@ def test_calibrate_then_predict_with_the_fitted_predictor(edgec, tmp_path):
     assert few.returncode == 1 and "--calibrate needs at least 10 shapes" in few.stderr
     refused = edgec("profile", "--device", "jetson", "--calibrate", "10", env=env)
     assert refused.returncode == 1 and "--calibrate measures this machine" in refused.stderr
+
+
+def test_a_relative_target_is_relative_to_the_working_directory(tiny_onnx, monkeypatch):
+    # the worker process runs from the package's parent folder: the path must not move with it
+    monkeypatch.chdir(tiny_onnx.parent)
+    report = profile_model(
+        Path(tiny_onnx.name), device="host", shapes=[(1, 16)], warmup=1, iterations=3, repeats=1
+    )
+    assert report["label"].startswith("measured on x86-64-host")
+    assert any((r["batch"], r["seq"]) == (1, 16) for r in report["results"])

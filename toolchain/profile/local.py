@@ -23,7 +23,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def run_worker(request: dict, *, timeout: float = 3600) -> dict:
-    """:mod:`toolchain.profile.worker` in a fresh Python process."""
+    """:mod:`toolchain.profile.worker` in a fresh Python process. It runs from the package's
+    parent folder (so ``-m toolchain...`` imports without an install), so the target is made
+    absolute first: a path the user gave is relative to the user's working directory."""
+    if "target" in request:
+        request = {**request, "target": str(Path(request["target"]).resolve())}
     proc = subprocess.run(
         [sys.executable, "-m", "toolchain.profile.worker", json.dumps(request)],
         capture_output=True,
