@@ -349,6 +349,17 @@ def evaluate(
 
 
 # -- the whole pipeline --------------------------------------------------------------------------
+def _absolute_paths(recipe: Recipe) -> Recipe:
+    """The recipe with its local paths (a teacher directory, the data folder) made absolute
+    against the user's working directory."""
+    teacher, data_dir = recipe.teacher, recipe.data_dir
+    if teacher != "default" and Path(teacher).expanduser().exists():
+        teacher = str(Path(teacher).expanduser().resolve())
+    if data_dir:
+        data_dir = str(Path(data_dir).expanduser().resolve())
+    return replace(recipe, teacher=teacher, data_dir=data_dir)
+
+
 def build_recipe(
     recipe_file: str | Path | None = None, *, preset: str = "quick", overrides: dict | None = None
 ) -> Recipe:
@@ -396,6 +407,7 @@ def build(
         predictors=predictors, overrides=recipe.profile,
     )  # fmt: skip
     recipe, _ = resolve_recipe(recipe, profile=dev.profile)
+    recipe = _absolute_paths(recipe)
     spec = _task(task or recipe.task)
     kind = kind_for(spec)  # refused here, before any work, when the kind has no entry
     out = out or recipe.output
@@ -405,9 +417,13 @@ def build(
         notes(dev.note)
     cache = default_teacher_cache() if teacher_cache == DEFAULT else teacher_cache
     options = BuildOptions(
-        torch_device=train_device, force=tuple(force), teacher_cache=Path(cache) if cache else None
+        torch_device=train_device,
+        force=tuple(force),
+        teacher_cache=Path(cache).resolve() if cache else None,
     )
-    plan = BuildPlan(recipe, Path(out), spec=spec, target=dev, kind=kind, options=options)
+    # every path from here on is absolute: stage records and measuring subprocesses never
+    # depend on the working directory
+    plan = BuildPlan(recipe, Path(out).resolve(), spec=spec, target=dev, kind=kind, options=options)
     return plan.execute()
 
 

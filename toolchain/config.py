@@ -109,9 +109,18 @@ class TeacherConfig(StageConfig):
     max_steps: int | None = None
     eval_every: int = 400
     early_stopping_patience: int = 3
+    # the quality gate: a teacher not clearly above the trivial baseline (majority class, or the
+    # mean for regression) on the validation split trains on, round after round of ``epochs``,
+    # while validation improves and the time budget lasts; then the build stops with a message.
+    # false: warn and go on (the report still shows the teacher beside the trivial baseline)
+    require_above_trivial: bool = True
+    gate_confidence: float = 0.95  # one-sided paired-bootstrap confidence that the gain is > 0
+    time_budget_s: float | None = None  # the teacher's wall time for extra rounds; None: none
 
     def __post_init__(self):
         check_range(self, "epochs", lo=0.01, hi=1000)
+        check_range(self, "gate_confidence", lo=0.5, hi=0.999)
+        check_range(self, "time_budget_s", lo=0.0)
         check_range(self, "learning_rate", lo=1e-8, hi=1.0)
         check_range(self, "batch_size", lo=1, hi=65536)
         check_range(self, "warmup_ratio", lo=0.0, hi=1.0)
@@ -310,6 +319,10 @@ class SearchConfig(StageConfig):
     accuracy_tolerance: float = field(default=0.01, metadata=SEARCH_ONLY)
     # extra subnets scored descending to cheaper ones within it
     shrink_evaluations: int = field(default=64, metadata=SEARCH_ONLY)
+    # per budget, the subnets distilled before the choice: the most accurate that fit (inherited
+    # weights) and the fastest within accuracy_tolerance of the best; the build distils each
+    # and chooses on the validation score after distillation
+    finalists: int = field(default=3, metadata=SEARCH_ONLY)
     precision: Literal["fp32", "fp16", "int8", "int4", "int2"] = field(
         default="fp32", metadata=SEARCH_ONLY
     )  # of the latency predictors
@@ -337,6 +350,7 @@ class SearchConfig(StageConfig):
         check_range(self, "eval_samples", lo=1)
         check_range(self, "measure_top_k", lo=0)
         check_range(self, "shrink_evaluations", lo=0)
+        check_range(self, "finalists", lo=1, hi=16)
 
 
 @dataclass(frozen=True)
@@ -394,6 +408,23 @@ class BundleConfig(StageConfig):
 
 
 @dataclass(frozen=True)
+class QualityConfig(StageConfig):
+    """What a bundle must reach to be called "met", and how budgets choose among finalists.
+
+    Scores are in the task's main metric (accuracy, F1, MCC, Pearson ...), as absolute
+    differences (0.02 = 2 points of accuracy)."""
+
+    accuracy_floor: float = 0.02  # a bundle more than this under its teacher: floor not met
+    near_tie: float = 0.005  # finalists this close to the best (after distillation): the faster
+    confidence: float = 0.95  # "clearly above the trivial baseline": one-sided bootstrap bound
+
+    def __post_init__(self):
+        check_range(self, "accuracy_floor", lo=0.0, hi=1.0)
+        check_range(self, "near_tie", lo=0.0, hi=1.0)
+        check_range(self, "confidence", lo=0.5, hi=0.999)
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A whole build: teacher, task, data, device, budgets and per-stage settings."""
 
@@ -414,6 +445,8 @@ class Recipe:
     export: ExportConfig = field(default_factory=ExportConfig)
     profile: ProfileConfig = field(default_factory=ProfileConfig)
     bundle: BundleConfig = field(default_factory=BundleConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    preset: str | None = None  # the preset that filled the unset keys (set by the build)
 
     def __post_init__(self):
         require(

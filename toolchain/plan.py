@@ -1,10 +1,13 @@
 """`edgec build`: the stages of the whole pipeline for (recipe, device target, task kind), one
 verified bundle per budget.
 
-    teacher (cached) -> [calibrate] -> search -> per subnet: distill -> quantize -> export ->
-    per budget: bundle (+ latency from the device target: measured here, measured by the device's
-    agent, or predicted) -> baseline (the task kind's teacher baseline, cached with the teacher)
-    -> build.json and the report (:mod:`toolchain.summary`, :mod:`toolchain.report`)
+    teacher (cached; stops when not clearly above the trivial baseline) -> [calibrate] ->
+    search (a shortlist per budget) -> distill every finalist -> per budget: the most accurate
+    finalist after distillation that fits (:func:`toolchain.nas.budget.choose_per_budget`) ->
+    per chosen subnet: quantize -> export -> per budget: bundle (+ latency from the device
+    target: measured here, measured by the device's agent, or predicted) -> baseline (the task
+    kind's teacher baseline, cached with the teacher) -> build.json and the report
+    (:mod:`toolchain.summary`, :mod:`toolchain.report`)
 
 KDLSQ trains the quantized student against its own float model (the distilled student): layer
 for layer the same shape, so every hidden state and attention map has its exact counterpart. With
@@ -29,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -43,11 +45,13 @@ from toolchain.errors import EdgecError
 from toolchain.export import device_format
 from toolchain.kinds import TaskKind, kind_for
 from toolchain.models.teacher import teacher_stage
-from toolchain.nas.results import BudgetChoice, SearchResult
+from toolchain.nas.results import BudgetChoice, SearchResult, subnet_key
 from toolchain.pipeline import RunDir, Stage, _jsonable
+from toolchain.presets import TIME_BUDGET
 from toolchain.profile.calibrate import design, measure_shapes
 from toolchain.report import write_report
-from toolchain.summary import BuildSummary, budget_row, failed_row, unmet_row
+from toolchain.schema import to_dict as schema_dict
+from toolchain.summary import BuildSummary, Quality, budget_row, failed_row, unmet_row
 from toolchain.target import DeviceTarget
 
 log = logging.getLogger(__name__)
@@ -104,8 +108,7 @@ class SubnetStages:
 
     @classmethod
     def of(cls, subnet: str, quantized: bool) -> SubnetStages:
-        layers, rest = re.fullmatch(r"L\[([\d,]+)\]:(.*)", subnet).groups()
-        key = "L" + layers.replace(",", ".") + "-" + rest.replace(":", "-")
+        key = subnet_key(subnet)
         quantize = f"quantize-{key}" if quantized else None
         return cls(key, f"distill-{key}", quantize, f"export-{key}")
 
@@ -135,7 +138,6 @@ class BuildPlan:
         self.budgets: tuple[BudgetSpec, ...] = tuple(recipe.budgets)
         self.force = set(options.force)
         self.stage_s: dict[str, float] = {}
-        self.subnet_dirs: dict[str, Path] = {}  # subnet key -> the first budget's extracted copy
         self.run = RunDir(self.out)
 
     # -- running stages -----------------------------------------------------------------------
@@ -163,8 +165,14 @@ class BuildPlan:
         teacher = self._teacher()
         self.target = self._predictors()
         search = SearchResult.from_metrics(self._run(self._search_stage(teacher)))
-        scorer = self.kind.dev_scorer(self.spec, teacher.dir, self.recipe.data_dir)
-        rows = [self._budget(b, search, teacher, scorer) for b in self.budgets]
+        r = self.recipe
+        scorer = self.kind.dev_scorer(self.spec, teacher.dir, r.data_dir,
+                                      confidence=r.quality.confidence)  # fmt: skip
+        selection = self._select(search, teacher)
+        metric = self.spec.main_metric
+        quality = Quality(metric, (teacher.metrics.get("dev") or {}).get(metric),
+                          r.quality.accuracy_floor)  # fmt: skip
+        rows = [self._budget(b, search, teacher, scorer, selection, quality) for b in self.budgets]
         summary = BuildSummary(
             task=self.spec.name,
             device=self.target.name,
@@ -179,6 +187,11 @@ class BuildPlan:
             bundles=rows,
             stage_s=self.stage_s,
             wall_s=round(time.perf_counter() - started, 1),
+            metric=metric,
+            trivial=scorer.trivial_scores() if hasattr(scorer, "trivial_scores") else None,
+            quality={**schema_dict(r.quality), "teacher_gate": teacher.metrics.get("gate")},
+            preset={"name": r.preset, "time_budget": TIME_BUDGET.get(r.preset or "")},
+            selection=selection,
         )
         summary.write(self.out / "build.json")
         write_report(self.out)
@@ -248,47 +261,102 @@ class BuildPlan:
             supernet_cache=cache and Path(cache) / "supernets",
         )
 
-    def _budget(self, budget: BudgetSpec, search: SearchResult, teacher: Teacher, scorer) -> dict:
-        """Build one budget's bundle: its subnet's stages (shared with budgets that chose the
-        same subnet), then the bundle; a row of build.json either way."""
+    def _select(self, search: SearchResult, teacher: Teacher) -> dict:
+        """Distil every budget's finalists (each subnet once) and choose per budget on the
+        validation score after distillation. Returns budget name -> the record of the choice:
+        ``{"arch", "score", "why", "shared_with", "finalists": [...]}`` (no "arch" when none of
+        its finalists could be distilled)."""
+        from toolchain.nas.budget import choose_per_budget
+
+        pools, finalists = {}, {}
+        for b in self.budgets:
+            choice = search.budgets[b.name]
+            if not isinstance(choice, BudgetChoice):
+                continue
+            listed = choice.finalists or ([_as_finalist(choice)] if choice.model else [])
+            pools[b.name] = [{"arch": f["arch"], "latency_ms": _speed(f)} for f in listed]
+            for f in listed:
+                finalists.setdefault(f["arch"], f)
+        scores, errors = {}, {}
+        for arch, f in finalists.items():
+            try:
+                metrics = self._distill(arch, f["model"], teacher)
+                scores[arch] = (metrics.get("best_validation") or {}).get(self.spec.main_metric)
+            except EdgecError as e:  # this finalist drops out; the others still compete
+                log.error("distilling finalist %s failed: %s", arch, e)
+                scores[arch], errors[arch] = None, str(e)
+        near_tie = self.recipe.quality.near_tie
+        chosen = choose_per_budget(self.budgets, pools, scores, near_tie)
+        out = {}
+        for name, pool in pools.items():
+            listed = [
+                {
+                    "arch": c["arch"],
+                    "accuracy_inherited": finalists[c["arch"]]["accuracy_inherited"],
+                    "validation_after_distill": scores.get(c["arch"]),
+                    "latency_ms": c["latency_ms"],
+                    **({"error": errors[c["arch"]]} if c["arch"] in errors else {}),
+                }
+                for c in pool
+            ]
+            out[name] = {**chosen.get(name, {}), "near_tie": near_tie, "finalists": listed}
+        return out
+
+    def _budget(self, budget, search: SearchResult, teacher: Teacher, scorer, selection, quality):
+        """Build one budget's bundle: its chosen subnet's stages (shared with budgets that chose
+        the same subnet), then the bundle; a row of build.json either way."""
         choice = search.budgets[budget.name]
         if not isinstance(choice, BudgetChoice):
             return unmet_row(budget, choice)
+        picked = selection.get(budget.name) or {}
+        if "arch" not in picked:
+            why = "no finalist fits it" if not picked.get("finalists") else "every finalist failed"
+            return failed_row(budget, EdgecError(f"{why} (see the search and distill stages)"))
+        final = _as_choice(choice, picked["arch"])
         try:
-            stages = self._subnet_stages(budget, choice, teacher)
-            bundled = self._run(self._bundle_stage(budget, choice, stages, search, scorer))
+            stages = self._subnet_stages(final, teacher)
+            bundle = self._bundle_stage(budget, final, stages, search, scorer, quality)
+            bundled = self._run(bundle)
             folder = self.run.stage_dir(self.bundle_stage(budget)) / self.bundle_name(budget)
             return budget_row(
                 budget,
-                choice,
+                final,
                 folder,
                 out=self.out,
                 export=self.run.record(stages.export)["metrics"],
                 quant=self.run.record(stages.quantize)["metrics"] if stages.quantize else {},
                 bundled=bundled,
-                metric=self.spec.main_metric,
+                quality=quality,
+                device=self.target.name,
+                selection={k: v for k, v in picked.items() if k != "finalists"},
             )
         except EdgecError as e:  # this budget fails; the others still build
             log.error("budget %s failed: %s", budget.name, e)
             return failed_row(budget, e)
 
-    def _subnet_stages(self, budget: BudgetSpec, choice: BudgetChoice, teacher: Teacher):
-        """Distill, quantize and export the chosen subnet (stages shared by budgets)."""
+    def _distill(self, subnet: str, model: str, teacher: Teacher) -> dict:
+        """The distillation stage of a finalist, started from its extracted subnet (shared by
+        every budget that shortlisted it); its metrics."""
+        r = self.recipe
+        stages = SubnetStages.of(subnet, r.quantize.method != "none")
+        return self._run(replace(
+            distill_stage(teacher_dir=str(teacher.dir), cfg=r.distill, data_cfg=r.data,
+                          device=self.options.torch_device, name=stages.distill,
+                          init_from=str(self.run.stage_dir("search") / model),
+                          spec=self.spec, data_dir=r.data_dir),
+            depends=("search",),
+        ))  # fmt: skip
+
+    def _subnet_stages(self, choice: BudgetChoice, teacher: Teacher) -> SubnetStages:
+        """Distil (done already for a finalist), quantize and export the chosen subnet (stages
+        shared by budgets)."""
         from toolchain.export.stage import export_stage
         from toolchain.quantize.stage import quantize_stage
 
         r, device = self.recipe, self.options.torch_device
         stages = SubnetStages.of(choice.subnet, r.quantize.method != "none")
-        # the first budget's copy of the subnet: the same stage config, so the stages are shared
-        subnet = self.subnet_dirs.setdefault(
-            stages.key, self.run.stage_dir("search") / choice.model
-        )
         common = dict(spec=self.spec, data_dir=r.data_dir)
-        self._run(replace(
-            distill_stage(teacher_dir=str(teacher.dir), cfg=r.distill, data_cfg=r.data,
-                          device=device, name=stages.distill, init_from=str(subnet), **common),
-            depends=("search",),
-        ))  # fmt: skip
+        self._distill(choice.subnet, choice.model, teacher)
         if stages.quantize:
             model = str(self.run.stage_dir(stages.distill))
             self._run(replace(
@@ -311,7 +379,7 @@ class BuildPlan:
     def bundle_name(self, budget: BudgetSpec) -> str:
         return f"{self.spec.name}-{self.target.name}-{budget.name}.edgec"
 
-    def _bundle_stage(self, budget, choice: BudgetChoice, stages, search, scorer) -> Stage:
+    def _bundle_stage(self, budget, choice, stages, search, scorer, quality: Quality) -> Stage:
         """Bundle the export and give it its latency from the device target: measured here
         (this host), measured by the device's agent, or predicted for it, each labelled so."""
         from toolchain.nas.space import Arch
@@ -327,12 +395,29 @@ class BuildPlan:
             )  # fmt: skip
             shape = target.shape_of(Arch.parse(choice.subnet), budget, search.vocab or 30522)
             latency = target.latency_entry(folder, budget, shape, precision_of(r))
-            return {"manifest": set_latency(folder, latency), "dev": scorer(folder / "model.onnx")}
+            dev = scorer(folder / "model.onnx")
+            judged = quality.judge(dev)
+            record = {
+                "metric": quality.metric,
+                "dev": dev.get(quality.metric),
+                "teacher": quality.teacher,
+                "trivial": (dev.get("vs_trivial") or {}).get("trivial"),
+                "vs_trivial": dev.get("vs_trivial"),
+                "floor": quality.floor,
+                "floor_met": judged["floor_met"],
+                "above_trivial": judged["above_trivial"],
+            }
+            return {"manifest": set_latency(folder, latency, record), "dev": dev}
 
         return Stage(
             self.bundle_stage(budget),
             run,
-            config={"device": target.name, "budget": budget, "agent": bool(target.agent)},
+            config={
+                "device": target.name,
+                "budget": budget,
+                "agent": bool(target.agent),
+                "quality": [quality.metric, quality.teacher, quality.floor],
+            },
             depends=(stages.export,),
         )
 
@@ -369,6 +454,42 @@ class BuildPlan:
         except EdgecError as e:
             log.error("baseline failed: %s", e)
             return {"error": str(e)}
+
+
+def _speed(finalist: dict) -> float:
+    """What ranks a finalist's speed: its measured p50 where measured, else the prediction."""
+    measured = finalist.get("measured") or {}
+    return measured.get("p50_ms") or finalist["predicted"]["latency_ms"]
+
+
+def _as_finalist(choice: BudgetChoice) -> dict:
+    """A search record without finalists (an older search): its one subnet as the finalist."""
+    return {
+        "arch": choice.subnet,
+        "shape": choice.shape,
+        "params": choice.params,
+        "accuracy_inherited": choice.accuracy_inherited,
+        "predicted": choice.predicted,
+        "measured": choice.measured,
+        "model": choice.model,
+    }
+
+
+def _as_choice(choice: BudgetChoice, arch: str) -> BudgetChoice:
+    """The budget's search record with the finalist chosen after distillation as its subnet."""
+    if arch == choice.subnet and not choice.finalists:
+        return choice
+    f = next(f for f in choice.finalists if f["arch"] == arch)
+    return replace(
+        choice,
+        subnet=arch,
+        shape=f["shape"],
+        params=f["params"],
+        accuracy_inherited=f["accuracy_inherited"],
+        predicted=f["predicted"],
+        measured=f["measured"],
+        model=f["model"],
+    )
 
 
 __all__ = ["BuildOptions", "BuildPlan", "SubnetStages", "export_format", "precision_of"]

@@ -2,10 +2,13 @@
 from what the run directory holds (``build.json`` and the stage records), so ``edgec report
 RUN_DIR`` regenerates the same files.
 
-Per bundle: architecture, bits, size, accuracy, label/probability loyalty to the teacher, latency
-(each figure labelled measured on X / predicted for Y), peak memory, budget met; plots of the
-Pareto front with the budgets drawn and of the time per stage; the teacher, and the teacher as
-optimum + ONNX Runtime INT8 would ship it, for comparison.
+First what every score is judged against: the task's main metric (named in every column), the
+trivial baseline, the teacher (and its gate against the trivial baseline), the floor, the preset.
+Per bundle: architecture, bits, size, dev score and its distance to the teacher, label/probability
+loyalty, latency (measured on X, or predicted for Y with its interval), peak memory, and the
+verdict ("met (measured on X)", "met (predicted for Y)", "NOT MET: why"); how each budget chose
+among its distilled finalists and which budgets share a model; plots of the Pareto front with the
+budgets drawn and of the time per stage; the teacher as optimum + ONNX Runtime INT8 would ship it.
 
 Example::
 
@@ -37,69 +40,141 @@ def _fmt(value, spec: str = ".4f", none: str = "-") -> str:
     return format(value, spec) if isinstance(value, (int, float)) else str(value)
 
 
+def _metric(summary: dict) -> str:
+    """The task's main metric (older build.json files: the first known key of the teacher's)."""
+    if summary.get("metric"):
+        return summary["metric"]
+    teacher = (summary.get("teacher") or {}).get("dev") or {}
+    return next((k for k in ("accuracy", "f1", "mcc", "pearson") if k in teacher), "score")
+
+
+def _p90(b: dict) -> str:
+    if b.get("p90_hi_ms") is not None and b.get("p90_ms") is not None:  # a predicted interval
+        lo = b.get("p90_lo_ms")
+        lo = f"{lo:.2f}-" if lo is not None else "<="
+        return f"{b['p90_ms']:.2f} ({lo}{b['p90_hi_ms']:.2f})"
+    return _fmt(b.get("p90_ms"), ".2f")
+
+
 def rows(summary: dict) -> tuple[list[str], list[list[str]]]:
     """The per-bundle table: header and rows of text."""
+    metric = _metric(summary)
     header = [
         "budget",
         "subnet",
         "bits",
         "MB",
-        "dev accuracy",
+        f"dev {metric}",
+        "vs teacher",
         "label loyalty",
         "prob. loyalty",
         "p50 ms",
         "p90 ms",
         "peak MB",
-        "budget met",
+        "verdict",
         "latency from",
     ]
     out = []
     for b in summary["bundles"]:
-        budget = f"{b['budget']} (<= {b['budget_ms']:g} ms)"
+        budget = f"{b['budget']} (<= {b['budget_ms']:g} ms, {b.get('budget_mb', 0):g} MB)"
         if not b.get("built"):
             closest = b.get("closest") or {}
             pred = (closest.get("predicted") or {}).get("latency_ms")
-            note = f"NOT MET: {b.get('error', 'failed')}"
+            note = b.get("verdict") or f"NOT MET: {b.get('error', 'failed')}"
             if closest:
                 note += f"; closest {closest.get('subnet')} at {_fmt(pred, '.2f')} ms predicted"
             out.append([budget, note] + ["-"] * (len(header) - 2))
             continue
-        met = {True: "yes", False: "NO", None: "-"}[b.get("met")]
+        shared = (b.get("selection") or {}).get("shared_with") or []
+        subnet = str(b["subnet"]) + (f" (same model as {', '.join(shared)})" if shared else "")
+        verdict = b.get("verdict") or {True: "met", False: "NOT MET", None: "-"}[b.get("met")]
         out.append(
             [
                 budget,
-                str(b["subnet"]),
+                subnet,
                 str(b.get("bits")),
                 _fmt(b["bytes"] / 2**20, ".2f"),
-                _fmt(b.get("dev_accuracy")),
+                _fmt(b.get("dev", b.get("dev_accuracy"))),
+                _fmt(b.get("vs_teacher"), "+.4f"),
                 _fmt(b.get("label_loyalty")),
                 _fmt(b.get("prob_loyalty")),
                 _fmt(b.get("p50_ms"), ".2f"),
-                _fmt(b.get("p90_ms"), ".2f"),
+                _p90(b),
                 _fmt(b.get("peak_memory_mb"), ".0f"),
-                met,
+                verdict,
                 str(b.get("latency_label") or "-"),
             ]
         )
     return header, out
 
 
-def _comparison(summary: dict) -> list[str]:
-    lines = []
+def _context(summary: dict) -> list[str]:
+    """What every score is judged against: the metric, the trivial baseline, the teacher, the
+    floor, the preset."""
+    metric, lines = _metric(summary), []
+    lines.append(f"- Every score is the task's main metric, dev {metric}.")
+    trivial = summary.get("trivial") or {}
+    if trivial.get(metric) is not None:
+        lines.append(
+            f"- Trivial baseline ({trivial.get('description')}): dev {metric} "
+            f"{trivial[metric]:.4f} on {trivial.get('n')} examples."
+        )
     teacher = (summary.get("teacher") or {}).get("dev") or {}
-    metric = next((k for k in ("accuracy", "f1", "mcc", "pearson") if k in teacher), None)
-    if metric:
+    if teacher.get(metric) is not None:
         lines.append(
             f"- Teacher ({summary['teacher']['source']}): dev {metric} {teacher[metric]:.4f}."
         )
+    gate = (summary.get("quality") or {}).get("teacher_gate") or {}
+    if gate.get("validation"):
+        v = gate["validation"]
+        lines.append(
+            f"- Teacher gate on the validation split: {v['metric']} {v['model']:.4f} vs "
+            f"{v['trivial']:.4f} trivial, gain's {v['confidence']:.0%} lower bound "
+            f"{v['lower']:+.4f} ({'clearly above' if v['clearly_above'] else 'NOT clearly above'}"
+            f"; {len(gate.get('rounds') or [])} fine-tuning round(s))."
+        )
+    q = summary.get("quality") or {}
+    if q:
+        lines.append(
+            f"- A bundle is met only if its latency and memory fit (a prediction by the upper end "
+            f"of its interval), its dev {metric} is within {q.get('accuracy_floor', 0):g} of the "
+            f"teacher's and clearly above the trivial baseline ({q.get('confidence', 0):.0%} "
+            f"bootstrap bound). Finalists within {q.get('near_tie', 0):g} after distillation go "
+            "to the faster."
+        )
+    preset = summary.get("preset") or {}
+    if preset.get("name"):
+        lines.append(
+            f"- Preset: {preset['name']} (sized for {preset.get('time_budget')}); this pass "
+            f"took {summary.get('wall_s')} s."
+        )
+    return lines
+
+
+def _selection(summary: dict) -> list[str]:
+    """How each budget's subnet was chosen among its distilled finalists."""
+    lines = []
+    for name, sel in (summary.get("selection") or {}).items():
+        finalists = ", ".join(
+            f"{f['arch']} {_fmt(f.get('validation_after_distill'))} (inherited "
+            f"{_fmt(f.get('accuracy_inherited'))}, {_fmt(f.get('latency_ms'), '.2f')} ms)"
+            for f in sel.get("finalists") or []
+        )
+        chosen = sel.get("arch")
+        what = f"chose {chosen}: {sel.get('why')}" if chosen else "no finalist could be distilled"
+        lines.append(f"- {name}: {what}. Finalists (validation after distillation): {finalists}.")
+    return lines
+
+
+def _comparison(summary: dict) -> list[str]:
+    lines, metric = [], _metric(summary)
     base = summary.get("baseline_ort_int8_teacher") or {}
     if base.get("latency"):
         lat, dev = base["latency"], base.get("dev") or {}
         lines.append(
             f"- Teacher through optimum + ONNX Runtime dynamic INT8 ({base.get('label')}): "
             f"p50 {lat['p50_ms']:.2f} ms, p90 {lat['p90_ms']:.2f} ms, "
-            f"{base['bytes'] / 2**20:.1f} MB, dev {metric or 'score'} "
-            f"{_fmt(dev.get(metric) if metric else None)}."
+            f"{base['bytes'] / 2**20:.1f} MB, dev {metric} {_fmt(dev.get(metric))}."
         )
         host_label = (base.get("label") or "").split(" (")[0]
         for b in summary["bundles"]:
@@ -107,7 +182,8 @@ def _comparison(summary: dict) -> list[str]:
             if b.get("built") and b.get("measured") and b.get("p50_ms") and same_machine:
                 lines.append(
                     f"  - {b['budget']}: {lat['p50_ms'] / b['p50_ms']:.2f}x faster (p50), dev "
-                    f"{_fmt(b.get('dev_accuracy'))} vs {_fmt(dev.get(metric) if metric else None)}."
+                    f"{metric} {_fmt(b.get('dev', b.get('dev_accuracy')))} vs "
+                    f"{_fmt(dev.get(metric))}."
                 )
     elif base.get("error"):
         lines.append(f"- optimum + ORT INT8 teacher: not available ({base['error']}).")
@@ -145,7 +221,9 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
     md = [f"# {title}", ""]
     md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in table]
-    md += ["", "## Compared with the teacher", "", *_comparison(summary), ""]
+    md[2:2] = [*_context(summary), ""]
+    md += ["", "## How each budget chose", "", *_selection(summary), ""]
+    md += ["## Compared with the teacher", "", *_comparison(summary), ""]
     md += ["## Plots", ""]
     if pareto.is_file():
         md.append(
@@ -165,10 +243,14 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
         "<style>body{font-family:sans-serif;max-width:72em;margin:2em auto}"
         "table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;"
         "padding:3px 6px}</style></head><body>",
-        f"<h1>{e(title)}</h1><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>",
+        f"<h1>{e(title)}</h1><ul>",
+        *[f"<li>{e(line.strip(' -'))}</li>" for line in _context(summary)],
+        "</ul><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>",
     ]
     page += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in table]
-    page += ["</table><h2>Compared with the teacher</h2><ul>"]
+    page += ["</table><h2>How each budget chose</h2><ul>"]
+    page += [f"<li>{e(line.strip(' -'))}</li>" for line in _selection(summary)]
+    page += ["</ul><h2>Compared with the teacher</h2><ul>"]
     page += [f"<li>{e(line.strip(' -'))}</li>" for line in _comparison(summary)]
     page += ["</ul><h2>Plots</h2>"]
     if pareto.is_file():

@@ -146,15 +146,19 @@ def build_bundle(
     return manifest
 
 
-def set_latency(folder: str | Path, latency: dict) -> dict:
+def set_latency(folder: str | Path, latency: dict, quality: dict | None = None) -> dict:
     """Give a built bundle its latency figures (measured by the device's agent, or predicted for
-    the device; ``latency["label"]`` says which): the manifest, the model card and the file table
-    are rewritten, and the ``.tar.gz`` beside the folder re-packed if there is one."""
+    the device; ``latency["label"]`` says which) and, from a build, its quality beside the
+    teacher and the trivial baseline in the task's main metric (``quality``): the manifest, the
+    model card and the file table are rewritten, and the ``.tar.gz`` beside the folder re-packed
+    if there is one."""
     folder = Path(folder)
     manifest = json.loads((folder / MANIFEST).read_text())
     if "label" not in latency:
         raise BundleError("a latency figure needs its label (measured on / predicted for)")
     manifest["latency"] = latency
+    if quality is not None:
+        manifest["metrics"]["quality"] = quality
     if (folder / "README.md").is_file():
         (folder / "README.md").write_text(card(manifest))
     manifest["files"] = file_table(folder)
@@ -206,7 +210,11 @@ def _manifest(exported: Path, folder: Path, profile, target_budget, requested, s
                 "memory_mb": target_budget.memory_mb,
             },
         },
-        "metrics": {**(_origin_metrics(origin) if origin else {}), "parity": export.get("parity")},
+        "metrics": {
+            "main_metric": spec.main_metric,
+            **(_origin_metrics(origin) if origin else {}),
+            "parity": export.get("parity"),
+        },
         "latency": {
             "status": "not measured",
             "label": f"not measured on {profile.name}: run `edgec profile` there (or through "
@@ -251,6 +259,21 @@ def card(manifest: dict) -> str:
     if "dev" in met:
         dev = ", ".join(f"{k} {v:.4f}" for k, v in met["dev"].items() if isinstance(v, float))
         lines.append(f"- Dev: {dev} (reference {met.get('reference', '-')}).")
+    q = met.get("quality")
+    if q and q.get("dev") is not None:
+        teacher = f"{q['teacher']:.4f}" if q.get("teacher") is not None else "-"
+        trivial = f"{q['trivial']:.4f}" if q.get("trivial") is not None else "-"
+        lines.append(
+            f"- Dev {q['metric']} (the build's scoring of this ONNX file): {q['dev']:.4f}; "
+            f"teacher {teacher}; trivial baseline {trivial}"
+            + ("; accuracy floor NOT met" if q.get("floor_met") is False else "")
+            + (
+                "; NOT clearly above the trivial baseline"
+                if q.get("above_trivial") is False
+                else ""
+            )
+            + "."
+        )
     if "label_loyalty" in met:
         lines.append(
             f"- Loyalty to the {met.get('reference')}: label {met['label_loyalty']:.4f}, "

@@ -18,8 +18,9 @@ class TaskKind:
         spec_kinds: the :attr:`TaskSpec.kind` values it serves (``classification``, ...).
         head: the model head its models load with (``toolchain.models.loading.load_model``).
         export_task: optimum's task name for the teacher baseline's export.
-        dev_scorer: ``dev_scorer(spec, teacher_dir, data_dir) -> DevScorer``: scores shipped
-            ONNX files on the dev split against the teacher.
+        dev_scorer: ``dev_scorer(spec, teacher_dir, data_dir, *, confidence) -> DevScorer``:
+            scores shipped ONNX files on the dev split against the teacher and the trivial
+            baseline (``trivial_scores()``: the trivial baseline's own dev scores).
         baseline: ``baseline(teacher_dir, folder) -> Path``: the teacher as a user of optimum
             would ship it (an ONNX file in ``folder`` with its tokenizer).
         bundle_runner: the class that runs a bundle of this kind without torch.

@@ -26,14 +26,37 @@ class DevScorer:
     loyalty to the teacher (whose dev predictions are computed once, on first use). A file
     shipped by several budgets is scored once (keyed by its bytes)."""
 
-    def __init__(self, spec: TaskSpec, teacher_dir: str | Path, data_dir):
+    def __init__(self, spec: TaskSpec, teacher_dir: str | Path, data_dir, *, confidence=0.95):
         self.spec, self.teacher_dir, self.data_dir = spec, Path(teacher_dir), data_dir
+        self.confidence = confidence  # of "clearly above the trivial baseline"
         self._teacher: tuple | None = None  # (dev examples, encoded, pad id, teacher logits)
+        self._trivial = None
         self._scores: dict[str, dict] = {}
 
+    @property
+    def trivial(self):
+        """The task's trivial baseline (:class:`~toolchain.evaluate.trivial.TrivialBaseline`),
+        from the training labels; None for a task without one."""
+        if self._trivial is None:
+            from toolchain.evaluate.trivial import TrivialBaseline
+
+            self._trivial = TrivialBaseline.fit(self.spec, load_split(self.spec, "train",
+                                                                      self.data_dir))  # fmt: skip
+        return self._trivial
+
+    def trivial_scores(self) -> dict:
+        """The trivial baseline on the dev split: its metrics and what it answers; {} without
+        a dev split or a trivial baseline."""
+        if "dev" not in self.spec.files or self.trivial is None:
+            return {}
+        dev = load_split(self.spec, "dev", self.data_dir)
+        scores = self.trivial.scores(self.spec, [ex.label for ex in dev])
+        return {**scores, "description": self.trivial.description, "n": len(dev)}
+
     def __call__(self, onnx: Path) -> dict:
-        """``{metric: value, label_loyalty, prob_loyalty, n}`` of ``onnx``; {} without a dev
-        split."""
+        """``{metric: value, label_loyalty, prob_loyalty, n, vs_trivial}`` of ``onnx``; {}
+        without a dev split. ``vs_trivial``: the main metric against the trivial baseline's on
+        the same examples, with the bootstrap lower bound of the gain."""
         if "dev" not in self.spec.files:
             return {}
 
@@ -65,8 +88,16 @@ class DevScorer:
         dev, encoded, pad, teacher_logits = self._teacher_dev()
         logits = ort_logits(onnx, encoded, pad_id=pad)
         out = score(self.spec, dev, encoded, {"logits": logits})
+        first = _first_token_logits(self.spec, encoded, logits)
         if self.spec.kind == "classification":
-            out.update(loyalty(teacher_logits, _first_token_logits(self.spec, encoded, logits)))
+            out.update(loyalty(teacher_logits, first))
+        if self.trivial is not None:
+            from toolchain.evaluate.trivial import predictions_of
+
+            gain = self.trivial.compare(self.spec, [ex.label for ex in dev],
+                                        predictions_of(self.spec, first),
+                                        confidence=self.confidence)  # fmt: skip
+            out["vs_trivial"] = gain.to_dict()
         return {**out, "n": len(dev)}
 
 

@@ -3,9 +3,13 @@ inherited weights), a predictor (latency and memory of an arch at the budget's s
 measurement callback: whoever calls it decides how latency is predicted and measured (the device
 target of a build), so this module imports nothing above :mod:`toolchain.nas`.
 
-Evolution under the predicted budget, then a greedy descent towards cheaper subnets within
-``accuracy_tolerance`` of the best, then the ``measure_top_k`` fastest of those measured (where the
-device can be measured) and the fastest that meets the budget chosen.
+Evolution under the predicted budget (a prediction fits when the upper end of its interval does),
+then a greedy descent towards cheaper subnets within ``accuracy_tolerance`` of the best; the
+shortlist (``finalists``): the most accurate subnets that fit and the fastest within the
+tolerance, measured where the device can be measured. Inherited-weight accuracy only ranks: the
+build distils the shortlists of all budgets and :func:`choose_per_budget` picks, per budget, the
+most accurate after distillation among those that fit it (near-ties to the faster; a looser
+budget never gets a less accurate subnet than a tighter one).
 
 Example::
 
@@ -72,9 +76,7 @@ def search_budget(
     t0 = time.perf_counter()
 
     def feasible(arch: Arch) -> bool:
-        p = predict(arch, budget)
-        memory_ok = p.get("memory_mb") is None or p["memory_mb"] <= budget.memory_mb
-        return p["latency_ms"] <= budget.latency_ms and memory_ok
+        return fits(predict(arch, budget), None, budget)
 
     try:
         ranked = evolve(
@@ -99,12 +101,12 @@ def search_budget(
         tolerance=cfg.accuracy_tolerance,
         evaluations=cfg.shrink_evaluations,
     )
-    candidates = [  # the fastest of those within the tolerance of the best accuracy
+    candidates = [
         {**arch.as_dict(), "accuracy": acc, "predicted": predict(arch, budget)}
-        for arch, acc in near[: max(1, cfg.measure_top_k)]
+        for arch, acc in shortlist(ranked, near, cfg.finalists)
     ]
     measured_note = _measure(candidates, measure, budget, cfg, note)
-    best = choose(candidates, cfg.accuracy_tolerance)
+    best = choose(candidates, 0.0)  # provisional: the build chooses after distillation
     return Searched(
         arch=Arch.parse(best["arch"]),
         best=best,
@@ -117,11 +119,87 @@ def search_budget(
     )
 
 
+def shortlist(
+    ranked: list[tuple[Arch, float]], near: list[tuple[Arch, float]], k: int
+) -> list[tuple[Arch, float]]:
+    """The ``k`` finalists of a budget: the ``k - 1`` most accurate subnets that fit (inherited
+    weights; all ``k`` when ``k`` is 1) and the fastest within the tolerance (``near[0]``),
+    without repeats. Inherited weights under-rate small subnets, hence the fast one."""
+    picks = list(ranked[: max(1, k - 1)]) + ([near[0]] if near and k > 1 else [])
+    out, seen = [], set()
+    for arch, acc in picks + list(ranked[max(1, k - 1) :]):
+        if arch not in seen and len(out) < k:
+            seen.add(arch)
+            out.append((arch, acc))
+    return out
+
+
+def fits(predicted: dict | None, measured: dict | None, budget: BudgetSpec) -> bool:
+    """Whether a subnet fits ``budget``: by its measured figures where measured (the budget's
+    percentile, else p90), else by the upper end of the predicted interval (the point figure
+    where the prediction has no interval); memory likewise, where known."""
+    if measured:
+        lat = measured.get(f"p{budget.percentile:g}_ms", measured.get("p90_ms"))
+        mem = measured.get("peak_rss_mb")
+    else:
+        lat = predicted.get("latency_hi_ms", predicted["latency_ms"])
+        mem = predicted.get("memory_hi_mb", predicted.get("memory_mb"))
+    return lat is not None and lat <= budget.latency_ms and (mem is None or mem <= budget.memory_mb)
+
+
+def choose_per_budget(
+    budgets, pools: dict[str, list[dict]], scores: dict[str, float | None], near_tie: float
+) -> dict[str, dict]:
+    """The subnet of each budget, after distillation.
+
+    Args:
+        budgets: :class:`BudgetSpec` s; tighter ones (lower latency, then memory) go first.
+        pools: budget name -> the finalists that fit it, each ``{"arch", "latency_ms"}`` (the
+            figure that ranks speed: measured p50 where measured, else predicted).
+        scores: arch -> validation score after distillation (None: its distillation failed).
+        near_tie: finalists within this of the best score count as tied: the fastest wins, but
+            never one less accurate than what a tighter budget (whose choice fits) got.
+
+    Returns:
+        budget name -> ``{"arch", "score", "latency_ms", "best", "tied", "why", "shared_with"}``;
+        budgets with no scored finalist are left out.
+    """
+    chosen: dict[str, dict] = {}
+    for b in sorted(budgets, key=lambda b: (b.latency_ms, b.memory_mb)):
+        pool = [c for c in pools.get(b.name, []) if scores.get(c["arch"]) is not None]
+        if not pool:
+            continue
+        best = max(scores[c["arch"]] for c in pool)
+        archs = {c["arch"] for c in pool}
+        floor = max(
+            (v["score"] for v in chosen.values() if v["arch"] in archs), default=float("-inf")
+        )
+        tied = [c for c in pool if scores[c["arch"]] >= max(best - near_tie, floor)]
+        pick = min(tied, key=lambda c: (c["latency_ms"], -scores[c["arch"]]))
+        why = "the most accurate that fits"
+        if scores[pick["arch"]] < best:
+            why = f"within {near_tie:g} of the most accurate ({best:.4f}) and faster"
+        chosen[b.name] = {
+            "arch": pick["arch"],
+            "score": scores[pick["arch"]],
+            "latency_ms": pick["latency_ms"],
+            "best": best,
+            "tied": len(tied),
+            "why": why,
+        }
+    for name, v in chosen.items():
+        v["shared_with"] = sorted(
+            n for n, o in chosen.items() if n != name and o["arch"] == v["arch"]
+        )
+    return chosen
+
+
 def _measure(candidates: list[dict], measure: Measure, budget, cfg, note) -> str:
-    """Adds ``measured`` to each candidate the device could measure; says what was done."""
+    """Adds ``measured`` to each candidate the device could measure (at most
+    ``measure_top_k``); says what was done."""
     if cfg.measure_top_k == 0:
         return "not measured (measure_top_k is 0)"
-    for c in candidates:
+    for c in candidates[: cfg.measure_top_k]:
         figures = measure(Arch.parse(c["arch"]), budget)
         if figures is None:
             break  # the device cannot be measured: every candidate stays a prediction
@@ -147,4 +225,4 @@ def choose(candidates: list[dict], tolerance: float = 0.0) -> dict:
     return min(near, key=lambda c: (latency(c), -c["accuracy"]))
 
 
-__all__ = ["Searched", "choose", "search_budget"]
+__all__ = ["Searched", "choose", "choose_per_budget", "fits", "search_budget", "shortlist"]

@@ -13,8 +13,16 @@ Example::
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+
+def subnet_key(subnet: str) -> str:
+    """A subnet's file-name form: ``L[1,3,5]:H384:A12:F1536`` -> ``L1.3.5-H384-A12-F1536`` (its
+    folder under the search stage's ``subnets/``, and its stages' names in a build)."""
+    layers, rest = re.fullmatch(r"L\[([\d,]+)\]:(.*)", subnet).groups()
+    return "L" + layers.replace(",", ".") + "-" + rest.replace(":", "-")
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,10 @@ class BudgetChoice:
     scored: int
     search_s: float
     model: str  # the extracted subnet, relative to the search stage's folder
+    # the shortlist of every budget that fits this one, each {"arch", "shape", "params",
+    # "accuracy_inherited", "predicted", "measured", "model"}: the build distils them and
+    # chooses on the score after distillation (empty in records of older searches)
+    finalists: list = field(default_factory=list)
 
     met = True
 
@@ -86,4 +98,4 @@ class SearchResult:
         return cls(**{**metrics, "budgets": budgets})
 
 
-__all__ = ["BudgetChoice", "BudgetUnmet", "SearchResult"]
+__all__ = ["BudgetChoice", "BudgetUnmet", "SearchResult", "subnet_key"]

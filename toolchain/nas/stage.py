@@ -8,8 +8,9 @@ nothing above itself.
 Output folder::
 
     supernet/            the trained supernet (Hugging Face directory + supernet.json)
-    subnets/<budget>/    the chosen subnet of each budget, a plain model with the tokenizer
-    search.json          per budget: subnet, accuracy (inherited weights), predicted and measured
+    subnets/<key>/       every budget's finalists (pooled), plain models with the tokenizer
+    search.json          per budget: the provisional subnet (the most accurate with inherited
+                         weights), the finalists that fit it with predicted and measured
                          latency/memory, the candidates; supernet training, pruning, timings
     pareto.json / .png   accuracy vs predicted latency over every scored subnet
 
@@ -35,8 +36,8 @@ from toolchain.data.tasks import TaskSpec
 from toolchain.devices.budgets import resolve_budgets
 from toolchain.errors import ConfigError
 from toolchain.models.teacher import teacher_inputs
-from toolchain.nas.budget import Searched, search_budget
-from toolchain.nas.results import BudgetChoice, BudgetUnmet, SearchResult
+from toolchain.nas.budget import Searched, fits, search_budget
+from toolchain.nas.results import BudgetChoice, BudgetUnmet, SearchResult, subnet_key
 from toolchain.nas.search import pareto_front, plot_pareto
 from toolchain.nas.space import Arch
 from toolchain.nas.trained import TrainedSupernet, cache_folder, prepare_supernet
@@ -130,9 +131,9 @@ def run_search(
     def predict(arch: Arch, budget: BudgetSpec) -> dict:
         return target.latency_for(target.shape_of(arch, budget, vocab), cfg.precision)
 
-    per_budget = {}
-    for budget in budgets:
-        per_budget[budget.name] = _one_budget(ctx, net, teacher, spec, target, budget, cfg, predict)
+    measure = _measurer(net, spec, target, cfg)
+    found = {b.name: _one_budget(ctx, net, target, b, cfg, predict, measure) for b in budgets}
+    per_budget = _with_finalists(ctx.out_dir, net, teacher, budgets, found, predict, measure, cfg)
     png = _write_pareto(ctx.out_dir, net, per_budget, predict, budgets, spec, target, len(val))
     result = SearchResult(
         task=spec.name,
@@ -169,30 +170,82 @@ def _search_data(spec, data_dir, data_cfg, cfg, seed) -> tuple[list, list]:
     return train, val
 
 
-def _one_budget(ctx, net: TrainedSupernet, teacher, spec, target, budget, cfg, predict):
-    """Search one budget and write its subnet: a :class:`BudgetChoice` or :class:`BudgetUnmet`."""
-    supernet = net.supernet
+def _measurer(net: TrainedSupernet, spec, target, cfg):
+    """``measure(arch, budget)``: the device's figures of a subnet at the budget's batch and
+    sequence (None where the device cannot be measured), each shape measured once."""
+    supernet, seen = net.supernet, {}
 
     def measure(arch: Arch, b: BudgetSpec) -> dict | None:
-        student = supernet.extract(arch)
-        student.tokenizer = supernet.adapter.tokenizer
-        return target.measure_candidate(student, spec, b, cfg.precision)
+        key = (str(arch), b.batch, b.seq_len)
+        if key not in seen:
+            student = supernet.extract(arch)
+            student.tokenizer = supernet.adapter.tokenizer
+            seen[key] = target.measure_candidate(student, spec, b, cfg.precision)
+        return seen[key]
 
-    found = search_budget(
-        supernet.space, net.scorer, predict, measure, budget, cfg, seed=ctx.seed,
+    return measure
+
+
+def _one_budget(ctx, net: TrainedSupernet, target, budget, cfg, predict, measure):
+    """Search one budget: its shortlist (:class:`Searched`), or :class:`BudgetUnmet`."""
+    return search_budget(
+        net.supernet.space, net.scorer, predict, measure, budget, cfg, seed=ctx.seed,
         state_path=ctx.checkpoint_dir / f"evolve-{budget.name}.json",
         note=lambda n: target.candidate_note(n, cfg.precision),
     )  # fmt: skip
-    if isinstance(found, BudgetUnmet):
-        return found
-    student = supernet.extract(found.arch)
-    student.tokenizer = teacher.tokenizer
-    student.save(ctx.out_dir / "subnets" / budget.name)
-    return _choice(found, budget, student.num_parameters())
 
 
-def _choice(found: Searched, budget: BudgetSpec, params: int) -> BudgetChoice:
+def _with_finalists(out: Path, net, teacher, budgets, found, predict, measure, cfg) -> dict:
+    """Every budget's result with its finalists: the shortlists of all budgets pooled, each
+    pooled subnet judged against each budget (measured figures where the shortlist measured
+    it, else the prediction) and kept where it fits; each pooled subnet written once as a
+    plain model under ``subnets/<key>``."""
+    shortlisted: dict[str, dict] = {}  # arch -> its inherited score and figures per shape
+    for b in budgets:
+        result = found[b.name]
+        if isinstance(result, BudgetUnmet):
+            continue
+        for c in result.candidates:
+            if fits(c["predicted"], c.get("measured"), b):
+                entry = shortlisted.setdefault(c["arch"], {"accuracy": c["accuracy"], "m": {}})
+                if c.get("measured"):
+                    entry["m"][(b.batch, b.seq_len)] = c["measured"]
+    models: dict[str, tuple[str, int]] = {}
+    for name in shortlisted:
+        arch = Arch.parse(name)
+        student = net.supernet.extract(arch)
+        student.tokenizer = teacher.tokenizer
+        folder = Path("subnets") / subnet_key(name)
+        student.save(out / folder)
+        models[name] = (str(folder), student.num_parameters())
+    per_budget = {}
+    for b in budgets:
+        result = found[b.name]
+        if isinstance(result, BudgetUnmet):
+            per_budget[b.name] = result
+            continue
+        finalists = []
+        for name, entry in shortlisted.items():
+            arch = Arch.parse(name)
+            predicted = predict(arch, b)
+            measured = entry["m"].get((b.batch, b.seq_len))
+            if measured is None and cfg.measure_top_k:
+                measured = measure(arch, b)
+            if fits(predicted, measured, b):
+                finalists.append({
+                    "arch": name, "shape": str(arch.shape), "params": models[name][1],
+                    "accuracy_inherited": entry["accuracy"], "predicted": predicted,
+                    "measured": measured, "model": models[name][0],
+                })  # fmt: skip
+        finalists.sort(key=lambda f: -f["accuracy_inherited"])
+        per_budget[b.name] = _choice(result, b, models, finalists)
+    return per_budget
+
+
+def _choice(found: Searched, budget: BudgetSpec, models: dict, finalists: list) -> BudgetChoice:
     best = found.best
+    # every shortlisted subnet fits somewhere; one measured over every budget has no model
+    folder, params = models.get(best["arch"], ("", 0))
     return BudgetChoice(
         budget={
             "latency_ms": budget.latency_ms,
@@ -214,7 +267,8 @@ def _choice(found: Searched, budget: BudgetSpec, params: int) -> BudgetChoice:
         descent=found.descent,
         scored=len(found.ranked) + found.descent["evaluated"],
         search_s=found.search_s,
-        model=str(Path("subnets") / budget.name),
+        model=folder,
+        finalists=finalists,
     )
 
 
