@@ -283,9 +283,18 @@ def pareto_front(points: list[dict], *, x: str = "latency_ms", y: str = "accurac
 
 
 def plot_pareto(
-    points: list[dict], front: list[dict], path: Path, *, chosen=(), budgets=(), title=""
+    points: list[dict],
+    front: list[dict],
+    path: Path,
+    *,
+    chosen=(),
+    budgets=(),
+    title="",
+    xlabel="latency (ms)",
+    ylabel="accuracy (inherited weights)",
 ) -> bool:
-    """A PNG of accuracy vs predicted latency; False where matplotlib is not installed."""
+    """A PNG of a score (named by ``ylabel``: the task's metric) vs predicted latency; False
+    where matplotlib is not installed."""
     try:
         import matplotlib
 
@@ -315,8 +324,8 @@ def plot_pareto(
     for name, ms in budgets:
         ax.axvline(ms, ls="--", lw=0.8, c="tab:red")
         ax.annotate(name, (ms, ax.get_ylim()[0]), rotation=90, fontsize=7, va="bottom", ha="right")
-    ax.set_xlabel("latency (ms)")
-    ax.set_ylabel("accuracy (inherited weights)")
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)

@@ -285,7 +285,7 @@ def _write_pareto(out: Path, net, per_budget, predict, budgets, spec, target, n_
         {
             "latency_ms": predict(Arch.parse(r.subnet), primary)["latency_ms"],
             "accuracy": r.accuracy_inherited,
-            "label": f"{name}: {r.subnet}",
+            "label": f"{name}: {r.subnet} (most accurate; the build chooses after distilling)",
         }
         for name, r in per_budget.items()
         if r.met
@@ -304,6 +304,8 @@ def _write_pareto(out: Path, net, per_budget, predict, budgets, spec, target, n_
         chosen=chosen,
         budgets=[(b.name, b.latency_ms) for b in budgets if b.seq_len == primary.seq_len],
         title=f"{spec.name} on {target.profile.name}: {len(points)} subnets scored",
+        xlabel=axes["x"],
+        ylabel=axes["y"],
     )
 
 
