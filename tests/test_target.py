@@ -60,7 +60,7 @@ def test_prediction_is_the_search_predictor(tmp_path):
     shape = Shape(layers=3, hidden=64, heads=4, ffn=128, seq=64, batch=2)
     assert t.latency_for(shape, "fp32") == predictor_for(t.profile, tmp_path, "fp32")(shape)
     jetson = DeviceTarget.resolve("jetson")
-    assert jetson.latency_for(shape, "int8")["label"].startswith("predicted (roofline)")
+    assert jetson.latency_for(shape, "int8")["label"].startswith("predicted (calibrated on")
 
 
 def test_a_device_that_is_not_here_is_never_measured_here(tmp_path):
@@ -69,5 +69,8 @@ def test_a_device_that_is_not_here_is_never_measured_here(tmp_path):
         jetson.measure(tmp_path / "model.onnx", [(1, 16)])
     entry = jetson.latency_entry(tmp_path, BUDGET, Shape(3, 64, 4, 128, 64, 2), "int8")
     assert entry["status"] == "predicted"
-    assert entry["label"].startswith("predicted for jetson-orin-nano-8gb, not measured")
+    assert entry["label"].startswith("predicted for jetson-orin-nano-8gb, not measured: p90 ")
     assert "batch 2, sequence 64" in entry["label"]
+    assert entry["p90_lo_ms"] <= entry["p90_ms"] <= entry["p90_hi_ms"]
+    assert f"({entry['p90_lo_ms']:.2f}-{entry['p90_hi_ms']:.2f})" in entry["label"]
+    assert 0 < entry["peak_rss_mb"] <= entry["peak_rss_hi_mb"]

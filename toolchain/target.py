@@ -239,10 +239,15 @@ class DeviceTarget:
         p = self.latency_for(shape, precision)
         return {
             "status": "predicted",
-            "p50_ms": p["latency_ms"],
-            "peak_rss_mb": p.get("memory_mb"),
-            "label": f"predicted for {self.name}, not measured: {p['latency_ms']:.2f} ms at "
-            f"batch {budget.batch}, sequence {budget.seq_len} ({p['label']})",
+            "p90_ms": p["latency_ms"],
+            "p90_lo_ms": p["latency_lo_ms"],
+            "p90_hi_ms": p["latency_hi_ms"],
+            "peak_rss_mb": p["memory_mb"],
+            "peak_rss_hi_mb": p["memory_hi_mb"],
+            "label": f"predicted for {self.name}, not measured: p90 {p['latency_ms']:.2f} ms "
+            f"({p['latency_lo_ms']:.2f}-{p['latency_hi_ms']:.2f}), peak memory up to "
+            f"{p['memory_hi_mb']:.0f} MB at batch {budget.batch}, sequence {budget.seq_len} "
+            f"({p['label']})",
         }
 
     def measure_candidate(self, student, spec, budget: BudgetSpec, precision: str) -> dict | None:

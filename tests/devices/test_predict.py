@@ -1,13 +1,29 @@
-"""Predictors: the roofline equals a hand calculation; fitting recovers a known law."""
+"""Predictors: the roofline equals a hand calculation; fitting recovers a known law and carries
+its residuals as an interval; predictor_for prefers a fitted predictor and keeps its keys."""
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
 
-from toolchain.devices.predict import FittedPredictor, Shape, features, mape, roofline
+from toolchain.devices.predict import (
+    DEFAULT_REL_P90,
+    P90_OVER_P50,
+    FittedPredictor,
+    Shape,
+    features,
+    mape,
+    predictor_for,
+    roofline,
+)
 from toolchain.devices.profiles import get_profile
+
+PREDICTION_KEYS = {
+    "latency_ms", "latency_lo_ms", "latency_hi_ms", "memory_mb", "memory_hi_mb", "percentile",
+    "label", "source",
+}  # fmt: skip
 
 
 def test_shape_costs_by_hand():
@@ -70,12 +86,56 @@ def test_fit_recovers_a_known_law(tmp_path):
     truth = [
         sum(c * f for c, f in zip(lat_true, features(s, "latency"), strict=True)) for s in held
     ]
-    assert mape([p.predict(s)["latency_ms"] for s in held], truth) < 0.01  # % (4-decimal output)
+    assert mape([p.predict(s)["p50_ms"] for s in held], truth) < 0.01  # % (4-decimal output)
+    out = p.predict(held[0])
+    assert out["latency_ms"] == pytest.approx(out["p50_ms"] * P90_OVER_P50, rel=1e-3)
+    assert out["latency_lo_ms"] <= out["latency_ms"] <= out["latency_hi_ms"]
+    assert PREDICTION_KEYS <= set(out) and out["source"] == "fitted" and out["percentile"] == 90
     back = FittedPredictor.load(p.save(tmp_path / "synthetic.json"))
-    assert back.predict(held[0]) == p.predict(held[0])
-    assert "fitted on 40 shapes measured on synthetic" in back.predict(held[0])["label"]
+    assert back.predict(held[0]) == out
+    assert "fitted on 40 shapes measured on synthetic" in out["label"]
     with pytest.raises(ValueError, match="need at least 10 measured shapes"):
         FittedPredictor.fit(rows[:3], device="x", runtime="y")
     old = FittedPredictor("old", "onnxruntime", "fp32", lat_true[:7], mem_true, 40)
     with pytest.raises(ValueError, match="another cost model .* --calibrate 48"):
         old.predict(held[0])
+
+
+def test_the_fitted_interval_is_the_p90_of_its_residuals(tmp_path):
+    rows = []
+    for i, s in enumerate(_shapes(40, 2)):
+        noise = 1 + 0.1 * ((i % 5) - 2) / 2  # -10 % .. +10 %
+        lat = (0.2 + 0.1 * s.layers + 3.0 * s.gemm_flops() / 1e9) * noise
+        rows.append({"shape": s, "latency_ms": lat, "memory_mb": 60 + s.layers * noise})
+    p = FittedPredictor.fit(rows, device="noisy", runtime="fake")
+    assert 0.02 < p.latency_rel_p90 < 0.2 and p.memory_rel_p90 is not None
+    out = p.predict(rows[0]["shape"])
+    assert out["latency_hi_ms"] == pytest.approx(
+        out["latency_ms"] * (1 + p.latency_rel_p90), rel=1e-3
+    )
+    assert out["memory_hi_mb"] >= out["memory_mb"]
+    # a file saved before residuals were stored loads with the stated default
+    old = {k: v for k, v in json.loads(p.save(tmp_path / "noisy.json").read_text()).items()
+           if not k.endswith("_rel_p90")}  # fmt: skip
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    legacy = FittedPredictor.load(tmp_path / "old.json").predict(rows[0]["shape"])
+    assert legacy["latency_hi_ms"] == pytest.approx(
+        legacy["latency_ms"] * (1 + DEFAULT_REL_P90), rel=1e-3
+    )
+    assert "assumed: no residuals stored" in legacy["label"]
+
+
+def test_a_fitted_predictor_has_priority_and_is_scaled_to_another_precision(tmp_path):
+    lat = [1.0, 1.5] + [0.0] * 6
+    FittedPredictor("x86-64-host", "onnxruntime", "fp32", lat, [60.0, 1.0, 1.0], 48).save(
+        tmp_path / "x86-64-host.json"
+    )
+    host = get_profile("host")
+    shape = Shape(layers=2, hidden=128, heads=2, ffn=512, seq=128)
+    fp32 = predictor_for(host, tmp_path, "fp32")(shape)
+    assert fp32["source"] == "fitted" and fp32["p50_ms"] == pytest.approx(4.0)
+    int8 = predictor_for(host, tmp_path, "int8")(shape)
+    assert PREDICTION_KEYS <= set(int8) and int8["latency_ms"] < fp32["latency_ms"]
+    assert "fp32->int8 ratio" in int8["label"]
+    calibrated = predictor_for(host, tmp_path / "none", "fp32")(shape)
+    assert calibrated["source"] == "calibrated" and "CPU family" in calibrated["label"]

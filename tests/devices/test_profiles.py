@@ -158,7 +158,7 @@ def _variant(tmp_path, old: str, new: str, name: str = "raspberry-pi-5") -> Path
             "kind: expected one of 'embedded-gpu', 'embedded-cpu', 'host-cpu', 'server-gpu'",
         ),
         ("    cores: 4\n", "    cores: four\n", "hardware.cpu.cores: expected an integer"),
-        ("    latency_ms: 25.0\n", "    latency_ms: 0\n", "budgets[0].latency_ms: must be in"),
+        ("    latency_ms: 5.7\n", "    latency_ms: 0\n", "budgets[0].latency_ms: must be in"),
         (
             "    precisions: [fp32, int8, int4, int2]",
             "    precisions: [fp32, int3]",
@@ -180,14 +180,14 @@ def test_schema_errors_name_file_and_key(tmp_path, old, new, expected):
 
 
 def test_profile_path_env_adds_and_overrides(tmp_path, monkeypatch):
-    path = _variant(tmp_path, "    latency_ms: 25.0\n", "    latency_ms: 21.0\n")
+    path = _variant(tmp_path, "    latency_ms: 5.7\n", "    latency_ms: 5.1\n")
     (tmp_path / "my-board.yaml").write_text(
         path.read_text()
         .replace("name: raspberry-pi-5\n", "name: my-board\n")
         .replace("aliases: [rpi5, pi5]", "aliases: [board]")
     )
     monkeypatch.setenv(devices.PROFILE_PATH_ENV, str(tmp_path))
-    assert get_profile("raspberry-pi-5").budgets[0].latency_ms == 21.0  # earlier folder wins
+    assert get_profile("raspberry-pi-5").budgets[0].latency_ms == 5.1  # earlier folder wins
     assert resolve_device("board").profile.name == "my-board"
     assert len(list_profiles()) == len(EXPECTED) + 1
 

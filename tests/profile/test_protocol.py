@@ -183,7 +183,7 @@ def test_edgec_profile_cli(edgec, tiny_onnx):
     assert bad.returncode == 1 and "unknown device 'jetson-nano-9000'" in bad.stderr
 
 
-def test_profile_predict_labels_the_roofline(edgec, tmp_path):
+def test_profile_predict_labels_the_calibrated_model(edgec, tmp_path):
     proc = edgec(
         "profile",
         "--device",
@@ -196,8 +196,9 @@ def test_profile_predict_labels_the_roofline(edgec, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     row = json.loads(proc.stdout)["rows"][0]
-    assert row["label"] == "predicted (roofline) for jetson-orin-nano-8gb"
-    assert row["latency_ms"] > 0 and "TOPS" in row["assumed"]
+    assert row["label"].startswith("predicted (calibrated on MLPerf BERT-99 anchors of")
+    assert row["latency_lo_ms"] <= row["latency_ms"] <= row["latency_hi_ms"]
+    assert row["source"] == "calibrated" and "TOPS" in row["assumed"]
     missing = edgec("profile", "--device", "host")
     assert (
         missing.returncode == 1 and "give a TARGET to measure, or --predict SHAPE" in missing.stderr
@@ -213,7 +214,8 @@ def test_calibrate_then_predict_with_the_fitted_predictor(edgec, tmp_path):
     assert (tmp_path / "predictors" / "x86-64-host.json").is_file()
     pred = edgec("profile", "--device", "host", "--predict", "L2:H128:A2:F512", "--json", env=env)
     row = json.loads(pred.stdout)["rows"][0]
-    assert row["label"] == "predicted (fitted on 10 shapes measured on x86-64-host)"
+    assert row["label"].startswith("predicted (fitted on 10 shapes measured on x86-64-host; p90 ")
+    assert row["source"] == "fitted" and row["latency_ms"] <= row["latency_hi_ms"]
     few = edgec("profile", "--device", "host", "--calibrate", "3", env=env)
     assert few.returncode == 1 and "--calibrate needs at least 10 shapes" in few.stderr
     refused = edgec("profile", "--device", "jetson", "--calibrate", "10", env=env)

@@ -55,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--predict",
         metavar="L3:H384:A12:F1536",
         help="predict instead of measuring: a fitted predictor of the device if one is stored "
-        "(--predictors DIR), else the roofline of its profile (labelled as such)",
+        "(--predictors DIR), else the calibrated model of its profile; p90 with its interval, "
+        "peak memory, and a label that says which",
     )
     parser.add_argument(
         "--precision", default="fp32", help="with --predict: fp32 fp16 int8 int4 int2"
@@ -152,9 +153,13 @@ def _predict(args) -> int:
         return 0
     for r in rows:
         print(
-            f"{args.predict} batch {r['batch']} seq {r['seq']}: {r['latency_ms']:.3f} ms "
-            f"[{r['label']}]" + (f" ({r['assumed']})" if "assumed" in r else "")
+            f"{args.predict} {args.precision} batch {r['batch']} seq {r['seq']} on {device.name}: "
+            f"p{r['percentile']:g} {r['latency_ms']:.3f} ms ({r['latency_lo_ms']:.3f}-"
+            f"{r['latency_hi_ms']:.3f}), peak memory {r['memory_mb']:.0f} MB (up to "
+            f"{r['memory_hi_mb']:.0f}) [{r['label']}]"
         )
+        if "assumed" in r:
+            print(f"  assumed: {r['assumed']}")
     return 0
 
 

@@ -1,7 +1,9 @@
 """Device profiles: the schema of ``profiles/*.yaml``, loading, aliases and name resolution.
 
 A profile holds a device's hardware facts (each with its source), its runtimes and precisions,
-its software stack, the measurement protocol and named latency/memory budgets. Facts come from
+its software stack, the measurement protocol, named latency/memory budgets and, optionally,
+published latencies of known models on it (``latency_anchors``, each with its source), which
+calibrate :mod:`toolchain.devices.latency`. Facts come from
 ``shared/reference/devices.md``; a fact that no source confirms is left out (null) rather than
 guessed. The host profile (``facts_from_host: true``) reads its hardware from the running machine.
 
@@ -69,6 +71,41 @@ class MeasurementProtocol:
 
 
 @dataclass(frozen=True)
+class LatencyAnchor:
+    """A published latency of a known model on the device: what calibrates the analytic model
+    (:mod:`toolchain.devices.latency`). The shape is the model's; ``seq`` the sequence length the
+    work is counted at."""
+
+    benchmark: str  # short name used in labels, e.g. "MLPerf BERT-99"
+    model: str  # e.g. "BERT-Large"
+    layers: int
+    hidden: int
+    heads: int
+    ffn: int
+    seq: int
+    precision: Precision
+    latency_ms: float
+    runtime: RuntimeName
+    software: str
+    source: str  # a reference tag of the profile's references, e.g. "S32 (...)"
+    batch: int = 1
+    vocab: int = 30522
+    percentile: float = 90.0
+    notes: str = ""
+
+    def __post_init__(self):
+        for key in ("layers", "hidden", "heads", "ffn", "seq", "batch", "vocab"):
+            check_range(self, key, lo=1)
+        check_range(self, "latency_ms", lo=1e-6)
+        check_range(self, "percentile", lo=50, hi=100)
+        require(
+            self.hidden % self.heads == 0,
+            "heads",
+            f"hidden {self.hidden} is not a multiple of heads {self.heads}",
+        )
+
+
+@dataclass(frozen=True)
 class DeviceProfile:
     """One device: facts with sources, runtimes, software, protocol and named budgets."""
 
@@ -86,6 +123,7 @@ class DeviceProfile:
     aliases: tuple[str, ...] = ()
     software: tuple[SoftwareStack, ...] = ()
     notes: tuple[str, ...] = ()
+    latency_anchors: tuple[LatencyAnchor, ...] = ()
 
     def __post_init__(self):
         require(
@@ -133,6 +171,8 @@ class DeviceProfile:
                 continue
             cited += [(f"{path}.sources.{k}", v) for k, v in section.sources.items()]
         cited += [(f"software[{i}].source", s.source) for i, s in enumerate(self.software)]
+        cited += [(f"latency_anchors[{i}].source", a.source)
+                  for i, a in enumerate(self.latency_anchors)]  # fmt: skip
         for key, text in cited:
             if text.startswith(HOST_SOURCE):
                 continue
