@@ -136,12 +136,16 @@ def write_tiny_bert(folder: Path, *, classifier: bool = False, positions: int = 
 
 
 def write_fake_predictor(folder: Path) -> Path:
-    """A made-up fitted law for this host (1 ms + 1.5 ms per layer; 60 MB + the weights), stored
-    as ``folder/x86-64-host.json`` the way `edgec profile --calibrate` stores a real one."""
+    """A made-up fitted law for this host (p50 1 ms + 1.5 ms per layer; 60 MB + the weights; its
+    fit's residuals within 5%), stored as ``folder/x86-64-host.json`` the way `edgec profile
+    --calibrate` stores a real one."""
     from toolchain.devices.predict import LATENCY_TERMS, FittedPredictor
 
     latency = [1.0, 1.5] + [0.0] * (len(LATENCY_TERMS) - 2)
-    fitted = FittedPredictor("x86-64-host", "onnxruntime", "fp32", latency, [60.0, 1.0, 1.0], 48)
+    fitted = FittedPredictor(
+        "x86-64-host", "onnxruntime", "fp32", latency, [60.0, 1.0, 1.0], 48,
+        latency_rel_p90=0.05, memory_rel_p90=0.05,
+    )  # fmt: skip
     fitted.save(folder / "x86-64-host.json")
     return folder
 

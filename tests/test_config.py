@@ -17,6 +17,7 @@ from toolchain.config import (
     recipe_to_yaml,
 )
 from toolchain.devices.budgets import resolve_recipe
+from toolchain.devices.profiles import get_profile
 from toolchain.errors import ConfigError, UnknownDeviceError
 
 
@@ -140,7 +141,7 @@ def test_custom_and_named_budgets_mix():
         },
     )
     recipe, _ = resolve_recipe(recipe)
-    assert recipe.budgets[0].latency_ms == 25.0
+    assert recipe.budgets[0] == get_profile("raspberry-pi-5").budgets[0]
     assert recipe.budgets[1] == BudgetSpec(name="mine", latency_ms=7.0, memory_mb=300.0)
 
 

@@ -13,8 +13,8 @@ way)::
 
     recipe = api.build_recipe(None, preset="quick", overrides={"device": "host", "task": "sst2"})
     summary = api.build(recipe, "runs/sst2-host")
-    for row in summary["bundles"]:
-        print(row["budget"], row["subnet"], row["dev_accuracy"], row["latency_label"])
+    for row in summary["bundles"]:  # dev: in the task's main metric, summary["metric"]
+        print(row["budget"], row["verdict"], row.get("subnet"), row.get("dev"))
 """
 
 from __future__ import annotations
@@ -389,7 +389,8 @@ def build(
         recipe: from :func:`build_recipe` (or :func:`toolchain.config.load_recipe`).
         task: a :class:`TaskSpec` for data the registry does not name (your own files);
             default: ``recipe.task``.
-        predictors: fitted predictors folder; None: the roofline (or a calibration on the host).
+        predictors: fitted predictors folder; None: the calibrated device model (on the host, a
+            calibration stage of the build).
         notes: called with each line worth telling the user (e.g. alias resolution).
 
     Returns:

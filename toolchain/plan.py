@@ -223,16 +223,12 @@ class BuildPlan:
 
     def _predictors(self) -> DeviceTarget:
         """The target with its predictors: the user's (a fitted predictor of the device stored
-        there), else for this host a calibration stage of the build, else the roofline."""
+        there), else for this host a calibration stage of the build (24 shapes measured here:
+        this machine today, not the constants the CPU family model was calibrated with), else
+        the device's calibrated model (:mod:`toolchain.devices.latency`), labelled so."""
         target = self.target
         if target.has_fitted_predictor() or not target.is_host:
-            return target  # another device without a fitted predictor: its roofline, labelled
-        roofline = target.with_predictors(None)
-        try:
-            roofline.predictor("fp32")
-            return roofline
-        except EdgecError:
-            pass
+            return target
 
         def calibrate(ctx) -> dict:
             rows = measure_shapes(design(24, seed=0), workdir=ctx.checkpoint_dir, rounds=2)

@@ -1,7 +1,8 @@
 """The device a build is for, resolved once from what the user typed (``--device``, and
 ``--target``/``--token-file`` for an agent on it), and the one place that decides how a latency is
 obtained there: measured on this host (when the device is this host), measured by the device's
-`edgec agent`, or predicted (a fitted predictor, else the profile's roofline), each labelled so.
+`edgec agent`, or predicted (a fitted predictor, else the calibrated model of
+:mod:`toolchain.devices.latency`, with its interval), each labelled so.
 
 Every stage that needs the device receives a :class:`DeviceTarget`; nothing else resolves a device
 name. The search sees it only through two calls (``latency_for`` / ``shape_of`` to predict, and
@@ -62,7 +63,8 @@ class DeviceTarget:
         requested: what the user typed (an alias, a name, or a profile path).
         is_host: the device is this machine (latencies are measured here).
         agent: the device's agent, when one was given (latencies are measured there).
-        predictors_dir: folder of fitted predictors (``<device>.json``); None: the roofline.
+        predictors_dir: folder of fitted predictors (``<device>.json``); None: the calibrated
+            model.
         protocol: the profile's measurement protocol with the recipe's ``profile`` overrides.
     """
 
@@ -103,7 +105,7 @@ class DeviceTarget:
             requested=device,
             is_host=resolution.profile.name == host.name,
             agent=agent,
-            predictors_dir=Path(predictors_dir) if predictors_dir else None,
+            predictors_dir=Path(predictors_dir).resolve() if predictors_dir else None,
             protocol=_protocol(resolution.profile.protocol, overrides),
             via_alias=resolution.via_alias,
         )
@@ -156,7 +158,8 @@ class DeviceTarget:
         """``predict(shape) -> {"latency_ms", "memory_mb", "label"}`` at ``precision``.
 
         Raises:
-            ConfigError: the profile lacks the facts for a roofline and no predictor was fitted.
+            ConfigError: the profile lacks the facts for a prediction and no predictor was
+                fitted.
         """
         if precision not in self._predictors:
             try:

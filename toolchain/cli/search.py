@@ -5,13 +5,16 @@ of a device.
     edgec search --teacher runs/teacher --task sst2 --device jetson-orin-nano \\
         --budget interactive --predictors DIR -o runs/search-orin
 
-DIR gets supernet/ (the trained supernet), subnets/<budget>/ (each chosen subnet as a plain
-Hugging Face model that `edgec distill`, `edgec quantize` and `edgec export` take unchanged),
-search.json (per budget: subnet, accuracy with inherited weights, predicted and - where the
-device is this host - measured latency and memory) and pareto.json/.png. Latency and memory are
-predicted by the device's fitted predictor (`edgec profile --calibrate`, stored in
---predictors) or else its roofline. Re-running the same command does nothing; an interrupted
-run resumes from its last supernet checkpoint or search generation.
+DIR gets supernet/ (the trained supernet), subnets/<budget>/ (each budget's most accurate subnet
+with inherited weights, a plain Hugging Face model that `edgec distill`, `edgec quantize` and
+`edgec export` take unchanged; a link into subnets/<key>/, where every budget's finalists are),
+search.json (per budget: subnet, accuracy with inherited weights, the finalists that fit it,
+predicted and - where the device is this host - measured latency and memory) and
+pareto.json/.png. Latency and memory are predicted by the device's fitted predictor (`edgec
+profile --calibrate`, stored in --predictors) or else its calibrated model
+(:mod:`toolchain.devices.latency`), with an interval whose upper end decides what fits.
+`edgec build` distils the finalists and chooses after distillation. Re-running the same command
+does nothing; an interrupted run resumes from its last supernet checkpoint or search generation.
 """
 
 from __future__ import annotations

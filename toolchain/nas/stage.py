@@ -9,6 +9,7 @@ Output folder::
 
     supernet/            the trained supernet (Hugging Face directory + supernet.json)
     subnets/<key>/       every budget's finalists (pooled), plain models with the tokenizer
+    subnets/<budget>     a link to the budget's most accurate subnet (inherited weights)
     search.json          per budget: the provisional subnet (the most accurate with inherited
                          weights), the finalists that fit it with predicted and measured
                          latency/memory, the candidates; supernet training, pruning, timings
@@ -239,6 +240,8 @@ def _with_finalists(out: Path, net, teacher, budgets, found, predict, measure, c
                 })  # fmt: skip
         finalists.sort(key=lambda f: -f["accuracy_inherited"])
         per_budget[b.name] = _choice(result, b, models, finalists)
+        if per_budget[b.name].model:  # subnets/<budget>: the budget's most accurate subnet
+            (out / "subnets" / b.name).symlink_to(Path(per_budget[b.name].model).name)
     return per_budget
 
 
