@@ -47,7 +47,7 @@ def main() -> int:
     root = Path(args.run_dir)
     rows = {}
     for name, (model, shape, lr) in TEACHERS.items():
-        cfg = TeacherConfig(max_train_samples=8000, epochs=1.0, max_seq_len=64, eval_every=100,
+        cfg = TeacherConfig(max_train_samples=8000, epochs=1.0, max_seq_len=64, eval_every=125,
                             learning_rate=lr, time_budget_s=600)  # fmt: skip
         started = time.perf_counter()
         res = api.teacher(model, root / name, task="sst2", data_dir=args.data_dir, cfg=cfg)
