@@ -151,6 +151,10 @@ def test_build_killed_resumes_and_reports(setup):
     assert all(f["validation_after_distill"] is not None for f in chosen["finalists"])
     manifest = verify(run / easy["bundle"])  # the bundle's files match its hashes
     assert manifest["target"]["device"] == "x86-64-host"
+    quality = manifest["metrics"]["quality"]  # the bundle says what its score is and against what
+    assert quality["metric"] == "accuracy" and quality["dev"] == easy["dev"]
+    assert quality["trivial"] == summary["trivial"]["accuracy"] and quality["floor_met"]
+    assert "trivial baseline" in (run / easy["bundle"] / "README.md").read_text()
     assert (run / (easy["bundle"] + ".tar.gz")).is_file()
     assert summary["baseline_ort_int8_teacher"]["latency"]["p50_ms"] > 0
     stages = set(summary["stage_s"])

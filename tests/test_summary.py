@@ -138,3 +138,16 @@ def test_a_finalist_whose_distillation_failed_drops_out():
     chosen = choose_per_budget(budgets, pools, {"A": None, "B": 0.7}, near_tie=0.0)
     assert chosen["tight"]["arch"] == "B"
     assert choose_per_budget(budgets, pools, {"A": None, "B": None}, near_tie=0.0) == {}
+
+
+def test_a_measurement_is_judged_against_the_budget_that_asks():
+    # one measurement of a subnet serves every budget at its shape: its verdict is per budget
+    from toolchain.nas.budget import choose
+
+    figures = {"p50_ms": 3.0, "p90_ms": 3.5, "peak_rss_mb": 200, "verdict": "missed"}
+    big = {"arch": "big", "accuracy": 0.93, "predicted": {"latency_ms": 3.0}, "measured": figures}
+    small = {"arch": "small", "accuracy": 0.88, "predicted": {"latency_ms": 1.0},
+             "measured": {**figures, "p50_ms": 1.0, "p90_ms": 1.2}}  # fmt: skip
+    relaxed = BudgetSpec(name="relaxed", latency_ms=12.0, memory_mb=1024)
+    assert choose([big, small], 0.0, relaxed)["arch"] == "big"  # measured 3.5 ms fits 12 ms
+    assert choose([big, small], 0.0, BUDGET)["arch"] == "small"  # 2 ms: only the small one

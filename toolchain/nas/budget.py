@@ -106,7 +106,7 @@ def search_budget(
         for arch, acc in shortlist(ranked, near, cfg.finalists)
     ]
     measured_note = _measure(candidates, measure, budget, cfg, note)
-    best = choose(candidates, 0.0)  # provisional: the build chooses after distillation
+    best = choose(candidates, 0.0, budget)  # provisional: the build chooses after distilling
     return Searched(
         arch=Arch.parse(best["arch"]),
         best=best,
@@ -207,13 +207,20 @@ def _measure(candidates: list[dict], measure: Measure, budget, cfg, note) -> str
     return note(len(candidates))
 
 
-def choose(candidates: list[dict], tolerance: float = 0.0) -> dict:
+def choose(candidates: list[dict], tolerance: float = 0.0, budget: BudgetSpec | None = None):
     """Among the candidates that fit (measured to meet the budget where measured, else predicted
     to), those within ``tolerance`` of the best accuracy, the fastest (measured p50 where
     measured, else predicted). If every measured candidate missed, the one with the lowest
-    measured latency (its record says it missed)."""
+    measured latency (its record says it missed). ``budget``: judge the measured figures
+    against it (else by the verdict the measurement carries)."""
     meas = [c for c in candidates if "measured" in c]
-    pool = [c for c in meas if c["measured"]["verdict"] == "met"] if meas else candidates
+
+    def met(c) -> bool:
+        if budget is not None:
+            return fits(c["predicted"], c["measured"], budget)
+        return c["measured"]["verdict"] == "met"
+
+    pool = [c for c in meas if met(c)] if meas else candidates
     if meas and not pool:
         return min(meas, key=lambda c: c["measured"]["p90_ms"])
     best = max(c["accuracy"] for c in pool)

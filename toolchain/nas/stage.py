@@ -173,7 +173,8 @@ def _search_data(spec, data_dir, data_cfg, cfg, seed) -> tuple[list, list]:
 
 def _measurer(net: TrainedSupernet, spec, target, cfg):
     """``measure(arch, budget)``: the device's figures of a subnet at the budget's batch and
-    sequence (None where the device cannot be measured), each shape measured once."""
+    sequence (None where the device cannot be measured), each shape measured once and its
+    verdict given for the budget asking."""
     supernet, seen = net.supernet, {}
 
     def measure(arch: Arch, b: BudgetSpec) -> dict | None:
@@ -182,7 +183,10 @@ def _measurer(net: TrainedSupernet, spec, target, cfg):
             student = supernet.extract(arch)
             student.tokenizer = supernet.adapter.tokenizer
             seen[key] = target.measure_candidate(student, spec, b, cfg.precision)
-        return seen[key]
+        if seen[key] is None:
+            return None
+        verdict = "met" if fits(None, seen[key], b) else "missed"  # for this budget
+        return {**seen[key], "verdict": verdict}
 
     return measure
 
