@@ -232,12 +232,12 @@ def main() -> int:
     parser.add_argument("--fresh", action="store_true", help="delete each build's folder first")
     args = parser.parse_args()
     from toolchain import api  # the public API only: what a user's script would call
-    from toolchain.devices.latency import cross_device_check
 
     out = Path(args.out)
     previous = out / "build.json"
     old = json.loads(previous.read_text()).get("runs", []) if previous.is_file() else []
     runs: list[dict] = []
+    text = ""
     for item in args.runs.split(","):
         task, preset = item.split(":")
         stopped = None
@@ -254,23 +254,33 @@ def main() -> int:
                 stopped = row
             runs.append(row)
             print(json.dumps(row, indent=1, default=str)[:3000], flush=True)
+            text = _write(out, old, runs)  # after every build: an interrupted run loses none
+    print(text)
+    return 0
+
+
+def _write(out: Path, old: list[dict], runs: list[dict]) -> str:
+    """build.json and build.md from the runs of earlier invocations (those not re-run) and
+    this one's; returns the Markdown."""
+    from toolchain.devices.latency import cross_device_check
+
     done = {(r["task"], r["preset"], r["device"]) for r in runs}
     kept = [r for r in old if (r.get("task"), r.get("preset"), r.get("device")) not in done]
-    runs = kept + runs
     check = cross_device_check()
     report = {
-        "runs": runs,
+        "runs": kept + runs,
         "predictor_check": check,
-        "goals": _goals(runs, check),
+        "goals": _goals(kept + runs, check),
         "environment": environment(),
         "date": time.strftime("%Y-%m-%d"),
         "command": " ".join(sys.argv),
     }
-    (out / "build.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    tmp = out / "build.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    tmp.replace(out / "build.json")
     text = _markdown(report)
     (out / "build.md").write_text(text)
-    print(text)
-    return 0
+    return text
 
 
 if __name__ == "__main__":
