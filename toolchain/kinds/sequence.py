@@ -50,8 +50,9 @@ class DevScorer:
         if "dev" not in self.spec.files or self.trivial is None:
             return {}
         dev = load_split(self.spec, "dev", self.data_dir)
-        scores = self.trivial.scores(self.spec, [ex.label for ex in dev])
-        return {**scores, "description": self.trivial.description, "n": len(dev)}
+        labels = [ex.label for ex in dev]
+        scores = self.trivial.scores(self.spec, labels)
+        return {**scores, "description": self.trivial.describe(self.spec, labels), "n": len(dev)}
 
     def __call__(self, onnx: Path) -> dict:
         """``{metric: value, label_loyalty, prob_loyalty, n, vs_trivial}`` of ``onnx``; {}

@@ -174,7 +174,7 @@ def _train_until_above_trivial(adapter, spec, train, validation, cfg, train_roun
     if r:
         adapter.save(out_dir)  # the kept weights (a later round may have saved worse ones)
     record = {
-        "trivial": {"prediction": trivial.prediction, "description": trivial.description},
+        "trivial": {"description": trivial.describe(spec, [ex.label for ex in validation])},
         "validation": gain.to_dict(),
         "rounds": rounds,
         "time_budget_s": cfg.time_budget_s,
@@ -182,7 +182,8 @@ def _train_until_above_trivial(adapter, spec, train, validation, cfg, train_roun
     if not gain.clearly_above:
         message = (
             f"the fine-tuned teacher is not clearly better than a trivial model on {spec.name}'s "
-            f"validation split: {gain.describe()}; the trivial model {trivial.description}. "
+            f"validation split: {gain.describe()}; the trivial model "
+            f"{trivial.describe(spec, [ex.label for ex in validation])}. "
             "No student distilled from it would be worth shipping. What to do: `--preset "
             "standard` (all the training data, longer fine-tuning), more training data, or a "
             "larger teacher (`--model DIR`, e.g. all-mpnet-base-v2: see the README); or accept "
