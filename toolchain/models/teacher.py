@@ -186,8 +186,8 @@ def _train_until_above_trivial(adapter, spec, train, validation, cfg, train_roun
             f"{trivial.describe(spec, [ex.label for ex in validation])}. "
             "No student distilled from it would be worth shipping. What to do: `--preset "
             "standard` (all the training data, longer fine-tuning), more training data, or a "
-            "larger teacher (`--model DIR`, e.g. all-mpnet-base-v2: see the README); or accept "
-            "it knowingly with `--set teacher_finetune.require_above_trivial=false`"
+            "larger teacher (`--model mpnet-base`: all-mpnet-base-v2, or a local directory); or "
+            "accept it knowingly with `--set teacher_finetune.require_above_trivial=false`"
         )
         if cfg.require_above_trivial:
             raise TeacherBelowTrivial(message)
