@@ -212,3 +212,15 @@ def test_build_validates_before_running(tmp_path, capsys):
         main(["build", "--device", "host", "--preset", "huge", "-o", "x"])
     assert info.value.code == 2 and "invalid choice: 'huge'" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_set_overrides_any_recipe_key(capsys, monkeypatch):
+    monkeypatch.delenv("EDGEC_DATA_DIR", raising=False)
+    args = ["build", "--device", "host", "--task", "sst2", "--print-recipe"]
+    sets = ["--set", "distill.steps=1234", "--set", "teacher_finetune.require_above_trivial=false"]
+    assert main([*args, *sets]) == 0
+    recipe = yaml.safe_load(capsys.readouterr().out)
+    assert recipe["distill"]["steps"] == 1234
+    assert recipe["teacher_finetune"]["require_above_trivial"] is False
+    assert main([*args, "--set", "distill.steps"]) == 1  # not KEY=VALUE: a one-line error
+    assert "expected KEY=VALUE" in capsys.readouterr().err

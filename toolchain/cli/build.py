@@ -17,10 +17,13 @@ import argparse
 import sys
 from pathlib import Path
 
+import yaml
+
 from toolchain import api
 from toolchain.cli.teacher import add_task_arguments, task_from_args
 from toolchain.config import recipe_to_yaml
 from toolchain.devices.budgets import resolve_recipe
+from toolchain.errors import ConfigError
 from toolchain.report import rows
 from toolchain.version import __version__
 
@@ -89,6 +92,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="re-run this stage even if its record matches (repeatable)",
     )
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set any recipe key by its dotted name, e.g. --set distill.steps=2000 --set "
+        "teacher_finetune.require_above_trivial=false (repeatable; wins over the recipe file "
+        "and the preset)",
+    )
+    parser.add_argument(
         "--print-recipe",
         action="store_true",
         help="print the effective recipe (defaults filled in) and exit",
@@ -108,6 +120,11 @@ def recipe_from_args(args: argparse.Namespace):
         "profile.target": args.target,
         "profile.token_file": args.token_file,
     }
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. distill.steps=2000")
+        overrides[key.strip()] = yaml.safe_load(value)
     return api.build_recipe(args.recipe, preset=args.preset, overrides=overrides)
 
 
