@@ -164,31 +164,27 @@ def budget_row(
     return row
 
 
-def unmet_row(budget: BudgetSpec, unmet: BudgetUnmet) -> dict:
-    """The row of a budget no subnet fits, with the closest subnet."""
+def _not_built(budget: BudgetSpec, verdict: str, error: str, **extra) -> dict:
     return {
         "budget": budget.name,
         "budget_ms": budget.latency_ms,
         "budget_mb": budget.memory_mb,
         "built": False,
         "met": False,
-        "verdict": f"NOT MET: {unmet.error}",
-        "error": unmet.error,
-        "closest": unmet.closest or {},
+        "verdict": f"NOT MET: {verdict}",
+        "error": error,
+        **extra,
     }
+
+
+def unmet_row(budget: BudgetSpec, unmet: BudgetUnmet) -> dict:
+    """The row of a budget no subnet fits, with the closest subnet."""
+    return _not_built(budget, unmet.error, unmet.error, closest=unmet.closest or {})
 
 
 def failed_row(budget: BudgetSpec, error: Exception) -> dict:
     """The row of a budget whose stages failed (the other budgets still build)."""
-    return {
-        "budget": budget.name,
-        "budget_ms": budget.latency_ms,
-        "budget_mb": budget.memory_mb,
-        "built": False,
-        "met": False,
-        "verdict": f"NOT MET: failed: {error}",
-        "error": str(error),
-    }
+    return _not_built(budget, f"failed: {error}", str(error))
 
 
 @dataclass(frozen=True)
