@@ -194,3 +194,32 @@ def test_attention_kd_compares_probabilities_without_dropout(tiny_bert_dir):
     dropouts = {n: m.p for n, m in student.model.named_modules() if isinstance(m, torch.nn.Dropout)}
     assert dropouts["bert.encoder.layer.0.attention.self.dropout"] == 0.0
     assert dropouts["bert.encoder.layer.0.output.dropout"] == 0.1  # hidden dropout untouched
+
+
+def test_accumulation_that_does_not_divide_the_epoch_still_finishes(teacher, tmp_path):
+    """120 examples in batches of 16 are 8 micro-batches: with ``grad_accumulation`` 3 an epoch
+    is 3 optimizer steps (3 + 3 + the last 2). The loop used to count 3 but take 2, and then
+    waited for ever for a group that could not fill; a bounded step count proves it ends."""
+    import signal
+
+    def _hung(*_):
+        raise TimeoutError("distillation did not finish: the epoch's step count is wrong")
+
+    cfg = dcfg(steps=7, eval_every=7, student_shape="L1:H16:A2:F32", grad_accumulation=3)
+    student = init_student(teacher, Shape.parse(cfg.student_shape), "random", seed=0)
+    previous = signal.signal(signal.SIGALRM, _hung)
+    signal.alarm(120)
+    try:
+        result = distill(
+            teacher,
+            student,
+            TOY_SPEC,
+            toy_examples(120, 2),
+            toy_examples(40, 1),
+            cfg,
+            out_dir=tmp_path / "s",
+        )
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert result["steps"] == 7 and [h["step"] for h in result["history"]] == [7]

@@ -262,7 +262,11 @@ def _setup(
 def _train(run: _DistillRun) -> None:
     """The optimisation loop, from ``run.state.step`` (0, or where a checkpoint left off)."""
     cfg, state = run.cfg, run.state
-    per_epoch = math.ceil(len(run.enc_train) / (cfg.batch_size * cfg.grad_accumulation))
+    # Optimizer steps per epoch: every ``grad_accumulation`` micro-batches, and once more on the
+    # epoch's last micro-batches when they do not fill a whole group (so the count below is exact
+    # and a resumed or continuing run never waits for a group that cannot fill).
+    n_micro = math.ceil(len(run.enc_train) / cfg.batch_size)
+    per_epoch = math.ceil(n_micro / cfg.grad_accumulation)
     log.info(
         "distilling %s -> %s on %d %s examples: %d steps, mapping %s",
         run.teacher.shape,
@@ -289,7 +293,7 @@ def _train(run: _DistillRun) -> None:
                 continue  # resumed mid-epoch: these batches were already seen
             terms = _backward(run, batch)
             micro += 1
-            if micro % cfg.grad_accumulation:
+            if micro % cfg.grad_accumulation and k + 1 < n_micro:
                 continue
             torch.nn.utils.clip_grad_norm_(run.module.parameters(), 1.0)
             run.opt.step()
