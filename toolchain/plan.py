@@ -223,20 +223,28 @@ class BuildPlan:
 
     def _predictors(self) -> DeviceTarget:
         """The target with its predictors: the user's (a fitted predictor of the device stored
-        there), else for this host a calibration stage of the build (24 shapes measured here:
-        this machine today, not the constants the CPU family model was calibrated with), else
+        there), else for this host a calibration stage of the build (24 shapes measured here as
+        the graph the build's precision ships in: this machine today, not the constants the CPU
+        family model was calibrated with), else
         the device's calibrated model (:mod:`toolchain.devices.latency`), labelled so."""
         target = self.target
         if target.has_fitted_predictor() or not target.is_host:
             return target
 
-        def calibrate(ctx) -> dict:
-            rows = measure_shapes(design(24, seed=0), workdir=ctx.checkpoint_dir, rounds=2)
-            fitted = FittedPredictor.fit(rows, device=target.name, runtime="onnxruntime")
-            fitted.save(ctx.out_dir / f"{target.name}.json")
-            return {"shapes": len(rows)}
+        precision = precision_of(self.recipe)
 
-        self._run(Stage("calibrate", calibrate, config={"shapes": 24, "rounds": 2}))
+        def calibrate(ctx) -> dict:
+            rows = measure_shapes(
+                design(24, seed=0), workdir=ctx.checkpoint_dir, rounds=2, precision=precision
+            )
+            fitted = FittedPredictor.fit(
+                rows, device=target.name, runtime="onnxruntime", precision=precision
+            )
+            fitted.save(ctx.out_dir / f"{target.name}.json")
+            return {"shapes": len(rows), "precision": precision}
+
+        config = {"shapes": 24, "rounds": 2, "precision": precision}
+        self._run(Stage("calibrate", calibrate, config=config))
         return target.with_predictors(self.run.stage_dir("calibrate"))
 
     def _search_stage(self, teacher: Teacher) -> Stage:

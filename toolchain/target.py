@@ -33,6 +33,7 @@ from toolchain.devices.profiles import (
     resolve_device,
 )
 from toolchain.errors import ConfigError
+from toolchain.export.timing import SHIPPED_FORMAT
 from toolchain.profile.agent import profile_remote, read_token
 from toolchain.profile.local import budget_verdicts, run_worker
 from toolchain.profile.runners import ProfileError
@@ -42,7 +43,6 @@ MEASURED_BY_AGENT = "measured by the agent"
 PREDICTED = "predicted"
 LATENCY_KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "peak_rss_mb")
 # the ONNX a search candidate is measured as, by the precision the search predicts at
-_CANDIDATE_FORMAT = {"fp32": "fp32", "fp16": "fp16", "int8": "int8-dynamic"}
 
 
 @dataclass(frozen=True)
@@ -293,10 +293,8 @@ class DeviceTarget:
         if self.agent:
             where = f"through the agent at {self.agent.url}"
 
-        note = f"top {count} measured {where}"
-        if precision not in _CANDIDATE_FORMAT:
-            note += f" as fp32 stand-ins ({precision} needs the quantize stage's checkpoint)"
-        return note
+        fmt = SHIPPED_FORMAT.get(precision, precision)
+        return f"top {count} measured {where} as {fmt} graphs (the format {precision} ships in)"
 
 
 def _protocol(proto: MeasurementProtocol, overrides: ProfileConfig | None) -> MeasurementProtocol:
@@ -316,18 +314,11 @@ def _row(report: dict, shape: tuple[int, int]) -> dict:
 
 
 def _candidate_onnx(student, folder: Path, precision: str) -> tuple[Path, str]:
-    """The candidate as the ONNX its precision implies: fp32, fp16, or ONNX Runtime's dynamic
-    INT8 for int8. int4/int2 need the quantize stage's packed checkpoint: fp32 stands in."""
-    from toolchain.export.lowbit import to_dynamic_int8, to_fp16
-    from toolchain.export.onnx import export_float
+    """The candidate as the graph its precision ships in (INT8 Q/DQ for int8, MatMulNBits for
+    int4/int2, with round-to-nearest steps: the graph, not its values, sets the latency)."""
+    from toolchain.export.timing import timing_onnx
 
-    fmt = _CANDIDATE_FORMAT.get(precision, "fp32")
-    float_onnx = export_float(student, folder / ("model.onnx" if fmt == "fp32" else "float.onnx"))
-    if fmt == "fp16":
-        to_fp16(float_onnx, folder / "model.onnx")
-    elif fmt == "int8-dynamic":
-        to_dynamic_int8(float_onnx, folder / "model.onnx")
-    return folder / "model.onnx", fmt
+    return timing_onnx(student, folder, precision)
 
 
 __all__ = ["Agent", "DeviceTarget", "MEASURED_BY_AGENT", "MEASURED_HERE", "PREDICTED"]

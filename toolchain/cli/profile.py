@@ -20,6 +20,7 @@ from pathlib import Path
 
 from toolchain import api
 from toolchain.devices.predict import LATENCY_TERMS, FittedPredictor
+from toolchain.export.timing import SHIPPED_FORMAT
 from toolchain.profile.calibrate import design, measure_shapes
 from toolchain.profile.runners import RUNTIMES, ProfileError
 
@@ -59,7 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "peak memory, and a label that says which",
     )
     parser.add_argument(
-        "--precision", default="fp32", help="with --predict: fp32 fp16 int8 int4 int2"
+        "--precision",
+        default="fp32",
+        choices=tuple(SHIPPED_FORMAT),
+        help="with --predict: the precision predicted; with --calibrate: the precision measured "
+        "(each shape timed as the graph that precision ships in: int8 as INT8 Q/DQ, int4/int2 as "
+        "MatMulNBits)",
     )
     parser.add_argument(
         "--predictors",
@@ -183,8 +189,14 @@ def _calibrate(args) -> int:
             workdir=Path(tmp),
             threads=args.threads,
             rounds=args.rounds,
+            precision=args.precision,
         )
-    predictor = FittedPredictor.fit(rows, device=profile.name, runtime=args.runtime)
+    predictor = FittedPredictor.fit(
+        rows, device=profile.name, runtime=args.runtime, precision=args.precision
+    )
     path = predictor.save(device.predictors_dir / f"{profile.name}.json")
-    print(f"{path}: fitted on {len(rows)} shapes measured on {profile.name}")
+    print(
+        f"{path}: fitted on {len(rows)} shapes measured on {profile.name} at {args.precision} "
+        f"({SHIPPED_FORMAT[args.precision]} graphs)"
+    )
     return 0

@@ -1,7 +1,8 @@
 """Calibration: measure a designed set of encoder shapes on this host and fit its predictor.
 
 Each architecture (layers, hidden, heads, FFN, vocabulary) is a randomly initialised BERT
-exported to ONNX once; each (batch, sequence) of it is measured in a fresh process, so every
+exported to ONNX once, as the graph its precision ships in (INT8 Q/DQ for int8, MatMulNBits for
+int4/int2); each (batch, sequence) of it is measured in a fresh process, so every
 shape's peak memory is its own.
 
 Example::
@@ -13,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import random
+import tempfile
 from pathlib import Path
 
 from toolchain.devices.predict import Shape
@@ -42,15 +44,16 @@ def design(n: int, *, seed: int = 0) -> list[Shape]:
     return out
 
 
-def _onnx_for(shape: Shape, workdir: Path) -> Path:
+def _onnx_for(shape: Shape, workdir: Path, precision: str = "fp32") -> Path:
     arch = f"L{shape.layers}H{shape.hidden}A{shape.heads}F{shape.ffn}V{shape.vocab}"
-    path = workdir / f"{arch}.onnx"
+    path = workdir / f"{arch}-{precision}.onnx"
     if path.is_file():
         return path
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
     from toolchain.export.onnx import export_float
+    from toolchain.export.timing import timing_onnx
     from toolchain.models.adapters import adapter_for
 
     vocab = workdir / "vocab.txt"
@@ -67,9 +70,13 @@ def _onnx_for(shape: Shape, workdir: Path) -> Path:
     )
     model = BertForSequenceClassification(config).eval()
     adapter = adapter_for(model, BertTokenizerFast(vocab_file=str(vocab)))
-    tmp = path.with_name(path.name + ".tmp.onnx")
-    export_float(adapter, tmp)
-    tmp.replace(path)
+    if precision == "fp32":
+        tmp = path.with_name(path.name + ".tmp.onnx")
+        export_float(adapter, tmp)
+        tmp.replace(path)
+        return path
+    with tempfile.TemporaryDirectory(prefix=f".{arch}-", dir=workdir) as tmp:
+        timing_onnx(adapter, tmp, precision)[0].replace(path)
     return path
 
 
@@ -78,13 +85,15 @@ def measure_shapes(
     *,
     runtime: str = "onnxruntime",
     workdir: Path,
+    precision: str = "fp32",
     threads: int | None = None,
     warmup: int = 5,
     iterations: int = 30,
     repeats: int = 1,
     rounds: int = 5,
 ) -> list[dict]:
-    """``{"shape", "latency_ms", "memory_mb" (peak RSS), "stats"}`` per shape.
+    """``{"shape", "latency_ms", "memory_mb" (peak RSS), "stats"}`` per shape, each timed as
+    the graph a model of ``precision`` ships in (:func:`toolchain.export.timing.timing_onnx`).
 
     The whole list is measured ``rounds`` times, round-robin, and a shape's latency is the
     smallest of its per-round p50s. Interference on a shared machine (another tenant, a
@@ -100,7 +109,7 @@ def measure_shapes(
         for shape in progress(shapes, desc=desc, unit="shape"):
             reply = run_worker(
                 {
-                    "target": str(_onnx_for(shape, workdir)),
+                    "target": str(_onnx_for(shape, workdir, precision)),
                     "runtime": runtime,
                     "shapes": [[shape.batch, shape.seq]],
                     "threads": threads,
