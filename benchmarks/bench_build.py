@@ -176,6 +176,14 @@ def _goals(runs: list[dict], check: list[dict]) -> dict:
         devs = [b["dev"] for b in ordered]
         monotone[f"{r['task']}/{r['preset']}/{r['device']}"] = devs == sorted(devs)
     goals["jetson_accuracy_never_decreases_as_budgets_loosen"] = monotone
+    limits = {"quick": 30 * 60, "standard": 90 * 60}  # the presets' stated time budgets
+    goals["build_within_its_preset_time_budget_from_nothing"] = {
+        f"{r['task']}/{r['preset']}/{r['device']}": (
+            r.get("stages_wall_s") is not None and r["stages_wall_s"] <= limits[r["preset"]]
+        )
+        for r in runs
+        if r["preset"] in limits and "error" not in r
+    }
     errors = [abs(c["error"]) for c in check]
     goals["cross_device_error_within_15pct"] = bool(errors) and max(errors) <= 0.15
     goals["cross_device_max_abs_error"] = max(errors) if errors else None
