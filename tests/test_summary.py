@@ -6,7 +6,7 @@ is monotone over budgets."""
 from __future__ import annotations
 
 from toolchain.config import BudgetSpec
-from toolchain.nas.budget import choose_per_budget, fits, shortlist
+from toolchain.nas.budget import cap_finalists, choose_per_budget, fits, shortlist
 from toolchain.nas.results import BudgetUnmet
 from toolchain.report import rows
 from toolchain.summary import Quality, failed_row, judge_latency, unmet_row, verdict_of
@@ -130,6 +130,22 @@ def test_a_near_tie_never_undercuts_a_tighter_budget():
     chosen = choose_per_budget(budgets, pools, {"B": 0.860, "Z": 0.857}, near_tie=0.005)
     assert chosen["tight"]["arch"] == chosen["balanced"]["arch"] == "B"
     assert chosen["tight"]["shared_with"] == ["balanced"]
+
+
+def test_the_pooled_finalists_are_capped_round_by_round_from_the_tightest_budget():
+    # SST-2's standard build: three budgets' shortlists (most accurate first) pooled to 7 subnets
+    pools = {
+        "tight": [{"arch": a} for a in ("T1", "T2", "T3", "S")],
+        "balanced": [{"arch": a} for a in ("T1", "B1", "T2", "T3", "S")],
+        "relaxed": [{"arch": a} for a in ("R1", "R2", "T1", "B1", "T2", "T3", "S")],
+    }
+    budgets = _budgets()  # relaxed listed first: the order comes from the budgets' sizes
+    # round 0: tight T1, balanced's T1 already kept, relaxed R1; round 1: tight T2, balanced B1
+    assert cap_finalists(budgets, pools, 3) == ["T1", "R1", "T2"]
+    assert cap_finalists(budgets, pools, 4) == ["T1", "R1", "T2", "B1"]
+    assert cap_finalists(budgets, pools, 99) == ["T1", "R1", "T2", "B1", "R2", "T3", "S"]
+    kept = cap_finalists(budgets, pools, 3)
+    assert all(any(c["arch"] in kept for c in pool) for pool in pools.values())
 
 
 def test_a_finalist_whose_distillation_failed_drops_out():

@@ -266,11 +266,12 @@ class BuildPlan:
         )
 
     def _select(self, search: SearchResult, teacher: Teacher) -> dict:
-        """Distil every budget's finalists (each subnet once) and choose per budget on the
+        """Distil the budgets' finalists (each subnet once; at most ``quality.max_distilled`` of
+        them, see :func:`~toolchain.nas.budget.cap_finalists`) and choose per budget on the
         validation score after distillation. Returns budget name -> the record of the choice:
         ``{"arch", "score", "why", "shared_with", "finalists": [...]}`` (no "arch" when none of
         its finalists could be distilled)."""
-        from toolchain.nas.budget import choose_per_budget
+        from toolchain.nas.budget import cap_finalists, choose_per_budget
 
         pools, finalists = {}, {}
         for b in self.budgets:
@@ -281,8 +282,15 @@ class BuildPlan:
             pools[b.name] = [{"arch": f["arch"], "latency_ms": _speed(f)} for f in listed]
             for f in listed:
                 finalists.setdefault(f["arch"], f)
-        scores, errors = {}, {}
-        for arch, f in finalists.items():
+        cap = self.recipe.quality.max_distilled
+        kept = cap_finalists(self.budgets, pools, cap)
+        skipped = {a: f"not distilled: over quality.max_distilled ({cap})" for a in finalists
+                   if a not in kept}  # fmt: skip
+        if skipped:
+            log.info("distilling %d of %d pooled finalists (quality.max_distilled %d): %s",
+                     len(kept), len(finalists), cap, ", ".join(kept))  # fmt: skip
+        scores, errors = {a: None for a in skipped}, {}
+        for arch, f in ((a, finalists[a]) for a in kept):
             try:
                 metrics = self._distill(arch, f["model"], teacher)
                 scores[arch] = (metrics.get("best_validation") or {}).get(self.spec.main_metric)
@@ -300,6 +308,7 @@ class BuildPlan:
                     "validation_after_distill": scores.get(c["arch"]),
                     "latency_ms": c["latency_ms"],
                     **({"error": errors[c["arch"]]} if c["arch"] in errors else {}),
+                    **({"skipped": skipped[c["arch"]]} if c["arch"] in skipped else {}),
                 }
                 for c in pool
             ]

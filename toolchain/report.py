@@ -157,7 +157,9 @@ def _selection(summary: dict) -> list[str]:
     for name, sel in (summary.get("selection") or {}).items():
         finalists = ", ".join(
             f"{f['arch']} {_fmt(f.get('validation_after_distill'))} (inherited "
-            f"{_fmt(f.get('accuracy_inherited'))}, {_fmt(f.get('latency_ms'), '.2f')} ms)"
+            f"{_fmt(f.get('accuracy_inherited'))}, {_fmt(f.get('latency_ms'), '.2f')} ms"
+            + (f"; {f['skipped']}" if f.get("skipped") else "")
+            + ")"
             for f in sel.get("finalists") or []
         )
         chosen = sel.get("arch")

@@ -147,6 +147,22 @@ def fits(predicted: dict | None, measured: dict | None, budget: BudgetSpec) -> b
     return lat is not None and lat <= budget.latency_ms and (mem is None or mem <= budget.memory_mb)
 
 
+def cap_finalists(budgets, pools: dict[str, list[dict]], cap: int) -> list[str]:
+    """The finalists to distil when the budgets' pooled finalists exceed ``cap``: round after
+    round, each budget from the tightest adds its next finalist (most accurate first, as the
+    search listed them) not already kept, until ``cap`` are kept. Every budget with finalists
+    keeps at least its first when ``cap`` >= the number of budgets."""
+    kept: list[str] = []
+    order = [b.name for b in sorted(budgets, key=lambda b: (b.latency_ms, b.memory_mb))]
+    depth = max((len(p) for p in pools.values()), default=0)
+    for r in range(depth):
+        for name in order:
+            pool = pools.get(name, [])
+            if len(kept) < cap and r < len(pool) and pool[r]["arch"] not in kept:
+                kept.append(pool[r]["arch"])
+    return kept
+
+
 def choose_per_budget(
     budgets, pools: dict[str, list[dict]], scores: dict[str, float | None], near_tie: float
 ) -> dict[str, dict]:
