@@ -225,8 +225,8 @@ class BuildPlan:
         """The target with its predictors: the user's (a fitted predictor of the device stored
         there), else for this host a calibration stage of the build (24 shapes measured here as
         the graph the build's precision ships in: this machine today, not the constants the CPU
-        family model was calibrated with), else
-        the device's calibrated model (:mod:`toolchain.devices.latency`), labelled so."""
+        family model was calibrated with), else the device's calibrated model
+        (:mod:`toolchain.devices.latency`), labelled so."""
         target = self.target
         if target.has_fitted_predictor() or not target.is_host:
             return target

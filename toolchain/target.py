@@ -33,7 +33,7 @@ from toolchain.devices.profiles import (
     resolve_device,
 )
 from toolchain.errors import ConfigError
-from toolchain.export.timing import SHIPPED_FORMAT
+from toolchain.export.timing import SHIPPED_FORMAT, timing_onnx
 from toolchain.profile.agent import profile_remote, read_token
 from toolchain.profile.local import budget_verdicts, run_worker
 from toolchain.profile.runners import ProfileError
@@ -42,7 +42,6 @@ MEASURED_HERE = "measured here"
 MEASURED_BY_AGENT = "measured by the agent"
 PREDICTED = "predicted"
 LATENCY_KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "peak_rss_mb")
-# the ONNX a search candidate is measured as, by the precision the search predicts at
 
 
 @dataclass(frozen=True)
@@ -263,7 +262,8 @@ class DeviceTarget:
         with tempfile.TemporaryDirectory(prefix="edgec-search-") as tmp:
             folder = Path(tmp) / "candidate"
             folder.mkdir()
-            onnx, fmt = _candidate_onnx(student, folder, precision)
+            # the graph its precision ships in: the graph, not its values, sets the latency
+            onnx, fmt = timing_onnx(student, folder, precision)
             path = onnx
             if self.agent is not None:
                 student.tokenizer.save_pretrained(folder)
@@ -311,14 +311,6 @@ def _protocol(proto: MeasurementProtocol, overrides: ProfileConfig | None) -> Me
 
 def _row(report: dict, shape: tuple[int, int]) -> dict:
     return next(r for r in report["results"] if (r["batch"], r["seq"]) == tuple(shape))
-
-
-def _candidate_onnx(student, folder: Path, precision: str) -> tuple[Path, str]:
-    """The candidate as the graph its precision ships in (INT8 Q/DQ for int8, MatMulNBits for
-    int4/int2, with round-to-nearest steps: the graph, not its values, sets the latency)."""
-    from toolchain.export.timing import timing_onnx
-
-    return timing_onnx(student, folder, precision)
 
 
 __all__ = ["Agent", "DeviceTarget", "MEASURED_BY_AGENT", "MEASURED_HERE", "PREDICTED"]

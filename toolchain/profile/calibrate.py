@@ -52,7 +52,6 @@ def _onnx_for(shape: Shape, workdir: Path, precision: str = "fp32") -> Path:
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
-    from toolchain.export.onnx import export_float
     from toolchain.export.timing import timing_onnx
     from toolchain.models.adapters import adapter_for
 
@@ -70,11 +69,6 @@ def _onnx_for(shape: Shape, workdir: Path, precision: str = "fp32") -> Path:
     )
     model = BertForSequenceClassification(config).eval()
     adapter = adapter_for(model, BertTokenizerFast(vocab_file=str(vocab)))
-    if precision == "fp32":
-        tmp = path.with_name(path.name + ".tmp.onnx")
-        export_float(adapter, tmp)
-        tmp.replace(path)
-        return path
     with tempfile.TemporaryDirectory(prefix=f".{arch}-", dir=workdir) as tmp:
         timing_onnx(adapter, tmp, precision)[0].replace(path)
     return path
