@@ -85,10 +85,11 @@ RUNTIME_REQUIRES = [
     "matplotlib==3.11.2",
     "gguf==0.19.0",  # transformers reads GGUF decoders (SmolLM2) through gguf + accelerate
     "accelerate==1.15.0",
+    "cryptography==50.0.2",  # Ed25519 bundle signatures (edgec keygen / bundle sign / --trust)
 ]
 
 EXTRAS = {
-    "dev": ["pytest==9.2.0", "ruff==0.17.6", "import-linter==2.17"],
+    "dev": ["pytest==9.2.0", "ruff==0.17.6", "import-linter==2.17", "hypothesis==6.170.17"],
     # CUDA execution provider for ONNX Runtime; it replaces the CPU `onnxruntime` wheel
     # (`pip uninstall onnxruntime` first: both install the same module). ninja builds the kernels.
     "gpu": ["onnxruntime-gpu==1.31.1", "ninja==1.13.2"],
