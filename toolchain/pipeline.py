@@ -4,7 +4,10 @@ A run directory (``runs/<name>/``) holds one folder per stage. A stage writes in
 folder (``.<stage>.tmp-*``) that is renamed to ``<stage>/`` only after the stage function returned
 and its ``stage.json`` record was written, so a stage that raises or is killed leaves no folder that
 looks complete. Re-running skips every stage whose record matches (same config, seed and inputs,
-where inputs include the upstream stages' output hashes) and resumes at the first that does not.
+where inputs include the upstream stages' output hashes) and whose outputs still match the sha256
+in its record, and resumes at the first that does not; a stage whose outputs changed on disk
+re-runs, and so does every stage that depends on it. The lock file and the empty checkpoint
+folder are removed when the run directory is closed.
 
 Training stages may keep checkpoints in ``ctx.checkpoint_dir``: it survives a failure or a kill
 (so the next attempt resumes inside the stage) and is deleted once the stage completes.
@@ -198,15 +201,20 @@ class RunDir:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self._state = state_prefix
-        self._lock_file = (self.path / f"{state_prefix}.lock").open("a+")
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_file.close()
-            raise EdgecError(
-                f"run directory {self.path} is in use by another edgec process; wait for it to "
-                "finish or pick another output directory"
-            ) from None
+        self._lock_path = self.path / f"{state_prefix}.lock"
+        while True:  # the lock file is removed on close: lock it, then check it is still there
+            self._lock_file = self._lock_path.open("a+")
+            try:
+                fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._lock_file.close()
+                raise EdgecError(
+                    f"run directory {self.path} is in use by another edgec process; wait for it "
+                    "to finish or pick another output directory"
+                ) from None
+            if _same_file(self._lock_file, self._lock_path):
+                break
+            self._lock_file.close()  # its owner removed it while we opened it: take a new one
         self._lock_file.seek(0)
         self._lock_file.truncate()
         self._lock_file.write(f"{os.getpid()}\n")
@@ -214,7 +222,17 @@ class RunDir:
         self._clean_leftovers()
 
     def close(self) -> None:
+        """Release the lock; remove the lock file and an empty checkpoint folder."""
         if not self._lock_file.closed:
+            ckpts = self.path / f"{self._state}.checkpoints"
+            try:
+                ckpts.rmdir()  # only when empty: a failed stage's checkpoints stay for resume
+            except OSError:
+                pass
+            try:  # removed while still locked, so no other process holds this file's lock
+                self._lock_path.unlink()
+            except OSError:
+                pass
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             self._lock_file.close()
 
@@ -289,19 +307,33 @@ class RunDir:
             )
         self._check_graph(stages)
         results = []
+        tainted: set[str] = set()  # stages re-run because their outputs changed on disk
         for stage in stages:
             ihash = self.input_hash(stage, seed)
             record = self.record(stage.name)
-            if stage.name not in force and record and record.get("input_hash") == ihash:
-                if self._outputs_present(stage.name, record):
+            after = sorted(tainted & set(stage.depends))
+            if after:
+                log.warning(
+                    "stage %s: re-running, it comes after %s, whose outputs had changed on disk",
+                    stage.name,
+                    ", ".join(after),
+                )
+                tainted.add(stage.name)
+            elif stage.name not in force and record and record.get("input_hash") == ihash:
+                changed = self._changed_outputs(stage.name, record)
+                if not changed:
                     log.info("stage %s: up to date, skipped", stage.name)
                     results.append(
                         StageResult(stage.name, "skipped", self.stage_dir(stage.name), record)
                     )
                     continue
                 log.warning(
-                    "stage %s: outputs changed on disk since its record; re-running", stage.name
+                    "stage %s: %s changed on disk since its record (sha256); re-running it and "
+                    "every stage that depends on it",
+                    stage.name,
+                    changed,
                 )
+                tainted.add(stage.name)
             record = self._run_one(stage, ihash, seed)
             results.append(StageResult(stage.name, "ran", self.stage_dir(stage.name), record))
         return results
@@ -321,12 +353,17 @@ class RunDir:
                     )
             seen.add(stage.name)
 
-    def _outputs_present(self, name: str, record: dict) -> bool:
+    def _changed_outputs(self, name: str, record: dict) -> str | None:
+        """The first output that no longer matches the record's size and sha256 (missing,
+        resized, or same size with other bytes), or None when every output matches."""
         folder = self.stage_dir(name)
-        return all(
-            (folder / rel).is_file() and (folder / rel).stat().st_size == meta["size"]
-            for rel, meta in record.get("outputs", {}).items()
-        )
+        for rel, meta in record.get("outputs", {}).items():
+            path = folder / rel
+            if not path.is_file():
+                return f"{rel} (missing)"
+            if path.stat().st_size != meta.get("size") or _sha256_file(path) != meta.get("sha256"):
+                return rel
+        return None
 
     def _run_one(self, stage: Stage, ihash: str, seed: int) -> dict:
         tmp = self.path / f".{stage.name}{_TMP_TAG}{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -415,6 +452,15 @@ class RunDir:
                 shutil.rmtree(p, ignore_errors=True)
             elif _OLD_TAG in p.name:  # superseded output whose replacement was interrupted
                 shutil.rmtree(p, ignore_errors=True)
+
+
+def _same_file(handle, path: Path) -> bool:
+    """Whether the open ``handle`` is still the file at ``path`` (not removed or replaced)."""
+    try:
+        here, there = os.fstat(handle.fileno()), os.stat(path)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 def _pid_alive(tail: str) -> bool:
