@@ -188,8 +188,8 @@ class _Handler(BaseHTTPRequestHandler):
         agent keeps serving. A client that went away is left to the server's one log line."""
         if self.plain_on_tls:
             self.close_connection = True
-            port = self.server.server_address[1]
-            self._reply(400, {"error": f"this agent speaks TLS only: use https://HOST:{port}"})
+            where = self.headers.get("Host") or f"HOST:{self.server.server_address[1]}"
+            self._reply(400, {"error": f"this agent speaks TLS only: use https://{where}"})
             return
         try:
             action()

@@ -91,12 +91,13 @@ def server_tls(cert: str | Path, key: str | Path) -> ssl.SSLContext:
     Raises:
         ProfileError: a file cannot be read, or the key does not match the certificate.
     """
+    for path in (cert, key):
+        if not Path(path).is_file():
+            raise ProfileError(f"cannot read the TLS file {path}: no such file")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         context.load_cert_chain(str(cert), str(key))
-    except FileNotFoundError as e:
-        raise ProfileError(f"cannot read the TLS file {e.filename}: {e.strerror}") from None
     except (ssl.SSLError, OSError) as e:
         raise ProfileError(
             f"cannot load the TLS certificate {cert} with key {key}: {e} (PEM files, the key "
