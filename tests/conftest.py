@@ -50,6 +50,7 @@ def start_agent(folder: Path, token: str, *, device: str = "host", max_upload_mb
     """`edgec agent` on a free loopback port in a second process; yields ``(url, port)``."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "token").write_text(token + "\n")
+    (folder / "token").chmod(0o600)  # the agent refuses a token others can read
     proc = subprocess.Popen(
         [
             sys.executable,

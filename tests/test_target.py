@@ -34,8 +34,15 @@ def test_an_agent_needs_its_token_file(tmp_path):
         DeviceTarget.resolve("jetson", agent_url="http://127.0.0.1:9600")
     token = tmp_path / "token"
     token.write_text("secret-token\n")
+    token.chmod(0o600)  # a token others can read is refused
     t = DeviceTarget.resolve("jetson", agent_url="http://127.0.0.1:9600", token_file=token)
     assert t.agent.token == "secret-token" and t.measurable and "secret" not in repr(t)
+    with pytest.raises(ConfigError, match="--ca-cert goes with an https:// --target"):
+        DeviceTarget.resolve("jetson", ca_cert="agent.crt")
+    with pytest.raises(ProfileError, match="http://127.0.0.1:9600 is not https://"):
+        DeviceTarget.resolve(
+            "jetson", agent_url="http://127.0.0.1:9600", token_file=token, ca_cert="agent.crt"
+        )
 
 
 def test_the_recipe_overrides_the_profile_protocol():

@@ -87,14 +87,16 @@ def target(
     token_file: str | None = None,
     predictors: str | Path | None = DEFAULT,
     overrides: ProfileConfig | None = None,
+    ca_cert: str | None = None,
 ) -> DeviceTarget:
     """The device ``device`` (a profile name, alias or YAML path) resolved once, with its agent
-    (``agent_url`` and ``token_file``), its predictors folder (default: the shared one) and the
-    recipe's protocol ``overrides`` (warm-up, iterations, repeats, threads)."""
+    (``agent_url``, ``token_file``, and ``ca_cert`` to trust for an https:// agent), its
+    predictors folder (default: the shared one) and the recipe's protocol ``overrides``
+    (warm-up, iterations, repeats, threads)."""
     folder = default_predictors_dir() if predictors == DEFAULT else predictors
     return DeviceTarget.resolve(
         device, agent_url=agent_url, token_file=token_file, predictors_dir=folder,
-        overrides=overrides,
+        overrides=overrides, ca_cert=ca_cert,
     )  # fmt: skip
 
 

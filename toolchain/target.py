@@ -35,6 +35,7 @@ from toolchain.devices.profiles import (
 from toolchain.errors import ConfigError
 from toolchain.export.timing import SHIPPED_FORMAT, timing_onnx
 from toolchain.profile.agent import profile_remote, read_token
+from toolchain.profile.connections import client_tls
 from toolchain.profile.local import budget_verdicts, run_worker
 from toolchain.profile.runners import ProfileError
 
@@ -46,11 +47,13 @@ LATENCY_KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "peak_rss_mb")
 
 @dataclass(frozen=True)
 class Agent:
-    """An `edgec agent` on the device: its URL and token (read once from ``token_file``)."""
+    """An `edgec agent` on the device: its URL and token (read once from ``token_file``), and
+    for an https:// agent the certificate to trust (None: the system's trust store)."""
 
     url: str
     token: str = field(repr=False)
     token_file: str
+    ca_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,20 +88,24 @@ class DeviceTarget:
         token_file: str | None = None,
         predictors_dir: str | Path | None = None,
         overrides: ProfileConfig | None = None,
+        ca_cert: str | None = None,
     ) -> DeviceTarget:
         """Resolve ``device`` (name, alias or profile path) once, with its agent and predictors.
 
         Raises:
             UnknownDeviceError: the closest known names listed.
-            ConfigError: an agent URL without a token file.
+            ConfigError: an agent URL without a token file, a CA certificate without an agent.
         """
         resolution = resolve_device(device)
         host = resolve_device("host").profile
         agent = None
+        if ca_cert and not agent_url:
+            raise ConfigError("--ca-cert goes with an https:// --target (the agent's certificate)")
         if agent_url:
             if not token_file:
                 raise ConfigError("--target needs --token-file F (the agent's token)")
-            agent = Agent(agent_url, read_token(token_file), str(token_file))
+            client_tls(agent_url, ca_cert)  # a CA file for an http:// URL is refused here
+            agent = Agent(agent_url, read_token(token_file), str(token_file), ca_cert)
         return cls(
             profile=resolution.profile,
             requested=device,
@@ -204,7 +211,7 @@ class DeviceTarget:
         request = self.request(sorted(set(map(tuple, shapes))), runtime=runtime, **overrides)
         if self.agent is not None:
             report = profile_remote(Path(path), self.agent.url, token=self.agent.token,
-                                    request=request)  # fmt: skip
+                                    request=request, ca_file=self.agent.ca_file)  # fmt: skip
         elif self.is_host:
             report = run_worker({**request, "target": str(path)})
             report["label"] = f"measured on {self.name} ({report['environment']['cpu']})"

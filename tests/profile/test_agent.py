@@ -125,6 +125,7 @@ def test_the_agent_is_still_healthy(agent):
 
 def test_edgec_profile_through_the_agent(edgec, agent, tiny_bundle, tmp_path):
     (tmp_path / "token").write_text(TOKEN)
+    (tmp_path / "token").chmod(0o600)
     proc = edgec(
         "profile",
         str(tiny_bundle[0]),
@@ -149,6 +150,7 @@ def test_edgec_profile_through_the_agent(edgec, agent, tiny_bundle, tmp_path):
     report = json.loads(proc.stdout)
     assert report["label"].endswith("by edgec agent") and report["budgets"]
     (tmp_path / "bad").write_text("short")
+    (tmp_path / "bad").chmod(0o600)
     bad = edgec(
         "profile",
         str(tiny_bundle[0]),

@@ -1,11 +1,15 @@
-"""`edgec agent`: serve on-device measurements to `edgec profile --target` over HTTP.
+"""`edgec agent`: serve on-device measurements to `edgec profile --target` over HTTP(S).
 
-    edgec agent --host 0.0.0.0 --port 9600 --token-file ~/.edgec-token --device jetson-orin-nano-8gb
+    edgec agent --host 0.0.0.0 --port 9600 --token-file ~/.edgec-token --device jetson \\
+        --tls-cert agent.crt --tls-key agent.key
+    edgec agent --port 9600 --token-file ~/.edgec-token     # 127.0.0.1: reach it by SSH tunnel
 
 Run it on the target. It accepts only verified bundles (every sha256 checked), measures their
 ONNX model under the requested protocol in a fresh process, one request at a time, and answers
-with its own environment header. Requests without the bearer token, oversize or truncated
-uploads, tampered bundles and malformed requests are refused with a clear status.
+with its own environment header. Requests without the bearer token, oversize, truncated or too
+slow uploads, tampered bundles and malformed requests are refused with a clear status; beyond
+--max-connections open connections it answers 503. The token file must be private (chmod 600);
+listening beyond this machine without TLS prints a warning.
 """
 
 from __future__ import annotations
@@ -13,18 +17,48 @@ from __future__ import annotations
 import argparse
 
 from toolchain.profile.agent import read_token, serve
+from toolchain.profile.connections import ConnectionLimits
 from toolchain.target import DeviceTarget
 
-HELP = "serve on-device measurements to edgec profile over HTTP (run on the target)"
+HELP = "serve on-device measurements to edgec profile over HTTP(S) (run on the target)"
 IMPLEMENTED = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: all)")
     parser.add_argument("--port", type=int, default=9600, help="port (0: any free one)")
-    parser.add_argument("--token-file", required=True, metavar="F", help="the shared secret")
+    parser.add_argument(
+        "--token-file", required=True, metavar="F", help="the shared secret (chmod 600)"
+    )
     parser.add_argument("--device", help="the profile name this machine answers as")
     parser.add_argument("--max-upload-mb", type=float, default=512)
+    parser.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate")
+    parser.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
+    defaults = ConnectionLimits()
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=defaults.max_connections,
+        metavar="N",
+        help="open connections at a time; more are answered 503 (default "
+        f"{defaults.max_connections})",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=float,
+        default=defaults.header_timeout_s,
+        metavar="S",
+        help="seconds for a request's headers to arrive, in all (default "
+        f"{defaults.header_timeout_s:g})",
+    )
+    parser.add_argument(
+        "--min-upload-rate",
+        type=float,
+        default=defaults.min_upload_mb_s,
+        metavar="MB/S",
+        help=f"the body may take {defaults.body_timeout_s:g} s plus its size at this rate "
+        f"(default {defaults.min_upload_mb_s:g})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,6 +69,11 @@ def run(args: argparse.Namespace) -> int:
         import platform
 
         device = platform.node()
+    limits = ConnectionLimits(
+        header_timeout_s=args.header_timeout,
+        min_upload_mb_s=args.min_upload_rate,
+        max_connections=args.max_connections,
+    )
     try:
         serve(
             args.host,
@@ -42,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
             token=read_token(args.token_file),
             device=device,
             max_upload_mb=args.max_upload_mb,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            limits=limits,
         )
     except KeyboardInterrupt:
         return 130

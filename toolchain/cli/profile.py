@@ -90,10 +90,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--target",
         dest="agent_url",
-        metavar="http://HOST:9600",
+        metavar="https://HOST:9600",
         help="measure on the device through its `edgec agent` (TARGET must be a bundle)",
     )
     parser.add_argument("--token-file", metavar="F", help="the agent's token (with --target)")
+    parser.add_argument(
+        "--ca-cert",
+        metavar="PEM",
+        help="with an https:// --target: the agent's certificate to trust (a self-signed one); "
+        "default: the system's trust store",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -107,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
     shapes = None
     if args.batch or args.seq:
         shapes = [(b, s) for b in (args.batch or [1]) for s in (args.seq or [128])]
-    device = api.target(args.device, agent_url=args.agent_url, token_file=args.token_file)
+    device = api.target(
+        args.device, agent_url=args.agent_url, token_file=args.token_file, ca_cert=args.ca_cert
+    )
     report = api.profile(
         args.target,
         device=device,

@@ -8,21 +8,34 @@ the archive safely, verifies every hash, measures the bundle's ONNX model in a f
 header. Nothing but a verified bundle's ONNX model is ever run. ``GET /health`` answers too.
 
 Status codes: 401 no token, 403 wrong token, 411 no Content-Length, 413 too large, 400 truncated
-upload or malformed request, 422 a bundle that fails verification, 500 a measurement that failed;
-the agent keeps serving after each.
+upload or malformed request (a Content-Length that is not a whole number included), 408 a request
+that did not arrive within its deadline, 422 a bundle that fails verification, 500 a measurement
+that failed, 503 more connections than allowed (with Retry-After); the agent keeps serving after
+each, and no reply names a path on the agent. Connections are guarded as
+:mod:`toolchain.profile.connections` describes: one deadline for the headers and one for the body
+(not per read), a cap on open connections, optional TLS, one log line for a client that leaves.
 
 Example::
 
-    serve("0.0.0.0", 9600, token="s3cret")                    # on the device
-    profile_remote(Path("b.edgec"), "http://jetson:9600", token="s3cret", shapes=[[1, 128]])
+    serve("0.0.0.0", 9600, token="s3cret", device="jetson",         # on the device
+          tls_cert="agent.crt", tls_key="agent.key")
+    profile_remote(Path("b.edgec"), "https://jetson:9600", token="s3cret",
+                   request={"shapes": [[1, 128]]}, ca_file="agent.crt")
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
+import http.client
 import io
 import json
 import logging
+import os
+import re
+import socket
+import ssl
+import sys
 import tempfile
 import threading
 import time
@@ -32,6 +45,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from toolchain.bundle.manifest import BundleError, pack, unpack, verify
+from toolchain.errors import EdgecError
+from toolchain.profile.connections import (
+    TLS_RECORD,
+    ConnectionLimits,
+    DeadlineReader,
+    RequestTimeout,
+    busy_reply,
+    client_tls,
+    exposure_warning,
+    refuse_busy,
+    server_tls,
+    without_paths,
+)
 from toolchain.profile.local import run_worker
 from toolchain.profile.runners import ProfileError
 
@@ -84,9 +110,54 @@ def validate_request(raw: str | None) -> dict:
 
 class _Handler(BaseHTTPRequestHandler):
     server_version = "edgec-agent/1"
+    server: Agent
+
+    def setup(self):
+        limits = self.server.limits
+        deadline = time.monotonic() + limits.header_timeout_s
+        # until a request line is parsed, a reply (408) still needs these
+        self.requestline, self.request_version, self.command = "", "HTTP/1.0", ""
+        self.plain_on_tls = False
+        if self.server.tls is not None:
+            self._start_tls(deadline)
+        super().setup()
+        self.rfile.close()  # reads go through the deadline instead
+        self.reader = DeadlineReader(self.connection, deadline, limits.write_timeout_s)
+        self.rfile = io.BufferedReader(self.reader, 1 << 16)
+        self.connection.settimeout(limits.write_timeout_s)
+
+    def _start_tls(self, deadline: float) -> None:
+        self.request.settimeout(max(deadline - time.monotonic(), 0.001))
+        first = self.request.recv(1, socket.MSG_PEEK)
+        if not first:
+            raise ConnectionAbortedError("closed before the TLS handshake")
+        if first[0] != TLS_RECORD:  # plain HTTP: answered in plain HTTP, with what to use
+            self.plain_on_tls = True
+            return
+        self.request = self.server.tls.wrap_socket(self.request, server_side=True)
+
+    def finish(self):
+        super().finish()
+        if isinstance(self.request, ssl.SSLSocket):  # the server closes only the plain socket
+            with contextlib.suppress(OSError):
+                self.request.shutdown(socket.SHUT_WR)
+            self.request.close()
+
+    def handle_one_request(self):
+        try:
+            super().handle_one_request()
+        except RequestTimeout:
+            self.close_connection = True
+            s = self.server.limits.header_timeout_s
+            log.info("%s: request not complete within %g s; dropped", self.address_string(), s)
+            self._reply(408, {"error": f"the request did not arrive within {s:g} s"})
 
     def log_message(self, fmt, *args):  # through logging, not stderr
         log.info("%s %s", self.address_string(), fmt % args)
+
+    def send_error(self, code, message=None, explain=None):  # http.server's own refusals: JSON
+        self.close_connection = True
+        self._reply(code, {"error": message or self.responses.get(code, ("error",))[0]})
 
     def _reply(self, status: int, body: dict) -> None:
         data = json.dumps(body).encode()
@@ -107,6 +178,32 @@ class _Handler(BaseHTTPRequestHandler):
         return True
 
     def do_GET(self):  # noqa: N802 (http.server's naming)
+        self._guarded(self._health)
+
+    def do_POST(self):  # noqa: N802
+        self._guarded(self._measure)
+
+    def _guarded(self, action) -> None:
+        """Run ``action``; whatever it raises is answered (500) without a server path, and the
+        agent keeps serving. A client that went away is left to the server's one log line."""
+        if self.plain_on_tls:
+            self.close_connection = True
+            where = self.headers.get("Host") or f"HOST:{self.server.server_address[1]}"
+            self._reply(400, {"error": f"this agent speaks TLS only: use https://{where}"})
+            return
+        try:
+            action()
+        except (ConnectionError, ssl.SSLError, RequestTimeout):
+            raise
+        except EdgecError as e:
+            log.warning("%s: %s %s failed: %s", self.address_string(), self.command, self.path, e)
+            self._reply(500, {"error": without_paths(str(e))})
+        except Exception:
+            log.exception("%s: %s %s: unexpected error", self.address_string(), self.command,
+                          self.path)  # fmt: skip
+            self._reply(500, {"error": "internal error in the agent (its log has the details)"})
+
+    def _health(self) -> None:
         if not self._authorized():
             return
         if self.path != "/health":
@@ -116,24 +213,15 @@ class _Handler(BaseHTTPRequestHandler):
             200, {"status": "ok", "busy": self.server.lock.locked(), "device": self.server.device}
         )
 
-    def do_POST(self):  # noqa: N802
-        try:
-            self._measure()
-        except Exception as e:  # a request never takes the agent down
-            log.exception("measurement failed")
-            self._reply(500, {"error": f"{type(e).__name__}: {e}"})
-
     def _measure(self) -> None:
         if self.path != "/measure":
             self._reply(404, {"error": f"no such endpoint {self.path}; POST /measure"})
             return
         if not self._authorized():
             return
-        length = self.headers.get("Content-Length")
-        if length is None:
-            self._reply(411, {"error": "Content-Length required"})
+        size = self._content_length()
+        if size is None:
             return
-        size = int(length)
         if size > self.server.max_upload:
             self._reply(413, {"error": f"upload of {size} bytes exceeds {self.server.max_upload}"})
             return
@@ -142,19 +230,38 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError as e:
             self._reply(400, {"error": str(e)})
             return
-        body = self._read(size)
+        self.reader.deadline = self.server.limits.body_deadline(size)
+        try:
+            body = self._read(size)
+        except RequestTimeout:
+            self.close_connection = True
+            self._reply(408, {"error": f"the upload of {size} bytes did not arrive in time"})
+            return
         if body is None:
             self._reply(400, {"error": f"truncated upload: expected {size} bytes"})
             return
-        self._reply(*self.server.measure(body, request))
+        status, reply = self.server.measure(body, request)
+        if "error" in reply:
+            reply = {**reply, "error": without_paths(str(reply["error"]))}
+        self._reply(status, reply)
+
+    def _content_length(self) -> int | None:
+        """The declared body size, or None once the refusal (411, 400) is sent."""
+        length = self.headers.get("Content-Length")
+        if length is None:
+            self._reply(411, {"error": "Content-Length required"})
+            return None
+        if not re.fullmatch(r"[0-9]{1,18}", length.strip()):
+            self.close_connection = True
+            error = f"Content-Length must be a whole number of bytes, got {length!r:.40}"
+            self._reply(400, {"error": error})
+            return None
+        return int(length)
 
     def _read(self, size: int) -> bytes | None:
         buf = io.BytesIO()
         while buf.tell() < size:
-            try:
-                chunk = self.rfile.read(min(1 << 20, size - buf.tell()))
-            except TimeoutError:
-                return None
+            chunk = self.rfile.read(min(1 << 20, size - buf.tell()))
             if not chunk:
                 return None
             buf.write(chunk)
@@ -162,7 +269,12 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class Agent(ThreadingHTTPServer):
-    """The HTTP server; :meth:`measure` runs one measurement at a time."""
+    """The HTTP(S) server; :meth:`measure` runs one measurement at a time.
+
+    Each connection has a thread, at most ``limits.max_connections`` at a time (beyond them:
+    503 from the accept loop), and deadlines for its whole request; ``tls`` (see
+    :func:`~toolchain.profile.connections.server_tls`) makes it HTTPS.
+    """
 
     daemon_threads = True
 
@@ -175,6 +287,8 @@ class Agent(ThreadingHTTPServer):
         device: str,
         max_upload_mb: float,
         timeout_s: float = 3600,
+        tls: ssl.SSLContext | None = None,
+        limits: ConnectionLimits | None = None,
     ):
         if len(token) < 8:
             raise ProfileError("the agent token must be at least 8 characters")
@@ -183,10 +297,60 @@ class Agent(ThreadingHTTPServer):
         self.max_upload = int(max_upload_mb * 2**20)
         self.timeout_s = timeout_s
         self.lock = threading.Lock()
+        self.tls, self.limits = tls, limits or ConnectionLimits()
+        self.open_connections = 0
+        self._count = threading.Lock()
+        self._refusing = threading.Semaphore(1)
 
-    def finish_request(self, request, client_address):
-        request.settimeout(30)  # a client that stalls mid-upload is dropped
-        super().finish_request(request, client_address)
+    def process_request(self, request, client_address):
+        with self._count:
+            busy = self.open_connections >= self.limits.max_connections
+            if not busy:
+                self.open_connections += 1
+        if busy:
+            log.info("%s: refused (503): %d connections open", client_address[0],
+                     self.limits.max_connections)  # fmt: skip
+            args = (request, busy_reply(self.limits.max_connections))
+            if self.tls is None:  # answered here, without a thread
+                refuse_busy(*args, tls=None)
+            elif not self._refusing.acquire(blocking=False):
+                request.close()  # too many at once even to answer 503
+            else:  # a TLS 503 needs a handshake: one short-lived thread (at most one at a time)
+                threading.Thread(target=self._refuse_tls, args=args, daemon=True).start()
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._release()
+            raise
+
+    def _refuse_tls(self, request, reply) -> None:
+        try:
+            refuse_busy(request, reply, tls=self.tls)
+        finally:
+            self._refusing.release()
+
+    def _release(self) -> None:
+        with self._count:
+            self.open_connections -= 1
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._release()
+
+    def handle_error(self, request, client_address):
+        """A client that went away, stalled or failed its TLS handshake: one line, no
+        traceback. Anything else: the traceback, once."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError, ssl.SSLError, RequestTimeout)):
+            why = type(error).__name__
+            if isinstance(error, ssl.SSLError):
+                why = f"TLS handshake: {error.reason or error}"
+            log.info("%s: connection dropped (%s)", client_address[0], why)
+        else:
+            log.exception("%s: unexpected error", client_address[0])
 
     def measure(self, archive: bytes, request: dict) -> tuple[int, dict]:
         with tempfile.TemporaryDirectory(prefix="edgec-agent-") as tmp:
@@ -211,10 +375,34 @@ class Agent(ThreadingHTTPServer):
         return 200, reply
 
 
-def serve(host: str, port: int, *, token: str, device: str, max_upload_mb: float = 512) -> None:
-    agent = Agent(host, port, token=token, device=device, max_upload_mb=max_upload_mb)
+def serve(
+    host: str,
+    port: int,
+    *,
+    token: str,
+    device: str,
+    max_upload_mb: float = 512,
+    tls_cert: str | Path | None = None,
+    tls_key: str | Path | None = None,
+    limits: ConnectionLimits | None = None,
+) -> None:
+    """Serve until interrupted: HTTPS with ``tls_cert`` and ``tls_key`` (PEM), else plain
+    HTTP, with a warning on stderr when that is reachable beyond this machine.
+
+    Raises:
+        ProfileError: only one of ``tls_cert``/``tls_key``, or files that cannot be loaded.
+    """
+    if (tls_cert is None) != (tls_key is None):
+        raise ProfileError("TLS needs both --tls-cert and --tls-key")
+    tls = server_tls(tls_cert, tls_key) if tls_cert else None
+    agent = Agent(
+        host, port, token=token, device=device, max_upload_mb=max_upload_mb, tls=tls, limits=limits
+    )
     bound = agent.server_address
-    print(f"edgec agent: listening on {bound[0]}:{bound[1]} as {device}", flush=True)
+    scheme = "https" if tls else "http"
+    print(f"edgec agent: listening on {bound[0]}:{bound[1]} as {device} ({scheme})", flush=True)
+    if warning := exposure_warning(host, tls=tls is not None):
+        print(f"edgec agent: {warning}", file=sys.stderr, flush=True)
     try:
         agent.serve_forever()
     finally:
@@ -222,17 +410,41 @@ def serve(host: str, port: int, *, token: str, device: str, max_upload_mb: float
 
 
 def read_token(path: str | Path) -> str:
+    """The shared secret in ``path``: at least 8 characters, in a file only its owner can read.
+
+    Raises:
+        ProfileError: the file is missing, readable by group or others, or the token too short.
+    """
     try:
+        mode = os.stat(path).st_mode
         token = Path(path).read_text().strip()
     except OSError as e:
         raise ProfileError(f"cannot read the token file {path}: {e.strerror}") from None
+    if os.name == "posix" and mode & 0o077:
+        raise ProfileError(
+            f"the token file {path} can be read by others (mode {mode & 0o777:o}): "
+            f"run chmod 600 {path}"
+        )
     if len(token) < 8:
         raise ProfileError(f"{path}: the token must be at least 8 characters")
     return token
 
 
-def profile_remote(bundle: Path, url: str, *, token: str, request: dict, timeout: float = 3600):
-    """Upload ``bundle`` (a folder or .tar.gz) to an agent and return its measurement."""
+def profile_remote(
+    bundle: Path,
+    url: str,
+    *,
+    token: str,
+    request: dict,
+    timeout: float = 3600,
+    ca_file: str | Path | None = None,
+):
+    """Upload ``bundle`` (a folder or .tar.gz) to an agent and return its measurement.
+
+    ``url`` is ``http://`` or ``https://``; ``ca_file`` is the certificate to trust for an
+    https agent (its self-signed certificate; None: the system's trust store).
+    """
+    context = client_tls(url, ca_file)
     with tempfile.TemporaryDirectory(prefix="edgec-upload-") as tmp:
         archive = bundle
         if bundle.is_dir():
@@ -249,10 +461,27 @@ def profile_remote(bundle: Path, url: str, *, token: str, request: dict, timeout
         },
     )
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as e:
-        detail = json.loads(e.read() or b"{}").get("error", e.reason)
+        try:
+            detail = json.loads(e.read() or b"{}").get("error", e.reason)
+        except ValueError:
+            detail = e.reason
         raise ProfileError(f"the agent at {url} refused: {e.code} {detail}") from None
     except urllib.error.URLError as e:
-        raise ProfileError(f"cannot reach the agent at {url}: {e.reason}") from None
+        hint = _hint(e.reason)
+        raise ProfileError(f"cannot reach the agent at {url}: {e.reason}{hint}") from None
+    except (OSError, http.client.HTTPException) as e:
+        raise ProfileError(
+            f"the agent at {url} closed the connection ({e or type(e).__name__}); an https:// "
+            "agent reached with http://, or one busy with --max-connections open?"
+        ) from None
+
+
+def _hint(reason) -> str:
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        return " (a self-signed agent certificate? give it with --ca-cert FILE)"
+    if isinstance(reason, ssl.SSLError):
+        return " (does the agent serve TLS? it needs --tls-cert and --tls-key)"
+    return ""
