@@ -2,14 +2,18 @@
 
 The agent runs on the target (a Jetson, a Raspberry Pi) with the standard library, numpy and
 onnxruntime. ``POST /measure`` takes a bundle as ``.tar.gz`` (the body) and the protocol as JSON
-in the ``X-Edgec-Request`` header; the agent checks the bearer token, the declared size, unpacks
-the archive safely, verifies every hash, measures the bundle's ONNX model in a fresh process
-(one measurement at a time; others wait their turn) and answers JSON with its own environment
-header. Nothing but a verified bundle's ONNX model is ever run. ``GET /health`` answers too.
+in the ``X-Edgec-Request`` header; the agent checks the bearer token, the declared size, checks
+the archive's members against its limits before unpacking (count, sizes, ratio, types, names),
+verifies every hash and that every path the manifest names is inside the bundle, with ``trust``
+that a trusted key signed it, measures the bundle's ONNX model in a fresh process (one
+measurement at a time; others wait their turn) and answers JSON with its own environment header.
+Nothing but a verified bundle's ONNX model is ever run. ``GET /health`` answers too.
 
-Status codes: 401 no token, 403 wrong token, 411 no Content-Length, 413 too large, 400 truncated
-upload or malformed request, 422 a bundle that fails verification, 500 a measurement that failed;
-the agent keeps serving after each.
+Status codes: 401 no token, 403 wrong token, 411 no Content-Length, 413 too large (the upload, or
+an archive over the unpacking limits: too many members, too large unpacked, a compression bomb),
+400 truncated upload or malformed request, 422 a bundle that fails verification (an unreadable,
+truncated or unsafe archive, a bad manifest, a hash mismatch, unsigned or untrusted when the
+agent trusts keys), 500 a measurement that failed; the agent keeps serving after each.
 
 Example::
 
@@ -31,7 +35,14 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from toolchain.bundle.manifest import BundleError, pack, unpack, verify
+from toolchain.bundle.manifest import (
+    ArchiveLimitError,
+    ArchiveLimits,
+    BundleError,
+    pack,
+    unpack,
+    verify,
+)
 from toolchain.profile.local import run_worker
 from toolchain.profile.runners import ProfileError
 
@@ -175,13 +186,20 @@ class Agent(ThreadingHTTPServer):
         device: str,
         max_upload_mb: float,
         timeout_s: float = 3600,
+        trust=None,
+        archive_limits: ArchiveLimits | None = None,
     ):
+        """``trust``: a :class:`toolchain.bundle.sign.TrustedKeys`, and only bundles one of its
+        keys signed are run (None: any bundle whose hashes verify); ``archive_limits``: what an
+        upload may unpack to (default :class:`ArchiveLimits`)."""
         if len(token) < 8:
             raise ProfileError("the agent token must be at least 8 characters")
         super().__init__((host, port), _Handler)
         self.token, self.device = token, device
         self.max_upload = int(max_upload_mb * 2**20)
         self.timeout_s = timeout_s
+        self.trust = trust
+        self.archive_limits = archive_limits or ArchiveLimits()
         self.lock = threading.Lock()
 
     def finish_request(self, request, client_address):
@@ -193,10 +211,11 @@ class Agent(ThreadingHTTPServer):
             path = Path(tmp) / "upload.edgec.tar.gz"
             path.write_bytes(archive)
             try:
-                folder = unpack(path, Path(tmp) / "bundle")
-                manifest = verify(folder)
-            except BundleError as e:
-                return 422, {"error": f"bundle refused: {e}"}
+                folder = unpack(path, Path(tmp) / "bundle", limits=self.archive_limits)
+                manifest = verify(folder, trust=self.trust)
+            except BundleError as e:  # the messages name files, not this agent's temp folders
+                status = 413 if isinstance(e, ArchiveLimitError) else 422
+                return status, {"error": f"bundle refused: {str(e).replace(tmp + '/', '')}"}
             with self.lock:  # one measurement at a time; later requests wait here
                 started = time.time()
                 reply = run_worker(
@@ -211,10 +230,31 @@ class Agent(ThreadingHTTPServer):
         return 200, reply
 
 
-def serve(host: str, port: int, *, token: str, device: str, max_upload_mb: float = 512) -> None:
-    agent = Agent(host, port, token=token, device=device, max_upload_mb=max_upload_mb)
+def serve(
+    host: str,
+    port: int,
+    *,
+    token: str,
+    device: str,
+    max_upload_mb: float = 512,
+    trust=None,
+    archive_limits: ArchiveLimits | None = None,
+) -> None:
+    agent = Agent(
+        host,
+        port,
+        token=token,
+        device=device,
+        max_upload_mb=max_upload_mb,
+        trust=trust,
+        archive_limits=archive_limits,
+    )
     bound = agent.server_address
     print(f"edgec agent: listening on {bound[0]}:{bound[1]} as {device}", flush=True)
+    if trust is None:
+        print("edgec agent: no --trust: any bundle whose hashes verify is run", flush=True)
+    else:
+        print(f"edgec agent: only bundles signed by {trust.describe()} are run", flush=True)
     try:
         agent.serve_forever()
     finally:
