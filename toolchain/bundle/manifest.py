@@ -467,6 +467,8 @@ def _checked_members(tar, where: str, archive_bytes: int, limits: ArchiveLimits)
 def _bundle_root(members: list, where: str) -> str:
     """The top folder holding manifest.json, or '' when manifest.json is at the top."""
     files = {n for m, n in members if not m.isdir()}
+    if not files:
+        raise BundleError(f"{where}: an archive without files; not an edgec bundle")
     if MANIFEST in files:
         return ""
     tops = sorted({n.split("/")[0] for _, n in members})
