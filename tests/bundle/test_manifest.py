@@ -154,6 +154,8 @@ def test_wrong_types_are_named(bundle, change, message):
         (b"{\xff}", "not UTF-8 text"),
         (b'{"schema_version": 2', "invalid JSON at line 1"),
         (b'{"schema_version": 2}', "missing key(s) model, task, labels"),
+        (b"[" * 100_000 + b"]" * 100_000, "unreadable JSON (RecursionError"),
+        (b'{"a": ' + b"9" * 5000 + b"}", "unreadable JSON (ValueError: Exceeds the limit"),
     ],
 )
 def test_malformed_manifests_are_refused(bundle, text, message):

@@ -234,6 +234,8 @@ def _load_json(path: Path, limit: int) -> object:
         raise BundleError(f"{path}: not UTF-8 text") from None
     except json.JSONDecodeError as e:
         raise BundleError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+    except (ValueError, RecursionError) as e:  # a 5000-digit number, nesting 100,000 deep
+        raise BundleError(f"{path}: unreadable JSON ({type(e).__name__}: {e})") from None
 
 
 def read_manifest(folder: Path) -> dict:
