@@ -22,6 +22,7 @@ ISSUE_VERBS = (
     "export",
     "profile",
     "bundle",
+    "keygen",
     "run",
     "agent",
     "devices",

@@ -1,1 +1,2 @@
-"""Deployable bundles: manifest, hashes, model card; verification."""
+"""Deployable bundles: manifest, hashes and digest, model card; verification, safe unpacking and
+Ed25519 signatures."""

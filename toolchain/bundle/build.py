@@ -22,7 +22,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from toolchain.bundle.manifest import MANIFEST, SCHEMA_VERSION, BundleError, file_table, pack
+from toolchain.bundle.manifest import (
+    SCHEMA_VERSION,
+    SIGNATURE,
+    BundleError,
+    file_table,
+    pack,
+    read_manifest,
+    write_manifest,
+)
 from toolchain.export import device_format
 from toolchain.version import __version__
 
@@ -136,7 +144,7 @@ def build_bundle(
         if model_card:
             (folder / "README.md").write_text(card(manifest))
         manifest["files"] = file_table(folder)
-        (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        write_manifest(folder, manifest)
         if out.exists():
             shutil.rmtree(out)
         folder.rename(out)
@@ -150,21 +158,24 @@ def set_latency(folder: str | Path, latency: dict, quality: dict | None = None) 
     """Give a built bundle its latency figures (measured by the device's agent, or predicted for
     the device; ``latency["label"]`` says which) and, from a build, its quality beside the
     teacher and the trivial baseline in the task's main metric (``quality``): the manifest, the
-    model card and the file table are rewritten, and the ``.tar.gz`` beside the folder re-packed
+    model card and the file table are rewritten (with a new digest: a signature of the old one
+    is removed, the bundle must be signed again), and the ``.tar.gz`` beside the folder re-packed
     if there is one."""
     folder = Path(folder)
-    manifest = json.loads((folder / MANIFEST).read_text())
     if "label" not in latency:
         raise BundleError("a latency figure needs its label (measured on / predicted for)")
+    manifest = read_manifest(folder)
     manifest["latency"] = latency
     if quality is not None:
         manifest["metrics"]["quality"] = quality
+    manifest["schema_version"] = SCHEMA_VERSION
     if (folder / "README.md").is_file():
         (folder / "README.md").write_text(card(manifest))
     manifest["files"] = file_table(folder)
-    tmp = folder / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    tmp.replace(folder / MANIFEST)
+    if (folder / SIGNATURE).is_file():
+        log.warning("%s: the manifest changed, its signature is removed: sign it again", folder)
+        (folder / SIGNATURE).unlink()
+    write_manifest(folder, manifest)
     tarball = folder.with_name(folder.name + ".tar.gz")
     if tarball.is_file():
         pack(folder, tarball)

@@ -3,6 +3,7 @@
 Example::
 
     runner = BundleRunner("sst2-host.edgec")          # verifies the hashes first
+    runner = BundleRunner("sst2-host.edgec", trust=TrustedKeys.load(["release.key.pub"]))
     runner.predict([{"text": "a gripping film"}])      # [{"label": "positive", "scores": {...}}]
 """
 
@@ -22,18 +23,26 @@ class BundleRunner:
         bundle: the ``NAME.edgec`` folder (a ``.tar.gz`` must be unpacked first, see
             :func:`toolchain.bundle.manifest.unpack`).
         threads: ONNX Runtime intra-op threads (None: its default).
+        trust: a :class:`toolchain.bundle.sign.TrustedKeys`: run the bundle only if one of its
+            keys signed it (None: its hashes are checked, its origin is not).
     """
 
-    def __init__(self, bundle: str | Path, *, threads: int | None = None):
+    def __init__(self, bundle: str | Path, *, threads: int | None = None, trust=None):
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
         self.folder = Path(bundle)
-        self.manifest = verify(self.folder)
+        # every path the manifest names is a listed, hashed file inside the bundle
+        self.manifest = verify(self.folder, trust=trust)
         rt = self.manifest["runtime"]
         self.labels = list(self.manifest["labels"])
         self.max_len = int(rt["max_seq_len"])
-        self.tokenizer = Tokenizer.from_file(str(self.folder / rt["tokenizer"]))
+        try:
+            self.tokenizer = Tokenizer.from_file(str(self.folder / rt["tokenizer"]))
+        except Exception as e:  # tokenizers raises its own exception types
+            raise BundleError(
+                f"{self.folder}: cannot load the tokenizer {rt['tokenizer']}: {e}"
+            ) from None
         self.tokenizer.enable_truncation(self.max_len)
         self.tokenizer.enable_padding(pad_id=int(rt["pad_id"]), pad_token=rt["pad_token"])
         opts = ort.SessionOptions()

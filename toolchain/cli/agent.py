@@ -3,19 +3,25 @@
     edgec agent --host 0.0.0.0 --port 9600 --token-file ~/.edgec-token --device jetson \\
         --tls-cert agent.crt --tls-key agent.key
     edgec agent --port 9600 --token-file ~/.edgec-token     # 127.0.0.1: reach it by SSH tunnel
+    edgec agent ... --trust release.key.pub      # run only bundles signed by that key
 
-Run it on the target. It accepts only verified bundles (every sha256 checked), measures their
-ONNX model under the requested protocol in a fresh process, one request at a time, and answers
-with its own environment header. Requests without the bearer token, oversize, truncated or too
-slow uploads, tampered bundles and malformed requests are refused with a clear status; beyond
---max-connections open connections it answers 503. The token file must be private (chmod 600);
-listening beyond this machine without TLS prints a warning.
+Run it on the target. It accepts only verified bundles (every sha256 checked, every path inside
+the bundle), measures their ONNX model under the requested protocol in a fresh process, one
+request at a time, and answers with its own environment header. An upload's archive is checked
+against the limits below before a byte is unpacked (413 when over them). Hashes catch corruption,
+not tampering: without --trust, anyone holding the token can have any model run here; with
+--trust, only bundles signed by one of those keys are (422 otherwise). Requests without the bearer
+token, oversize, truncated or too slow uploads, bad bundles and malformed requests are refused
+with a clear status; beyond --max-connections open connections it answers 503. The token file
+must be private (chmod 600); listening beyond this machine without TLS prints a warning.
 """
 
 from __future__ import annotations
 
 import argparse
 
+from toolchain.bundle.manifest import ArchiveLimits
+from toolchain.bundle.sign import TrustedKeys
 from toolchain.profile.agent import read_token, serve
 from toolchain.profile.connections import ConnectionLimits
 from toolchain.target import DeviceTarget
@@ -59,6 +65,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"the body may take {defaults.body_timeout_s:g} s plus its size at this rate "
         f"(default {defaults.min_upload_mb_s:g})",
     )
+    parser.add_argument(
+        "--trust",
+        action="append",
+        metavar="KEY.pub",
+        help="run only bundles signed by this public key (repeatable; edgec keygen)",
+    )
+    limits = ArchiveLimits()
+    parser.add_argument(
+        "--max-members",
+        type=int,
+        default=limits.max_members,
+        help="files and folders an uploaded archive may hold (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-unpacked-mb",
+        type=float,
+        default=limits.max_total_bytes / 2**20,
+        help="what an upload may unpack to, all files together (default %(default)g)",
+    )
+    parser.add_argument(
+        "--max-member-mb",
+        type=float,
+        default=limits.max_member_bytes / 2**20,
+        help="the largest file an upload may hold (default %(default)g)",
+    )
+    parser.add_argument(
+        "--max-ratio",
+        type=float,
+        default=limits.max_ratio,
+        help="unpacked size over upload size, against compression bombs (default %(default)g)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,11 +106,18 @@ def run(args: argparse.Namespace) -> int:
         import platform
 
         device = platform.node()
-    limits = ConnectionLimits(
+    connections = ConnectionLimits(
         header_timeout_s=args.header_timeout,
         min_upload_mb_s=args.min_upload_rate,
         max_connections=args.max_connections,
     )
+    limits = ArchiveLimits(
+        max_members=args.max_members,
+        max_member_bytes=int(args.max_member_mb * 2**20),
+        max_total_bytes=int(args.max_unpacked_mb * 2**20),
+        max_ratio=args.max_ratio,
+    )
+    trust = TrustedKeys.load(args.trust) if args.trust else None
     try:
         serve(
             args.host,
@@ -83,7 +127,9 @@ def run(args: argparse.Namespace) -> int:
             max_upload_mb=args.max_upload_mb,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
-            limits=limits,
+            limits=connections,
+            trust=trust,
+            archive_limits=limits,
         )
     except KeyboardInterrupt:
         return 130

@@ -28,6 +28,7 @@ VERBS = (
     "export",
     "profile",
     "bundle",
+    "keygen",
     "run",
     "agent",
     "devices",

@@ -2,18 +2,23 @@
 
 The agent runs on the target (a Jetson, a Raspberry Pi) with the standard library, numpy and
 onnxruntime. ``POST /measure`` takes a bundle as ``.tar.gz`` (the body) and the protocol as JSON
-in the ``X-Edgec-Request`` header; the agent checks the bearer token, the declared size, unpacks
-the archive safely, verifies every hash, measures the bundle's ONNX model in a fresh process
-(one measurement at a time; others wait their turn) and answers JSON with its own environment
-header. Nothing but a verified bundle's ONNX model is ever run. ``GET /health`` answers too.
+in the ``X-Edgec-Request`` header; the agent checks the bearer token, the declared size, checks
+the archive's members against its limits before unpacking (count, sizes, ratio, types, names),
+verifies every hash and that every path the manifest names is inside the bundle, with ``trust``
+that a trusted key signed it, measures the bundle's ONNX model in a fresh process (one
+measurement at a time; others wait their turn) and answers JSON with its own environment header.
+Nothing but a verified bundle's ONNX model is ever run. ``GET /health`` answers too.
 
-Status codes: 401 no token, 403 wrong token, 411 no Content-Length, 413 too large, 400 truncated
-upload or malformed request (a Content-Length that is not a whole number included), 408 a request
-that did not arrive within its deadline, 422 a bundle that fails verification, 500 a measurement
-that failed, 503 more connections than allowed (with Retry-After); the agent keeps serving after
-each, and no reply names a path on the agent. Connections are guarded as
-:mod:`toolchain.profile.connections` describes: one deadline for the headers and one for the body
-(not per read), a cap on open connections, optional TLS, one log line for a client that leaves.
+Status codes: 401 no token, 403 wrong token, 411 no Content-Length, 413 too large (the upload, or
+an archive over the unpacking limits: too many members, too large unpacked, a compression bomb),
+400 truncated upload or malformed request (a Content-Length that is not a whole number included),
+408 a request that did not arrive within its deadline, 422 a bundle that fails verification (an
+unreadable, truncated or unsafe archive, a bad manifest, a hash mismatch, unsigned or untrusted
+when the agent trusts keys), 500 a measurement that failed, 503 more connections than allowed
+(with Retry-After); the agent keeps serving after each, and no reply names a path on the agent.
+Connections are guarded as :mod:`toolchain.profile.connections` describes: one deadline for the
+headers and one for the body (not per read), a cap on open connections, optional TLS, one log
+line for a client that leaves.
 
 Example::
 
@@ -44,7 +49,14 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from toolchain.bundle.manifest import BundleError, pack, unpack, verify
+from toolchain.bundle.manifest import (
+    ArchiveLimitError,
+    ArchiveLimits,
+    BundleError,
+    pack,
+    unpack,
+    verify,
+)
 from toolchain.errors import EdgecError
 from toolchain.profile.connections import (
     TLS_RECORD,
@@ -289,13 +301,20 @@ class Agent(ThreadingHTTPServer):
         timeout_s: float = 3600,
         tls: ssl.SSLContext | None = None,
         limits: ConnectionLimits | None = None,
+        trust=None,
+        archive_limits: ArchiveLimits | None = None,
     ):
+        """``trust``: a :class:`toolchain.bundle.sign.TrustedKeys`, and only bundles one of its
+        keys signed are run (None: any bundle whose hashes verify); ``archive_limits``: what an
+        upload may unpack to (default :class:`ArchiveLimits`)."""
         if len(token) < 8:
             raise ProfileError("the agent token must be at least 8 characters")
         super().__init__((host, port), _Handler)
         self.token, self.device = token, device
         self.max_upload = int(max_upload_mb * 2**20)
         self.timeout_s = timeout_s
+        self.trust = trust
+        self.archive_limits = archive_limits or ArchiveLimits()
         self.lock = threading.Lock()
         self.tls, self.limits = tls, limits or ConnectionLimits()
         self.open_connections = 0
@@ -357,10 +376,11 @@ class Agent(ThreadingHTTPServer):
             path = Path(tmp) / "upload.edgec.tar.gz"
             path.write_bytes(archive)
             try:
-                folder = unpack(path, Path(tmp) / "bundle")
-                manifest = verify(folder)
-            except BundleError as e:
-                return 422, {"error": f"bundle refused: {e}"}
+                folder = unpack(path, Path(tmp) / "bundle", limits=self.archive_limits)
+                manifest = verify(folder, trust=self.trust)
+            except BundleError as e:  # the messages name files, not this agent's temp folders
+                status = 413 if isinstance(e, ArchiveLimitError) else 422
+                return status, {"error": f"bundle refused: {str(e).replace(tmp + '/', '')}"}
             with self.lock:  # one measurement at a time; later requests wait here
                 started = time.time()
                 reply = run_worker(
@@ -385,9 +405,12 @@ def serve(
     tls_cert: str | Path | None = None,
     tls_key: str | Path | None = None,
     limits: ConnectionLimits | None = None,
+    trust=None,
+    archive_limits: ArchiveLimits | None = None,
 ) -> None:
     """Serve until interrupted: HTTPS with ``tls_cert`` and ``tls_key`` (PEM), else plain
-    HTTP, with a warning on stderr when that is reachable beyond this machine.
+    HTTP, with a warning on stderr when that is reachable beyond this machine; with ``trust``
+    (:class:`toolchain.bundle.sign.TrustedKeys`) only bundles its keys signed are run.
 
     Raises:
         ProfileError: only one of ``tls_cert``/``tls_key``, or files that cannot be loaded.
@@ -396,11 +419,23 @@ def serve(
         raise ProfileError("TLS needs both --tls-cert and --tls-key")
     tls = server_tls(tls_cert, tls_key) if tls_cert else None
     agent = Agent(
-        host, port, token=token, device=device, max_upload_mb=max_upload_mb, tls=tls, limits=limits
+        host,
+        port,
+        token=token,
+        device=device,
+        max_upload_mb=max_upload_mb,
+        tls=tls,
+        limits=limits,
+        trust=trust,
+        archive_limits=archive_limits,
     )
     bound = agent.server_address
     scheme = "https" if tls else "http"
     print(f"edgec agent: listening on {bound[0]}:{bound[1]} as {device} ({scheme})", flush=True)
+    if trust is None:
+        print("edgec agent: no --trust: any bundle whose hashes verify is run", flush=True)
+    else:
+        print(f"edgec agent: only bundles signed by {trust.describe()} are run", flush=True)
     if warning := exposure_warning(host, tls=tls is not None):
         print(f"edgec agent: {warning}", file=sys.stderr, flush=True)
     try:

@@ -1,0 +1,232 @@
+"""Bundle archives: checked member by member against the limits before a byte is written (count,
+declared sizes, ratio, types, names), every defect a BundleError, and an archive made from inside
+the bundle folder (`tar czf b.tgz -C NAME.edgec .`) works."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import shutil
+import subprocess
+import tarfile
+import zlib
+from pathlib import Path
+
+import pytest
+from fake_bundle import members_of, tar_gz, write_fake_bundle
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from toolchain.bundle import manifest as manifest_module
+from toolchain.bundle.manifest import (
+    ArchiveLimitError,
+    ArchiveLimits,
+    BundleError,
+    pack,
+    unpack,
+    verify,
+)
+from toolchain.errors import ConfigError
+
+
+@pytest.fixture
+def bundle(tmp_path) -> Path:
+    return write_fake_bundle(tmp_path / "src" / "toy.edgec")
+
+
+@pytest.fixture
+def target(tmp_path) -> Path:
+    out = tmp_path / "out"
+    out.mkdir()
+    return out
+
+
+def _nothing_written(target: Path) -> bool:
+    return list(target.iterdir()) == []
+
+
+@pytest.mark.parametrize("prefix", ["./", "", "toy.edgec/", "./toy.edgec/"])
+def test_every_usual_layout_unpacks_and_verifies(bundle, tmp_path, target, prefix):
+    archive = tar_gz(tmp_path / "b.tgz", members_of(bundle, prefix))
+    folder = unpack(archive, target)
+    assert folder == target / ("toy.edgec" if "toy" in prefix else "b")
+    assert verify(folder)["files"] == verify(bundle)["files"]
+    assert [p.name for p in target.iterdir()] == [folder.name]  # no temp folder left
+
+
+@pytest.mark.skipif(shutil.which("tar") is None, reason="no tar command")
+def test_tar_czf_from_inside_the_bundle_folder_works(bundle, tmp_path):
+    archive = tmp_path / "b.tgz"
+    subprocess.run(["tar", "czf", str(archive), "-C", str(bundle), "."], check=True)
+    assert tarfile.open(archive).getnames()[0] == "."  # its first entry is ./
+    assert verify(archive)["files"] == verify(bundle)["files"]
+
+
+def test_a_truncated_gzip_is_refused_and_leaves_nothing(bundle, tmp_path, target):
+    archive = pack(bundle, tmp_path / "toy.edgec.tar.gz")
+    data = archive.read_bytes()
+    # (a cut past the tar's end-of-archive blocks loses nothing: tarfile does not read there)
+    for cut in (10, 200, len(data) // 2):
+        archive.write_bytes(data[:cut])
+        with pytest.raises(BundleError, match="not a readable .tar.gz"):
+            unpack(archive, target)
+        assert _nothing_written(target)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "not a readable .tar.gz"),
+        (b"not a tar.gz", "not a readable .tar.gz"),
+        (gzip.compress(b"x" * 1000), "not a readable .tar.gz"),
+        (gzip.compress(b"\0" * 10240), "an archive without files"),
+    ],
+)
+def test_what_is_not_a_tar_gz_is_refused(tmp_path, target, data, message):
+    (tmp_path / "b.tgz").write_bytes(data)
+    with pytest.raises(BundleError, match=message):
+        unpack(tmp_path / "b.tgz", target)
+    assert _nothing_written(target)
+
+
+def test_too_many_members_are_refused_before_writing(tmp_path, target):
+    members = [("b.edgec", None)] + [(f"b.edgec/f{i}", b"") for i in range(300)]
+    archive = tar_gz(tmp_path / "b.tgz", members)
+    with pytest.raises(ArchiveLimitError, match="more than 10 members"):
+        unpack(archive, target, limits=ArchiveLimits(max_members=10))
+    assert _nothing_written(target)
+
+
+def test_the_member_count_stops_the_reading(tmp_path, target):
+    """Headers are read lazily: past member 11 of a limit of 10 the archive is cut off, and the
+    refusal is the count, not the read error that reading on would meet."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for i in range(20):
+            tar.addfile(tarfile.TarInfo(f"b.edgec/f{i}"), io.BytesIO(b""))
+    z = zlib.compressobj(wbits=31)  # a gzip stream, cut off after the 11th header
+    (tmp_path / "b.tgz").write_bytes(z.compress(raw.getvalue()[: 11 * 512]) + z.flush(1))
+    with pytest.raises(ArchiveLimitError, match="more than 10 members"):
+        unpack(tmp_path / "b.tgz", target, limits=ArchiveLimits(max_members=10))
+    with pytest.raises(BundleError, match="not a readable .tar.gz"):
+        unpack(tmp_path / "b.tgz", target, limits=ArchiveLimits(max_members=100))
+    assert _nothing_written(target)
+
+
+def _declared_bomb(path: Path, size: int) -> Path:
+    """A gzip of one tar header declaring ``size`` bytes and none of them (GNU base-256 size)."""
+    info = tarfile.TarInfo("b.edgec/model.onnx")
+    info.size = size
+    path.write_bytes(gzip.compress(info.tobuf(format=tarfile.GNU_FORMAT) + b"\0" * 512))
+    return path
+
+
+def test_a_huge_declared_size_is_refused_from_its_header(tmp_path, target):
+    archive = _declared_bomb(tmp_path / "b.tgz", 2**40)
+    with pytest.raises(ArchiveLimitError, match=f"declares {2**40} bytes; the limit is {2**32}"):
+        unpack(archive, target)
+    assert _nothing_written(target)
+    roomy = ArchiveLimits(max_member_bytes=2**41, max_total_bytes=2**41, max_ratio=10**12)
+    with pytest.raises(BundleError, match="not a readable .tar.gz"):  # its data is not there
+        unpack(archive, target, limits=roomy)
+    assert _nothing_written(target)
+
+
+def test_a_compression_bomb_is_refused_by_its_ratio(tmp_path, target):
+    zeros = b"\0" * (8 * 2**20)
+    archive = tar_gz(tmp_path / "b.tgz", [("b.edgec", None), ("b.edgec/model.onnx", zeros)])
+    assert archive.stat().st_size < 2**20 // 10  # 8 MiB in a few KB
+    with pytest.raises(ArchiveLimitError, match=r"over 100x its \d+ bytes \(a compression bomb"):
+        unpack(archive, target)
+    with pytest.raises(ArchiveLimitError, match=f"would unpack to more than {2**20} bytes"):
+        unpack(archive, target, limits=ArchiveLimits(max_total_bytes=2**20, max_ratio=10**6))
+    assert _nothing_written(target)
+
+
+def test_the_bytes_written_are_limited_too(monkeypatch, bundle, tmp_path, target):
+    """Defence in depth: with the header checks bypassed, writing stops at the limit and leaves
+    nothing behind."""
+    archive = pack(bundle, tmp_path / "toy.edgec.tar.gz")
+    check = manifest_module._checked_members
+    monkeypatch.setattr(
+        manifest_module,
+        "_checked_members",
+        lambda tar, where, size, limits: check(tar, where, size, ArchiveLimits()),
+    )
+    with pytest.raises(ArchiveLimitError, match="unpacked more than 40 bytes"):
+        unpack(archive, target, limits=ArchiveLimits(max_total_bytes=40))
+    assert _nothing_written(target)
+
+
+def _typed(name: str, kind: bytes, linkname: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, linkname
+    return info
+
+
+@pytest.mark.parametrize(
+    ("member", "message"),
+    [
+        ("toy.edgec/../../escape.txt", "unsafe path 'toy.edgec/../../escape.txt' ('..'"),
+        ("/tmp/abs.txt", "unsafe path '/tmp/abs.txt' (absolute"),
+        ("toy.edgec\\..\\x", "unsafe path 'toy.edgec\\\\..\\\\x' (a backslash or drive letter"),
+        ("C:/x", "unsafe path 'C:/x' (a backslash or drive letter"),
+        ("toy.edgec/a\nb", "unsafe path 'toy.edgec/a\\nb' (a control character"),
+        (_typed("toy.edgec/link", tarfile.SYMTYPE, "/etc/passwd"), "'toy.edgec/link' is a link"),
+        (_typed("toy.edgec/hard", tarfile.LNKTYPE, "toy.edgec/x"), "'toy.edgec/hard' is a link"),
+        (_typed("toy.edgec/fifo", tarfile.FIFOTYPE), "'toy.edgec/fifo' is a link, device"),
+        (_typed("toy.edgec/dev", tarfile.CHRTYPE), "'toy.edgec/dev' is a link, device"),
+        ("toy.edgec/manifest.json", "member 'toy.edgec/manifest.json' appears twice"),
+        ("toy.edgec/model.onnx/x", "'toy.edgec/model.onnx' is both a file and a folder"),
+        ("other/readme.txt", "expected one top folder NAME.edgec holding manifest.json"),
+    ],
+)
+def test_unsafe_members_are_refused_before_writing(bundle, tmp_path, target, member, message):
+    archive = tmp_path / "bad.edgec.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(bundle, arcname="toy.edgec")
+        if isinstance(member, str):
+            info = tarfile.TarInfo(member)
+            info.size = 4
+            tar.addfile(info, io.BytesIO(b"evil"))
+        else:
+            tar.addfile(member)
+    with pytest.raises(BundleError, match=_literal(message)):
+        unpack(archive, target)
+    assert _nothing_written(target) and not (tmp_path.parent / "escape.txt").exists()
+
+
+def _literal(text: str) -> str:
+    import re
+
+    return re.escape(text)
+
+
+def test_limits_are_checked():
+    with pytest.raises(ConfigError, match="max_members: must be a positive number, got 0"):
+        ArchiveLimits(max_members=0)
+
+
+@pytest.fixture(scope="module")
+def good_archive(tmp_path_factory) -> bytes:
+    tmp = tmp_path_factory.mktemp("good")
+    return pack(write_fake_bundle(tmp / "toy.edgec"), tmp / "toy.edgec.tar.gz").read_bytes()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_a_damaged_archive_is_a_bundle_error_or_a_bundle(tmp_path_factory, good_archive, data):
+    """Bytes changed or a cut anywhere, in the tar (then gzipped) or in the gzip stream: unpack
+    returns a bundle that verifies or raises BundleError, never another exception."""
+    tmp = tmp_path_factory.mktemp("fuzz")
+    in_tar = data.draw(st.booleans())
+    good = gzip.decompress(good_archive) if in_tar else good_archive
+    damaged = bytearray(good)
+    for _ in range(data.draw(st.integers(1, 4))):
+        damaged[data.draw(st.integers(0, len(good) - 1))] = data.draw(st.integers(0, 255))
+    damaged = damaged[: data.draw(st.integers(1, len(good)))]
+    (tmp / "bad.tgz").write_bytes(gzip.compress(bytes(damaged)) if in_tar else bytes(damaged))
+    try:
+        verify(unpack(tmp / "bad.tgz", tmp / "out"))
+    except BundleError:
+        pass
