@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import difflib
 import math
@@ -146,15 +147,32 @@ def read_yaml_text(path: str | Path) -> str:
             file=str(path),
         )
     try:
-        return data.decode("utf-8-sig")
+        return decode_utf8(data)
     except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
         raise ConfigError(
-            f"not UTF-8: byte {e.start} (0x{data[e.start]:02x}) cannot be decoded; save the "
-            "file as UTF-8",
+            f"not UTF-8: {undecodable(e)}; save the file as UTF-8",
             file=str(path),
-            line=line,
+            line=data.count(b"\n", 0, e.start) + 1,
         ) from None
+
+
+def decode_utf8(data: bytes) -> str:
+    """UTF-8 bytes -> text, a leading byte-order mark dropped (Windows tools and the GLUE
+    download write one).
+
+    Raises:
+        UnicodeDecodeError: its ``start`` is the offset of the first bad byte in ``data``.
+    """
+    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[bom:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UnicodeDecodeError("utf-8", data, bom + e.start, bom + e.end, e.reason) from None
+
+
+def undecodable(e: UnicodeDecodeError) -> str:
+    """``byte 17 (0xe9) cannot be decoded`` for a message."""
+    return f"byte {e.start} (0x{e.object[e.start]:02x}) cannot be decoded"
 
 
 def from_yaml_file(cls: type, path: str | Path, *, overrides: dict | None = None) -> Any:
