@@ -92,7 +92,12 @@ class BoundedLoader(yaml.SafeLoader):
 def load_yaml_node(text: str, *, file: str) -> yaml.Node | None:
     """Parse YAML text into a node tree (keeping line numbers) with :class:`BoundedLoader`;
     syntax errors and documents over its bounds name file and line."""
-    loader = BoundedLoader(text)
+    try:
+        loader = BoundedLoader(text)  # checks every character is printable
+    except yaml.reader.ReaderError as e:
+        line = text.count("\n", 0, e.position) + 1
+        problem = f"character #x{e.character:04x} is not allowed (a control character)"
+        raise ConfigError(f"invalid YAML: {problem}", file=file, line=line) from None
     try:
         return loader.get_single_node()
     except _Refused as e:
