@@ -10,14 +10,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import settings
+from hypothesis import HealthCheck, settings
 
 REPO = Path(__file__).resolve().parents[1]
 
 # Property tests (the fuzzing of readers and loaders) run 200 examples each, 5,000 with --run-slow;
-# no deadline: a case's time varies with the machine's load, and speed is not what they test.
-settings.register_profile("ci", max_examples=200, deadline=None)
-settings.register_profile("slow", max_examples=5000, deadline=None)
+# no deadline and no too_slow health check: a case's time varies with the machine's load, and
+# speed is not what they test.
+_QUIET = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
+settings.register_profile("ci", max_examples=200, **_QUIET)
+settings.register_profile("slow", max_examples=5000, **_QUIET)
 
 
 def pytest_addoption(parser):
