@@ -393,7 +393,7 @@ def _load_errors(source: Path | str, part: Literal["config", "weights", "tokeniz
         raise
     except Exception as e:
         cause = " ".join(str(e).split()).rstrip(".")
-        cause = cause if len(cause) <= 200 else cause[:197] + "..."
+        cause = cause if len(cause) <= 200 else cause[:200].rstrip() + " (...)"
         if isinstance(source, str):
             raise EdgecError(
                 f"cannot load model {source!r} from the Hugging Face Hub: {cause}"
