@@ -31,6 +31,8 @@ from toolchain.data.tasks import get_task, table_task
 from toolchain.devices.budgets import resolve_recipe
 from toolchain.devices.profiles import builtin_profiles_dir, load_profile_file
 from toolchain.errors import EdgecError
+from toolchain.presets import preset_overrides
+from toolchain.schema import safe_load
 
 # A profile under fuzzing keeps this name, so that its file name matches and the fuzz reaches
 # past the name check into the schema.
@@ -40,6 +42,21 @@ PROFILE_NAME = "raspberry-pi-5"
 def _recipe(path: Path) -> None:
     recipe = load_recipe(path)
     resolve_recipe(recipe, file=str(path))
+
+
+def _recipe_with_preset(path: Path) -> None:
+    # what api.build_recipe does: the preset reads the file first, for the keys it sets
+    load_recipe(path, overrides=preset_overrides("quick", str(path)))
+
+
+def _set_option(path: Path) -> None:
+    # `edgec build --set KEY=VALUE`: the value is YAML (argv bytes decode as Python decodes them)
+    value = safe_load(path.read_bytes().decode("utf-8", "surrogateescape"), file="--set")
+    for key in ("seed", "budgets", "distill", "quantize.overrides", "distill.temperature"):
+        try:
+            load_recipe(None, overrides={key: value})
+        except EdgecError:
+            pass
 
 
 def _profile(path: Path) -> None:
@@ -64,6 +81,8 @@ def _table(text: tuple[str, ...], label: str, kind: str = "classification"):
 # name -> (file name written, reader)
 FUZZ_TARGETS: dict[str, tuple[str, Callable[[Path], None]]] = {
     "recipe": ("recipe.yaml", _recipe),
+    "recipe-preset": ("recipe.yaml", _recipe_with_preset),
+    "set-option": ("value.yaml", _set_option),
     "profile": (f"{PROFILE_NAME}.yaml", _profile),
     "glue-sst2": ("train.tsv", _registered("sst2", "train")),
     "glue-rte-test": ("test.tsv", _registered("rte", "test")),
@@ -78,7 +97,7 @@ FUZZ_TARGETS: dict[str, tuple[str, Callable[[Path], None]]] = {
     "table-jsonl": ("train.jsonl", _table(("text",), "label")),
     "table-jsonl-regression": ("train.jsonl", _table(("text",), "label", "regression")),
 }
-YAML_TARGETS = ("recipe", "profile")
+YAML_TARGETS = ("recipe", "recipe-preset", "set-option", "profile")
 DATA_TARGETS = tuple(t for t in FUZZ_TARGETS if t not in YAML_TARGETS)
 
 _workdir: Path | None = None
@@ -310,8 +329,11 @@ TABLE_LAYOUTS = {
 
 def strategy(target_name: str) -> st.SearchStrategy[bytes]:
     """Structured inputs for ``target_name`` (st.binary() is the unstructured complement)."""
-    if target_name == "recipe":
+    if target_name in ("recipe", "recipe-preset"):
         return st.one_of(mutated_yaml(_base_recipe()), yaml_documents())
+    if target_name == "set-option":
+        values = st.sampled_from(YAML_VALUES + YAML_LINES) | _piece()
+        return st.one_of(values.flatmap(lambda v: encoded(v)), yaml_documents())
     if target_name == "profile":
         return st.one_of(mutated_yaml(_base_profile()), yaml_documents())
     if target_name == "conll":
