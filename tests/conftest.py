@@ -1,4 +1,5 @@
-"""Shared test set-up: the --run-slow option, the slow/cuda markers, and CLI helpers."""
+"""Shared test set-up: the --run-slow option, the slow/cuda markers, hypothesis profiles, and CLI
+helpers."""
 
 from __future__ import annotations
 
@@ -9,12 +10,24 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Property tests (the fuzzing of readers and loaders) run 200 examples each, 5,000 with --run-slow;
+# no deadline and no too_slow health check: a case's time varies with the machine's load, and
+# speed is not what they test.
+_QUIET = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
+settings.register_profile("ci", max_examples=200, **_QUIET)
+settings.register_profile("slow", max_examples=5000, **_QUIET)
 
 
 def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_configure(config):
+    settings.load_profile("slow" if config.getoption("--run-slow") else "ci")
 
 
 def pytest_collection_modifyitems(config, items):

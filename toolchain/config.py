@@ -33,6 +33,7 @@ from toolchain.schema import check_range, require
 
 DATA_DIR_ENV = "EDGEC_DATA_DIR"
 RECIPE_VERSION = 1
+MAX_ITERATIONS = 1_000_000  # timed iterations (or warm-up runs) of one latency measurement
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class BudgetSpec:
         check_range(self, "latency_ms", lo=1e-3)
         check_range(self, "memory_mb", lo=1)
         check_range(self, "percentile", lo=50, hi=100)
-        check_range(self, "batch", lo=1)
+        check_range(self, "batch", lo=1, hi=65536)
         check_range(self, "seq_len", lo=1, hi=8192)
 
 
@@ -274,6 +275,10 @@ class QuantizeConfig(StageConfig):
         check_range(self, "learning_rate", lo=1e-9, hi=1.0)
         check_range(self, "kd_weight", lo=0.0, hi=1.0)
         check_range(self, "temperature", lo=0.05, hi=100)
+        check_range(self, "warmup_ratio", lo=0.0, hi=1.0)
+        check_range(self, "weight_decay", lo=0.0, hi=1.0)
+        for key in ("hidden_weight", "attention_weight"):
+            check_range(self, key, lo=0.0)
         require(
             self.block_size in (16, 32, 64, 128, 256),
             "block_size",
@@ -337,8 +342,12 @@ class SearchConfig(StageConfig):
         check_range(self, "supernet_steps", lo=1)
         check_range(self, "sandwich", lo=1, hi=64)
         check_range(self, "learning_rate", lo=0.0, hi=1.0)
-        check_range(self, "batch_size", lo=1)
+        check_range(self, "batch_size", lo=1, hi=65536)
         check_range(self, "max_seq_len", lo=8, hi=8192)
+        check_range(self, "temperature", lo=0.05, hi=100)
+        check_range(self, "hidden_weight", lo=0.0)
+        check_range(self, "warmup_ratio", lo=0.0, hi=1.0)
+        check_range(self, "weight_decay", lo=0.0, hi=1.0)
         check_range(self, "prune_after", lo=0.0, hi=0.95)
         check_range(self, "checkpoint_every", lo=1)
         check_range(self, "accuracy_tolerance", lo=0.0, hi=1.0)
@@ -393,9 +402,10 @@ class ProfileConfig(StageConfig):
                 "target",
                 f"expected a URL such as http://HOST:9600, got {self.target!r}",
             )
-        for key in ("warmup", "repeats"):
-            check_range(self, key, lo=0)
-        check_range(self, "iterations", lo=1)
+        # measurement arrays hold every iteration: bounded so a typo cannot exhaust memory
+        check_range(self, "warmup", lo=0, hi=MAX_ITERATIONS)
+        check_range(self, "repeats", lo=0, hi=1000)
+        check_range(self, "iterations", lo=1, hi=MAX_ITERATIONS)
         check_range(self, "threads", lo=1, hi=1024)
 
 

@@ -13,9 +13,8 @@ Example::
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from toolchain.errors import ConfigError
+from toolchain.schema import read_yaml_text, safe_load
 
 # Why the quick preset's numbers (SST-2, MiniLM-L6, 2 CPU cores; see benchmarks/results/build.md):
 # - the supernet trains briefly, and its inherited-weight scores under-rate small subnets: a
@@ -113,7 +112,6 @@ def preset_overrides(preset: str, recipe_file: str | None) -> dict:
         raise ConfigError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
     given: set[str] = set()
     if recipe_file:
-        import yaml
 
         def walk(node, prefix=""):
             for k, v in (node or {}).items():
@@ -123,8 +121,8 @@ def preset_overrides(preset: str, recipe_file: str | None) -> dict:
                     walk(v, key + ".")
 
         try:
-            walk(yaml.safe_load(Path(recipe_file).read_text()) or {})
-        except (OSError, yaml.YAMLError, AttributeError):
+            walk(safe_load(read_yaml_text(recipe_file), file=str(recipe_file)) or {})
+        except (ConfigError, AttributeError):
             pass  # load_recipe reports the file's problem with its line and key
     chosen = {k: v for k, v in PRESETS[preset].items() if k not in given}
     return {**chosen, "preset": preset}

@@ -19,8 +19,10 @@ Example::
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -30,11 +32,77 @@ import yaml
 
 from toolchain.errors import ConfigError
 
+# Bounds on a YAML document, checked while it is composed, before anything walks it: an alias
+# counts as the whole subtree it repeats, so nested aliases ("billion laughs") are refused after at
+# most MAX_YAML_NODES nodes of work. The shipped profiles have ~300 nodes, a full recipe ~150.
+MAX_YAML_NODES = 10_000
+MAX_YAML_DEPTH = 64
+MAX_YAML_BYTES = 1 << 20
+# integers beyond 2**53 lose precision as floats (far beyond, float() overflows); no field needs one
+MAX_INT = 2**53
+
+
+class _Refused(yaml.composer.ComposerError):
+    """A document over the bounds above (raised while composing, with the position)."""
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses documents expanding past :data:`MAX_YAML_NODES` nodes
+    (aliases counted at their full size), nested deeper than :data:`MAX_YAML_DEPTH`, or with an
+    alias inside the node it names (a cycle)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._expanded = 0  # nodes composed so far, each alias counted as its subtree
+        self._depth = 0
+        self._sizes: dict[int, int] = {}  # id(node) -> expanded size, once the node is complete
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            node = super().compose_node(parent, index)
+            size = self._sizes.get(id(node))
+            if size is None:
+                raise _Refused(None, None, "an alias refers to a node that contains it", mark)
+            self._count(size, mark)
+            return node
+        mark = self.peek_event().start_mark
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            raise _Refused(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", mark)
+        before = self._expanded
+        node = super().compose_node(parent, index)
+        self._depth -= 1
+        self._count(1, mark)
+        self._sizes[id(node)] = self._expanded - before
+        return node
+
+    def _count(self, n: int, mark) -> None:
+        self._expanded += n
+        if self._expanded > MAX_YAML_NODES:
+            raise _Refused(
+                None,
+                None,
+                f"the document expands to more than {MAX_YAML_NODES:,} values (aliases count "
+                "as the values they repeat)",
+                mark,
+            )
+
 
 def load_yaml_node(text: str, *, file: str) -> yaml.Node | None:
-    """Parse YAML text into a node tree (keeping line numbers); syntax errors name file and line."""
+    """Parse YAML text into a node tree (keeping line numbers) with :class:`BoundedLoader`;
+    syntax errors and documents over its bounds name file and line."""
     try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
+        loader = BoundedLoader(text)  # checks every character is printable
+    except yaml.reader.ReaderError as e:
+        line = text.count("\n", 0, e.position) + 1
+        problem = f"character #x{e.character:04x} is not allowed (a control character)"
+        raise ConfigError(f"invalid YAML: {problem}", file=file, line=line) from None
+    try:
+        return loader.get_single_node()
+    except _Refused as e:
+        line = e.problem_mark.line + 1 if e.problem_mark else None
+        raise ConfigError(f"refused: {e.problem}", file=file, line=line) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None
@@ -42,17 +110,79 @@ def load_yaml_node(text: str, *, file: str) -> yaml.Node | None:
         raise ConfigError(f"invalid YAML: {problem}", file=file, line=line) from None
     except yaml.YAMLError as e:
         raise ConfigError(f"invalid YAML: {e}", file=file) from None
+    finally:
+        loader.dispose()
+
+
+def safe_load(text: str, *, file: str) -> Any:
+    """``yaml.safe_load`` within the bounds of :class:`BoundedLoader`; errors are ConfigError."""
+    node = load_yaml_node(text, file=file)
+    if node is None:
+        return None
+    return _construct(node, file)
+
+
+def _construct(node: yaml.Node, file: str) -> Any:
+    try:
+        return yaml.constructor.SafeConstructor().construct_document(node)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or node.start_mark
+        raise ConfigError(f"invalid YAML: {e.problem}", file=file, line=mark.line + 1) from None
+    # a bad explicit tag (!!int abc, !!bool maybe, !!timestamp x) fails each its own way; an
+    # integer of more than 4300 digits is a ValueError (sys.int_info)
+    except (yaml.YAMLError, ValueError, TypeError, KeyError, AttributeError) as e:
+        raise ConfigError(f"invalid value: {e}", file=file, line=node.start_mark.line + 1) from None
+
+
+def read_yaml_text(path: str | Path) -> str:
+    """The text of a YAML file (a UTF-8 byte-order mark dropped); ConfigError naming the file
+    when it is missing, unreadable, over :data:`MAX_YAML_BYTES`, or not UTF-8 (with the byte
+    offset and line of the first bad byte)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_YAML_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"file not found: {path}") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+        raise ConfigError(f"cannot read {path}: {e}") from None
+    if len(data) > MAX_YAML_BYTES:
+        raise ConfigError(
+            f"larger than {MAX_YAML_BYTES >> 20} MiB; recipes and profiles are small YAML files",
+            file=str(path),
+        )
+    try:
+        return decode_utf8(data)
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"not UTF-8: {undecodable(e)}; save the file as UTF-8",
+            file=str(path),
+            line=data.count(b"\n", 0, e.start) + 1,
+        ) from None
+
+
+def decode_utf8(data: bytes) -> str:
+    """UTF-8 bytes -> text, a leading byte-order mark dropped (Windows tools and the GLUE
+    download write one).
+
+    Raises:
+        UnicodeDecodeError: its ``start`` is the offset of the first bad byte in ``data``.
+    """
+    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[bom:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UnicodeDecodeError("utf-8", data, bom + e.start, bom + e.end, e.reason) from None
+
+
+def undecodable(e: UnicodeDecodeError) -> str:
+    """``byte 17 (0xe9) cannot be decoded`` for a message."""
+    return f"byte {e.start} (0x{e.object[e.start]:02x}) cannot be decoded"
 
 
 def from_yaml_file(cls: type, path: str | Path, *, overrides: dict | None = None) -> Any:
     """Load ``path`` into dataclass ``cls``; ``overrides`` (dotted keys) win over the file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read {path}: {e}") from None
+    text = read_yaml_text(path)
     return from_yaml_text(cls, text, file=str(path), overrides=overrides)
 
 
@@ -66,7 +196,7 @@ def from_yaml_text(cls: type, text: str, *, file: str = "<string>", overrides: d
 
 def from_dict(cls: type, data: dict, *, file: str = "<dict>") -> Any:
     """Load a plain dict (e.g. parsed JSON) into dataclass ``cls``, with the same checks."""
-    node = yaml.compose(yaml.safe_dump(data), Loader=yaml.SafeLoader)
+    node = load_yaml_node(yaml.safe_dump(data), file=file)
     return _Loader(file, lines=False).build(cls, node, "", {})
 
 
@@ -93,16 +223,21 @@ def require(ok: bool, key: str, message: str) -> None:
 
 
 def check_range(obj, key: str, lo: float | None = None, hi: float | None = None) -> None:
-    """Raise ConfigError(key=...) unless lo <= obj.key <= hi (None means unbounded)."""
+    """Raise ConfigError(key=...) unless lo <= obj.key <= hi (None means unbounded); NaN and
+    infinities are refused whatever the bounds."""
     value = getattr(obj, key)
     if value is None:
         return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"must be a finite number, got {value}", key=key)
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         lo_s = "-inf" if lo is None else f"{lo:g}"
         hi_s = "inf" if hi is None else f"{hi:g}"
-        raise ConfigError(f"must be in [{lo_s}, {hi_s}], got {value:g}", key=key)
+        shown = _show(value) if isinstance(value, int) and abs(value) >= 10**15 else f"{value:g}"
+        raise ConfigError(f"must be in [{lo_s}, {hi_s}], got {shown}", key=key)
 
 
+_INT_TAG = "tag:yaml.org,2002:int"
 _SCALAR_TAG = {
     "tag:yaml.org,2002:int": "an integer",
     "tag:yaml.org,2002:float": "a number",
@@ -171,7 +306,7 @@ class _Loader:
                 did = f" (did you mean '{hint[0]}'?)" if hint else ""
                 raise ConfigError(f"unknown key '{head}'{did}", key=hpath, file="<command line>")
             if head in overrides:  # the whole value is replaced
-                node = yaml.compose(yaml.safe_dump(overrides[head]), Loader=yaml.SafeLoader)
+                node = load_yaml_node(yaml.safe_dump(overrides[head]), file="<command line>")
                 loader = _Loader("<command line>", lines=False)
                 values[head] = loader.convert(hints[head], node, hpath, {})
             elif head not in values:  # nested keys into a section the file left out
@@ -215,7 +350,7 @@ class _Loader:
                 out[key] = self.convert(args[1], vnode, _join(path, str(key)), {})
             return out
         if tp is Any:
-            return yaml.safe_load(yaml.serialize(node)) if node is not None else None
+            return _construct(node, self.file) if node is not None else None
         return self.convert_scalar(tp, node, path)
 
     def convert_union(self, args, node, path, overrides):
@@ -244,10 +379,14 @@ class _Loader:
                 return value
         elif tp is int:
             if isinstance(value, int) and not isinstance(value, bool):
-                return value
+                return self.bounded_int(value, path, node)
         elif tp is float:
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return float(value)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return float(self.bounded_int(value, path, node))
+            if isinstance(value, float):
+                if not math.isfinite(value):
+                    raise self.error(f"expected a finite number, got {node.value}", path, node)
+                return value
         elif tp is str:
             if isinstance(value, str):
                 return value
@@ -257,10 +396,39 @@ class _Loader:
             raise TypeError(f"schema: unsupported annotation {tp!r} at {path}")
         raise self.error(f"expected {_describe(tp)}, got {_kind(node)} {value!r}", path, node)
 
+    def bounded_int(self, value: int, path: str, node: yaml.Node) -> int:
+        if abs(value) > MAX_INT:
+            raise self.error(f"out of range: {_show(value)} (at most 2**53 here)", path, node)
+        return value
+
     def scalar(self, node: yaml.Node, path: str) -> Any:
         if not isinstance(node, yaml.ScalarNode):
             raise self.error(f"expected a single value, got {_kind(node)}", path, node)
-        return yaml.safe_load(yaml.serialize(node))
+        if node.tag == _INT_TAG and len(node.value) > 30:  # not even 2**53 in binary digits
+            raise self.error(f"out of range: a {len(node.value)}-digit integer", path, node)
+        try:
+            return yaml.constructor.SafeConstructor().construct_object(node)
+        except (yaml.YAMLError, ValueError, TypeError, KeyError, AttributeError) as e:
+            problem = getattr(e, "problem", None) or str(e)
+            raise self.error(
+                f"cannot read {_clip(node.value)} as {_short_tag(node.tag)}: {problem}", path, node
+            ) from None
+
+
+def _show(value: int) -> str:
+    """An integer for a message: its digits, or its size when it is long."""
+    if abs(value) < 10**15:
+        return str(value)
+    digits = int(value.bit_length() * math.log10(2)) + 1
+    return f"{'-' if value < 0 else ''}an integer of about {digits} digits"
+
+
+def _short_tag(tag: str) -> str:
+    return tag.replace("tag:yaml.org,2002:", "!!")
+
+
+def _clip(text: str, n: int = 40) -> str:
+    return repr(text if len(text) <= n else text[:n] + "...")
 
 
 def _is_null(node: yaml.Node) -> bool:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from toolchain.config import DataConfig
 from toolchain.data.clean import clean, jaccard, near_duplicates, normalise, shingles
-from toolchain.data.readers import Example, TokenExample
+from toolchain.data.readers import DataError, Example, TokenExample
 
 CRAFTED = [
     Example("A fine film.", None, 1),  # kept
@@ -74,8 +76,17 @@ def test_token_examples_and_text_lines():
         TokenExample(("EU", "rejects"), (1, 0)),
         TokenExample(("-",), (0,)),
     ]
-    kept, report = clean(toks, DataConfig())
-    assert kept == [] and report.removed["label_conflict"] == 3 and report.removed["empty"] == 1
+    kept, report = clean(toks[:2] + toks[3:], DataConfig())
+    assert kept == toks[:1] and report.removed == {
+        "empty": 1, "length": 0, "label_conflict": 0, "exact_duplicate": 1, "near_duplicate": 0,
+    }  # fmt: skip
+    with pytest.raises(DataError) as info:  # conflicts and garbage: nothing left
+        clean(toks, DataConfig())
+    assert str(info.value) == (
+        "cleaning kept 0/4 (removed: empty 1, label_conflict 3): no training example is left; "
+        "check the training file, or relax the rules (data: {clean: false}, or "
+        "min_chars/max_chars/dedup_near)"
+    )
     lines, report = clean(["= Title =", "= title =", "", "Body text ."], DataConfig())
     assert lines == ["= Title =", "Body text ."]
 

@@ -246,3 +246,166 @@ def test_hub_records_convert_with_label_names():
         TokenExample(("EU",), (3,))
     ]
     assert examples_from_records(get_task("wikitext2"), [{"text": " a "}, {"text": ""}]) == ["a"]
+
+
+# -- bad input: each one message naming the file and line -------------------------------------
+def sst2_lines(shared_data, n: int) -> bytes:
+    with open(shared_data / "glue/SST-2/train.tsv", "rb") as f:
+        return b"".join(next(f) for _ in range(n))
+
+
+def test_glue_file_with_a_byte_order_mark_keeps_its_labels(tmp_path, shared_data):
+    lines = sst2_lines(shared_data, 21)  # the header and 20 examples
+    assert lines.startswith(b"sentence\tlabel\n")
+    path = tmp_path / "glue/SST-2/dev.tsv"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\xef\xbb\xbf" + lines)
+    with_bom = load_split(get_task("sst2"), "dev", tmp_path)
+    path.write_bytes(lines)
+    assert with_bom == load_split(get_task("sst2"), "dev", tmp_path)
+    assert len(with_bom) == 20 and {ex.label for ex in with_bom} == {0, 1}
+
+
+def error_of(spec, split, data_dir) -> str:
+    with pytest.raises(DataError) as info:
+        load_split(spec, split, data_dir)
+    return str(info.value).replace(str(data_dir), "D")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("sentence\nfine\n", "D/glue/SST-2/dev.tsv:1: no label column label in the header "
+         "(sentence); every split but test must be labelled"),
+        ("\ufeffsentence\nfine\n", "D/glue/SST-2/dev.tsv:1: no label column label"),
+        ("sentence\tlabel\ngood\t1\nbad\t\n", "D/glue/SST-2/dev.tsv:3: no label (''); every split "
+         "but test must be labelled"),
+        ("sentence\tlabel\ngood\t1\nbad\t-1\n", "D/glue/SST-2/dev.tsv:3: no label ('-1')"),
+        ("", "D/glue/SST-2/dev.tsv: no examples (an empty file, or only a header line)"),
+        ("sentence\tlabel\n", "D/glue/SST-2/dev.tsv: no examples"),
+        ("sentence\tlabel\n\n  \n", "D/glue/SST-2/dev.tsv: no examples"),
+        ("sentence\tlabel\ngood\t1\ngreat\t11\n", "D/glue/SST-2/dev.tsv:3: unknown label '11'; "
+         "expected one of negative, positive or an index 0..1"),
+    ],
+)  # fmt: skip
+def test_bad_glue_files_name_file_and_line(tmp_path, text, expected):
+    write(tmp_path / "glue/SST-2/dev.tsv", text)
+    assert error_of(get_task("sst2"), "dev", tmp_path).startswith(expected)
+
+
+def test_a_label_typo_in_registered_train_is_refused(tmp_path, shared_data):
+    lines = sst2_lines(shared_data, 30).decode().splitlines()
+    lines[17] = lines[17].rsplit("\t", 1)[0] + "\t1l"
+    write(tmp_path / "glue/SST-2/train.tsv", "\n".join(lines) + "\n")
+    msg = error_of(get_task("sst2"), "train", tmp_path)
+    assert msg.startswith("D/glue/SST-2/train.tsv:18: unknown label '1l'")
+
+
+def test_a_test_split_may_be_unlabelled(tmp_path):
+    write(tmp_path / "glue/RTE/test.tsv", "index\tsentence1\tsentence2\n0\tA\tB\n")
+    assert load_split(get_task("rte"), "test", tmp_path) == [Example("A", "B", None)]
+
+
+def test_non_utf8_data_names_file_line_and_byte(tmp_path):
+    path = tmp_path / "glue/SST-2/dev.tsv"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"sentence\tlabel\ngood\t1\ncaf\xe9\t0\n")
+    assert error_of(get_task("sst2"), "dev", tmp_path) == (
+        "D/glue/SST-2/dev.tsv:3: not UTF-8: byte 25 (0xe9) cannot be decoded; save the file as "
+        "UTF-8"
+    )
+    path = tmp_path / "conll2003/test.txt"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\xef\xbb\xbfEU B-ORG\n\nx\xff O\n")  # the offset counts the BOM
+    assert error_of(get_task("conll2003"), "test", tmp_path).startswith(
+        "D/conll2003/test.txt:3: not UTF-8: byte 14 (0xff)"
+    )
+
+
+def test_held_out_validation_needs_two_examples(tmp_path):
+    write(tmp_path / "t.csv", "text,label\ngood,1\n")
+    spec = table_task({"train": tmp_path / "t.csv"}, text_columns=("text",), label_column="label")
+    spec = replace_labels(spec, ("0", "1"))
+    with pytest.raises(DataError, match=r"t.csv: 1 example: too few to hold out a validation"):
+        load_split(spec, "validation")
+
+
+def own_table(tmp_path, text: str, columns=("text",), label="label", name="t.tsv"):
+    path = write(tmp_path / name, text)
+    return table_task({"train": path, "dev": path}, text_columns=columns, label_column=label)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        ("t.tsv", "label\ttext\n1\tgood\n0\n", "t.tsv:3: no text in column 'text'"),
+        ("t.csv", "a,b,label\nx,y,1\nx\n", "t.csv:3: no text in column 'b'"),
+        ("t.jsonl", '{"text": "x", "label": 1}\n{"text": null, "label": 0}\n',
+         "t.jsonl:2: no text in column 'text'"),
+        ("t.jsonl", '{"text": {"a": 1}, "label": 0}\n', "t.jsonl:1: column 'text' holds dict"),
+        ("t.tsv", "text\tlabel\ngood\t1\nbad\t\n", "t.tsv:3: no label"),
+    ],
+)  # fmt: skip
+def test_missing_text_or_label_cell_names_the_line(tmp_path, name, text, expected):
+    columns = ("a", "b") if "a,b" in text else ("text",)
+    spec = replace_labels(own_table(tmp_path, text, columns, name=name), ("0", "1"))
+    with pytest.raises(DataError) as info:
+        load_split(spec, "dev")
+    assert expected in str(info.value) and "'None'" not in str(info.value)
+
+
+def test_headerless_own_data_reads_with_column_numbers(tmp_path, shared_data):
+    rows = (shared_data / "text/mr_train.tsv").read_text().splitlines()[:40]  # label, sentence
+    spec = infer_labels(own_table(tmp_path, "\n".join(rows) + "\n", ("1",), "0"))
+    assert spec.labels == ("0", "1")
+    dev = load_split(spec, "dev")
+    label, text = rows[0].split("\t")
+    assert len(dev) == 40 and dev[0] == Example(text, None, int(label))
+
+
+def test_header_read_as_data_is_refused(tmp_path):
+    rows = ["sentence\tlabel"] + [f"w{i}\t{i % 2}" for i in range(10)]
+    with pytest.raises(DataError) as info:
+        infer_labels(own_table(tmp_path, "\n".join(rows), ("0",), "1"))
+    msg = str(info.value)
+    assert "t.tsv:1: the label 'label' occurs only on this line" in msg
+    assert "name the columns instead (--text-column sentence --label-column label)" in msg
+    spec = replace_labels(own_table(tmp_path, "\n".join(rows), ("0",), "1"), ("0", "1"))
+    with pytest.raises(DataError, match=r"t.tsv:1: unknown label 'label'.*is read as data"):
+        load_split(spec, "dev")  # labels known (from the model): the same hint
+
+
+def test_column_names_absent_from_the_header_say_what_to_do(tmp_path):
+    with pytest.raises(DataError) as info:
+        infer_labels(own_table(tmp_path, "great film\t1\nawful\t0\n"))
+    assert str(info.value).startswith(
+        f"{tmp_path}/t.tsv:1: no column text, label in the header line (great film, 1); if the "
+        "file has no header line, give column numbers counted from 0 (--text-column 0 "
+        "--label-column 1)"
+    )
+
+
+def test_a_rare_label_like_a_common_one_is_refused(tmp_path):
+    rows = ["text\tlabel"] + [f"w{i}\t{'positive' if i % 2 else 'negative'}" for i in range(40)]
+    rows.insert(8, "oops\tpositve")
+    with pytest.raises(DataError) as info:
+        infer_labels(own_table(tmp_path, "\n".join(rows)))
+    assert str(info.value).endswith(
+        "t.tsv:9: label 'positve' (1 row(s)) looks like a typo of 'positive' (20 rows); fix the "
+        "row, or name the classes yourself (table_task(..., labels=...))"
+    )
+    rows[8] = "fine\tneutral"  # a rare class unlike the others is a class
+    spec = infer_labels(own_table(tmp_path, "\n".join(rows)))
+    assert spec.labels == ("negative", "neutral", "positive")
+
+
+@pytest.mark.parametrize("label", ["nan", "inf", "-inf", "1e400"])
+def test_regression_labels_must_be_finite(tmp_path, label):
+    write(tmp_path / "t.tsv", f"text\tscore\nfine\t0.5\nodd\t{label}\n")
+    spec = table_task(
+        {"dev": tmp_path / "t.tsv"}, text_columns=("text",), label_column="score",
+        kind="regression",
+    )  # fmt: skip
+    with pytest.raises(DataError, match=rf"t.tsv:3: expected a finite number as the label, got "
+                                        rf"'{label}'"):  # fmt: skip
+        load_split(spec, "dev")

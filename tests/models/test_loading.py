@@ -325,3 +325,63 @@ def test_real_gguf_decoder_perplexity_on_wikitext(shared_data):
     # The data README reports about 28 on the first 16k tokens; blocks of 512 without overlap
     # give the model less context on average, so allow some headroom.
     assert 15 < result["perplexity"] < 40, result
+
+
+# -- damaged model folders: one message naming the folder and what to do ----------------------
+def _damage(folder: Path, how: str) -> None:
+    weights = folder / "model.safetensors"
+    if how == "truncated weights":
+        data = weights.read_bytes()
+        weights.write_bytes(data[: len(data) // 2])
+    elif how == "empty weights":
+        weights.write_bytes(b"")
+    elif how == "config not JSON":
+        (folder / "config.json").write_text("{garbage")
+    elif how == "config a list":
+        (folder / "config.json").write_text("[]")
+    elif how == "config of an unknown model type":
+        (folder / "config.json").write_text('{"model_type": "no-such-family"}')
+    elif how == "config for other weights":
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "intermediate_size": 48}))
+    elif how == "tokenizer not JSON":
+        (folder / "tokenizer.json").write_text("{bad")
+
+
+@pytest.mark.parametrize(
+    ("how", "part"),
+    [
+        ("truncated weights", "the weights cannot be read or do not match config.json "
+         "(model.safetensors): SafetensorError: "),
+        ("empty weights", "the weights cannot be read"),
+        ("config not JSON", "config.json cannot be read: "),
+        ("config a list", "config.json cannot be read: TypeError: "),
+        ("config of an unknown model type", "config.json cannot be read: "),
+        ("config for other weights", "the weights cannot be read or do not match config.json "
+         "(model.safetensors): RuntimeError: "),
+        ("tokenizer not JSON", "the tokenizer files cannot be read: "),
+    ],
+)  # fmt: skip
+def test_damaged_model_folder_is_one_message(tiny_bert_dir, how, part):
+    _damage(tiny_bert_dir, how)
+    with pytest.raises(EdgecError) as info:
+        load_model(tiny_bert_dir, head="sequence-classification", num_labels=2)
+    msg = str(info.value)
+    assert msg.startswith(f"cannot load model '{tiny_bert_dir}': {part}"), msg
+    assert msg.endswith("The folder is damaged or incomplete: re-create it (re-run the step that "
+                        "wrote it, with --force) or copy it again")  # fmt: skip
+    assert "\n" not in msg and len(msg) < 600
+
+
+def test_eval_of_a_truncated_model_prints_one_line(tiny_bert_dir, tmp_path, capsys):
+    from toy import write_toy_table
+
+    from toolchain.cli.main import main
+
+    _damage(tiny_bert_dir, "truncated weights")
+    dev = write_toy_table(tmp_path / "dev.tsv", 8, 0)
+    args = ["eval", str(tiny_bert_dir), "--dev-file", str(dev), "--text-column", "text"]
+    assert main([*args, "--label-column", "label"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"edgec: error: cannot load model '{tiny_bert_dir}': the weights")
+    assert "\n" not in err and "Traceback" not in err

@@ -17,14 +17,13 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
 from toolchain import api
 from toolchain.cli.teacher import add_task_arguments, task_from_args
 from toolchain.config import recipe_to_yaml
 from toolchain.devices.budgets import resolve_recipe
 from toolchain.errors import ConfigError
 from toolchain.report import rows
+from toolchain.schema import safe_load
 from toolchain.version import __version__
 
 HELP = "the whole pipeline for a device: one verified bundle per budget"
@@ -124,7 +123,7 @@ def recipe_from_args(args: argparse.Namespace):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. distill.steps=2000")
-        overrides[key.strip()] = yaml.safe_load(value)
+        overrides[key.strip()] = safe_load(value, file=f"--set {key.strip()}")
     return api.build_recipe(args.recipe, preset=args.preset, overrides=overrides)
 
 

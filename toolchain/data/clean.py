@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from toolchain.config import DataConfig
-from toolchain.data.readers import Example, TokenExample
+from toolchain.data.readers import DataError, Example, TokenExample
 
 RULES = ("empty", "length", "label_conflict", "exact_duplicate", "near_duplicate")
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -82,6 +82,9 @@ def clean(examples: list, cfg: DataConfig) -> tuple[list, CleanReport]:
 
     Returns:
         ``(kept examples in their original order, report)``.
+
+    Raises:
+        DataError: the rules removed every example.
     """
     report = CleanReport(total=len(examples), kept=len(examples), enabled=cfg.clean)
     if not cfg.clean:
@@ -113,6 +116,11 @@ def clean(examples: list, cfg: DataConfig) -> tuple[list, CleanReport]:
         dropped = near_duplicates([norms[i] for i in keep], cfg.near_duplicate_threshold)
         apply("near_duplicate", [i for j, i in enumerate(keep) if j not in dropped])
     report.kept = len(keep)
+    if examples and not keep:  # nothing left to train on: say why, before a stage starts
+        raise DataError(
+            f"{report.summary()}: no training example is left; check the training file, or "
+            "relax the rules (data: {clean: false}, or min_chars/max_chars/dedup_near)"
+        )
     return [examples[i] for i in keep], report
 
 

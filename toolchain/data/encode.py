@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from toolchain.data.readers import Example, TokenExample
+from toolchain.data.readers import DataError, Example, TokenExample
 from toolchain.data.tasks import TaskSpec
 
 IGNORE = -100  # label ignored by the loss (non-first sub-words, padding)
@@ -136,8 +136,8 @@ def _labels(items: list[Encoded], width: int) -> torch.Tensor | None:
         return out
     if all(e.label is None for e in items):  # language modelling, unlabelled test data
         return None
-    if any(e.label is None for e in items):
-        raise ValueError("a batch mixes labelled and unlabelled examples")
+    if any(e.label is None for e in items):  # the readers refuse this in a labelled split
+        raise DataError("a batch mixes labelled and unlabelled examples: label every row")
     if isinstance(first, float):
         return torch.tensor([float(e.label) for e in items], dtype=torch.float32)
     return torch.tensor([int(e.label) for e in items], dtype=torch.long)

@@ -4,6 +4,7 @@ so that neither imports the other's caller."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from toolchain.data.tasks import TaskSpec
@@ -38,9 +39,12 @@ def parse_label(spec: TaskSpec, raw: str, where: str) -> int | float | None:
         return None
     if spec.kind == "regression":
         try:
-            return float(raw)
+            value = float(raw)
         except ValueError:
-            raise DataError(f"{where}: expected a number as the label, got {raw!r}") from None
+            value = math.nan
+        if not math.isfinite(value):
+            raise DataError(f"{where}: expected a finite number as the label, got {raw!r}")
+        return value
     if raw in spec.labels:
         return spec.labels.index(raw)
     try:

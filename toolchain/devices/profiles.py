@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 from toolchain import schema
-from toolchain.config import BudgetSpec
+from toolchain.config import MAX_ITERATIONS, BudgetSpec
 from toolchain.devices.facts import HOST_SOURCE, Hardware, SoftwareStack
 from toolchain.devices.host import host_hardware, host_software
 from toolchain.errors import ConfigError, UnknownDeviceError
@@ -64,9 +64,12 @@ class MeasurementProtocol:
     notes: str = ""
 
     def __post_init__(self):
-        for key in ("iterations", "repeats", "batch", "seq_len", "threads"):
-            check_range(self, key, lo=1)
-        check_range(self, "warmup", lo=0)
+        check_range(self, "iterations", lo=1, hi=MAX_ITERATIONS)
+        check_range(self, "repeats", lo=1, hi=1000)
+        check_range(self, "batch", lo=1, hi=65536)
+        check_range(self, "seq_len", lo=1, hi=8192)
+        check_range(self, "threads", lo=1, hi=1024)
+        check_range(self, "warmup", lo=0, hi=MAX_ITERATIONS)
         check_range(self, "percentile", lo=50, hi=100)
 
 

@@ -228,7 +228,7 @@ def load_model(
     import transformers
 
     auto_cls = getattr(transformers, auto_name)
-    with _quiet_transformers(), _load_errors(source):
+    with _quiet_transformers(), _load_errors(source, "weights"):
         model, info = auto_cls.from_pretrained(
             location,
             config=config,
@@ -285,7 +285,7 @@ def _from_pretrained_args(source: Path | str) -> tuple[str, dict[str, Any]]:
 def _load_config(location: str, kwargs: dict[str, Any], source: Path | str):
     from transformers import AutoConfig
 
-    with _load_errors(source):
+    with _load_errors(source, "config"):
         return AutoConfig.from_pretrained(location, **kwargs)
 
 
@@ -342,7 +342,7 @@ def _load_tokenizer(location: str, kwargs: dict[str, Any], source: Path | str):
             return None
     from transformers import AutoTokenizer
 
-    with _quiet_transformers(), _load_errors(source):
+    with _quiet_transformers(), _load_errors(source, "tokenizer"):
         return AutoTokenizer.from_pretrained(location, **kwargs)
 
 
@@ -371,11 +371,37 @@ def _quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(before)
 
 
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+_PARTS = {
+    "config": "config.json cannot be read",
+    "weights": "the weights cannot be read or do not match config.json",
+    "tokenizer": "the tokenizer files cannot be read",
+}
+
+
 @contextlib.contextmanager
-def _load_errors(source: Path | str) -> Iterator[None]:
-    """transformers reports a missing file, an unreachable hub or a bad repo id as OSError."""
+def _load_errors(source: Path | str, part: Literal["config", "weights", "tokenizer"]):
+    """Any failure of transformers on a model folder as one EdgecError naming the folder, the
+    part that failed and what to do. transformers and its libraries fail on a damaged folder in
+    many ways (OSError, SafetensorError, ValueError, TypeError, RuntimeError, a bare Exception from
+    tokenizers), so every Exception from the wrapped call is one."""
     try:
         yield
-    except OSError as e:
-        where = " from the Hugging Face Hub" if isinstance(source, str) else ""
-        raise EdgecError(f"cannot load model {str(source)!r}{where}: {e}") from e
+    except EdgecError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as e:
+        cause = " ".join(str(e).split()).rstrip(".")
+        cause = cause if len(cause) <= 200 else cause[:200].rstrip() + " (...)"
+        if isinstance(source, str):
+            raise EdgecError(
+                f"cannot load model {source!r} from the Hugging Face Hub: {cause}"
+            ) from e
+        files = [f for f in _WEIGHT_FILES if (source / f).is_file()] if source.is_dir() else []
+        what = _PARTS[part] + (f" ({', '.join(files)})" if part == "weights" and files else "")
+        raise EdgecError(
+            f"cannot load model {str(source)!r}: {what}: {type(e).__name__}: {cause}. The "
+            "folder is damaged or incomplete: re-create it (re-run the step that wrote it, "
+            "with --force) or copy it again"
+        ) from e
