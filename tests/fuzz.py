@@ -1,4 +1,5 @@
-"""Fuzz targets: bytes in, one of edgec's readers run on them, and a crash is any exception that is
+"""Fuzz targets: bytes in, one of edgec's readers (data, recipe, profile, bundle manifest, bundle
+archive) run on them, and a crash is any exception that is
 not an :class:`~toolchain.errors.EdgecError` (the typed error bad input must give).
 
 Used by the property tests (tests/test_fuzz_config.py, tests/data/test_fuzz_readers.py) and by
@@ -16,15 +17,20 @@ default one temporary folder per process) and reads it the way the CLI does.
 from __future__ import annotations
 
 import atexit
+import copy
+import io
 import json
 import re
 import shutil
+import tarfile
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from fake_bundle import write_fake_bundle
 from hypothesis import strategies as st
 
+from toolchain.bundle.manifest import MANIFEST, digest, pack, unpack, verify
 from toolchain.config import Recipe, load_recipe, recipe_to_yaml
 from toolchain.data.readers import infer_labels, read_file
 from toolchain.data.tasks import get_task, table_task
@@ -78,6 +84,22 @@ def _table(text: tuple[str, ...], label: str, kind: str = "classification"):
     return target
 
 
+def _manifest(path: Path) -> None:
+    # `edgec bundle verify` of a bundle whose manifest.json is these bytes
+    folder = path.parent / "case.edgec"
+    shutil.rmtree(folder, ignore_errors=True)
+    write_fake_bundle(folder)
+    shutil.copyfile(path, folder / MANIFEST)
+    verify(folder)
+
+
+def _archive(path: Path) -> None:
+    # what the agent does with an upload: unpack under the limits, then verify
+    out = path.parent / "unpacked"
+    shutil.rmtree(out, ignore_errors=True)
+    verify(unpack(path, out))
+
+
 # name -> (file name written, reader)
 FUZZ_TARGETS: dict[str, tuple[str, Callable[[Path], None]]] = {
     "recipe": ("recipe.yaml", _recipe),
@@ -96,9 +118,12 @@ FUZZ_TARGETS: dict[str, tuple[str, Callable[[Path], None]]] = {
     "table-csv-pair": ("train.csv", _table(("a", "b"), "label")),
     "table-jsonl": ("train.jsonl", _table(("text",), "label")),
     "table-jsonl-regression": ("train.jsonl", _table(("text",), "label", "regression")),
+    "manifest": ("manifest.json", _manifest),
+    "archive": ("upload.edgec.tar.gz", _archive),
 }
 YAML_TARGETS = ("recipe", "recipe-preset", "set-option", "profile")
-DATA_TARGETS = tuple(t for t in FUZZ_TARGETS if t not in YAML_TARGETS)
+BUNDLE_TARGETS = ("manifest", "archive")
+DATA_TARGETS = tuple(t for t in FUZZ_TARGETS if t not in YAML_TARGETS + BUNDLE_TARGETS)
 
 _workdir: Path | None = None
 
@@ -122,6 +147,7 @@ def run_case(target_name: str, data: bytes, workdir: Path | None = None) -> None
     """
     file_name, target = FUZZ_TARGETS[target_name]
     path = (workdir or _default_workdir()) / file_name
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     try:
         target(path)
@@ -338,6 +364,114 @@ def strategy(target_name: str) -> st.SearchStrategy[bytes]:
         return st.one_of(mutated_yaml(_base_profile()), yaml_documents())
     if target_name == "conll":
         return conll()
+    if target_name == "manifest":
+        return manifests()
+    if target_name == "archive":
+        return archives()
     if target_name.startswith("table-jsonl"):
         return json_lines()
     return delimited(*TABLE_LAYOUTS[target_name])
+
+
+# -- bundles ------------------------------------------------------------------------------------
+_GOOD: dict[str, object] = {}
+
+
+def _good_bundle() -> tuple[dict, bytes]:
+    """The fake bundle's manifest and its archive (made once per process)."""
+    if not _GOOD:
+        folder = write_fake_bundle(Path(tempfile.mkdtemp(prefix="edgec-fuzz-good-")) / "toy.edgec")
+        atexit.register(shutil.rmtree, folder.parent, ignore_errors=True)
+        _GOOD["manifest"] = json.loads((folder / MANIFEST).read_text())
+        _GOOD["archive"] = pack(folder, folder.with_name("toy.edgec.tar.gz")).read_bytes()
+    return _GOOD["manifest"], _GOOD["archive"]
+
+
+def _paths(value, prefix=()):
+    yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _paths(item, (*prefix, i))
+
+
+_ODD_NAMES = ["/etc/hostname", "../../x.onnx", "C:/x", "a\\b", "", ".", "./model.onnx",
+              "model.onnx/", "x\x00y", "manifest.json", "signature.json", "a" * 300]  # fmt: skip
+
+
+@st.composite
+def manifests(draw) -> bytes:
+    """The fake bundle's manifest with a few values replaced or removed (awkward types, escaping
+    paths, huge numbers), its digest resealed or not, or its JSON text damaged."""
+    manifest = copy.deepcopy(_good_bundle()[0])
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(list(_paths(manifest))[1:]))
+        parent = manifest
+        for key in path[:-1]:
+            parent = parent[key]
+        if draw(st.booleans()) and isinstance(parent, dict):
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = draw(_json_value() | st.sampled_from(_ODD_NAMES))
+    if draw(st.booleans()):  # resealed: the checks after the digest are reached
+        manifest.pop("digest", None)
+        try:
+            manifest["digest"] = digest(manifest)
+        except (TypeError, ValueError):
+            pass
+    text = json.dumps(manifest, allow_nan=True)
+    if draw(st.integers(0, 4)) == 0:  # damaged text
+        cut = draw(st.integers(0, len(text)))
+        text = text[:cut] + draw(st.sampled_from(["", "}", '"', "\\", "\ud800", ",,"])) + text[cut:]
+    return text.encode("utf-8", "surrogatepass")
+
+
+_TYPES = [tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.FIFOTYPE,
+          tarfile.CHRTYPE, tarfile.GNUTYPE_SPARSE, b"Z"]  # fmt: skip
+_MEMBER_NAMES = ["toy.edgec", "toy.edgec/manifest.json", "toy.edgec/model.onnx", "./",
+                 "./manifest.json", "other.edgec/x", "toy.edgec/../x", "/abs", "toy.edgec//a",
+                 "toy.edgec/a/../../b", "toy.edgec/extra", "toy.edgec/extra/notes.txt"]  # fmt: skip
+
+
+@st.composite
+def archives(draw) -> bytes:
+    """A good bundle archive with bytes changed or cut (in the tar or the gzip stream), or a tar
+    of hostile members: odd names, links, devices, sparse files, sizes declared but not there."""
+    good = _good_bundle()[1]
+    if draw(st.booleans()):
+        in_tar = draw(st.booleans())
+        raw = bytearray(tarfile_bytes(good) if in_tar else good)
+        for _ in range(draw(st.integers(1, 4))):
+            raw[draw(st.integers(0, len(raw) - 1))] = draw(st.integers(0, 255))
+        raw = bytes(raw[: draw(st.integers(1, len(raw)))])
+        return _gzip(raw) if in_tar else raw
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for _ in range(draw(st.integers(0, 8))):
+            info = tarfile.TarInfo(draw(st.sampled_from(_MEMBER_NAMES) | st.text(max_size=20)))
+            info.type = draw(st.sampled_from(_TYPES))
+            info.linkname = draw(st.sampled_from(["", "/etc/passwd", "../x", "toy.edgec"]))
+            data = draw(st.binary(max_size=64))
+            info.size = len(data) if info.isreg() else 0
+            try:
+                tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+            except (ValueError, UnicodeError):  # a name tarfile itself cannot write
+                continue
+    raw = buf.getvalue()
+    if draw(st.booleans()):  # a size declared far beyond what follows
+        raw = raw[:124] + b"77777777777\0" + raw[136:]
+    return _gzip(raw)
+
+
+def tarfile_bytes(archive: bytes) -> bytes:
+    import gzip
+
+    return gzip.decompress(archive)
+
+
+def _gzip(raw: bytes) -> bytes:
+    import gzip
+
+    return gzip.compress(raw, mtime=0)

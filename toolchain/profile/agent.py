@@ -253,7 +253,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(400, {"error": f"truncated upload: expected {size} bytes"})
             return
         status, reply = self.server.measure(body, request)
-        if "error" in reply:
+        if "error" in reply and status not in (413, 422):
+            # a refused bundle's message names its own members and manifest values (the
+            # user's, e.g. an escaping '/etc/x'), already relative to the agent's temp folder
             reply = {**reply, "error": without_paths(str(reply["error"]))}
         self._reply(status, reply)
 
@@ -380,7 +382,8 @@ class Agent(ThreadingHTTPServer):
                 manifest = verify(folder, trust=self.trust)
             except BundleError as e:  # the messages name files, not this agent's temp folders
                 status = 413 if isinstance(e, ArchiveLimitError) else 422
-                return status, {"error": f"bundle refused: {str(e).replace(tmp + '/', '')}"}
+                text = str(e).replace(tmp + "/", "").replace(tmp, "upload")
+                return status, {"error": f"bundle refused: {text}"}
             with self.lock:  # one measurement at a time; later requests wait here
                 started = time.time()
                 reply = run_worker(
