@@ -385,3 +385,13 @@ def test_eval_of_a_truncated_model_prints_one_line(tiny_bert_dir, tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"edgec: error: cannot load model '{tiny_bert_dir}': the weights")
     assert "\n" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("how", ["config not JSON", "config a list", "truncated weights"])
+def test_export_of_a_damaged_folder_is_one_message(tiny_bert_dir, how):
+    from toolchain.export.onnx import load_for_export
+
+    _damage(tiny_bert_dir, how)
+    with pytest.raises(EdgecError, match=f"cannot load model '{tiny_bert_dir}': ") as info:
+        load_for_export(tiny_bert_dir)
+    assert "The folder is damaged or incomplete" in str(info.value)

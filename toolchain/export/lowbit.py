@@ -40,10 +40,12 @@ def _digest(array: np.ndarray) -> str:
 def _packed(packed_dir: Path):
     from safetensors.torch import load_file
 
+    from toolchain.models.loading import load_errors
     from toolchain.quantize.convert import read_quantization_config
 
     qc = read_quantization_config(packed_dir)
-    return qc, load_file(str(packed_dir / "model.safetensors"))
+    with load_errors(Path(packed_dir), "weights"):
+        return qc, load_file(str(packed_dir / "model.safetensors"))
 
 
 def _dequantized(qc: dict, tensors: dict, kind: str):

@@ -62,7 +62,11 @@ def load_for_export(path: str | Path):
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
         raise ExportError(f"{path} is not a model directory (no config.json)")
-    if "quantization_config" in json.loads(cfg_file.read_text()):
+    from toolchain.models.loading import load_errors
+
+    with load_errors(path, "config"):
+        raw = json.loads(cfg_file.read_text(encoding="utf-8"))
+    if isinstance(raw, dict) and "quantization_config" in raw:
         from toolchain.quantize.convert import load_quantized, read_quantization_config
 
         adapter = load_quantized(path)
@@ -72,7 +76,8 @@ def load_for_export(path: str | Path):
 
     from toolchain.models.loading import load_model
 
-    config = transformers.AutoConfig.from_pretrained(str(path))
+    with load_errors(path, "config"):
+        config = transformers.AutoConfig.from_pretrained(str(path))
     return load_model(str(path), head=head_of(config)), None
 
 

@@ -228,7 +228,7 @@ def load_model(
     import transformers
 
     auto_cls = getattr(transformers, auto_name)
-    with _quiet_transformers(), _load_errors(source, "weights"):
+    with _quiet_transformers(), load_errors(source, "weights"):
         model, info = auto_cls.from_pretrained(
             location,
             config=config,
@@ -285,7 +285,7 @@ def _from_pretrained_args(source: Path | str) -> tuple[str, dict[str, Any]]:
 def _load_config(location: str, kwargs: dict[str, Any], source: Path | str):
     from transformers import AutoConfig
 
-    with _load_errors(source, "config"):
+    with load_errors(source, "config"):
         return AutoConfig.from_pretrained(location, **kwargs)
 
 
@@ -342,7 +342,7 @@ def _load_tokenizer(location: str, kwargs: dict[str, Any], source: Path | str):
             return None
     from transformers import AutoTokenizer
 
-    with _quiet_transformers(), _load_errors(source, "tokenizer"):
+    with _quiet_transformers(), load_errors(source, "tokenizer"):
         return AutoTokenizer.from_pretrained(location, **kwargs)
 
 
@@ -380,7 +380,7 @@ _PARTS = {
 
 
 @contextlib.contextmanager
-def _load_errors(source: Path | str, part: Literal["config", "weights", "tokenizer"]):
+def load_errors(source: Path | str, part: Literal["config", "weights", "tokenizer"]):
     """Any failure of transformers on a model folder as one EdgecError naming the folder, the
     part that failed and what to do. transformers and its libraries fail on a damaged folder in
     many ways (OSError, SafetensorError, ValueError, TypeError, RuntimeError, a bare Exception from

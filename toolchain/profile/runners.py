@@ -84,12 +84,13 @@ class TorchRunner:
         import transformers
 
         from toolchain.export.onnx import head_of
-        from toolchain.models.loading import load_model
+        from toolchain.models.loading import load_errors, load_model
 
         self.name = "pytorch"
         if threads:
             torch.set_num_threads(threads)
-        config = transformers.AutoConfig.from_pretrained(str(model_dir))
+        with load_errors(Path(model_dir), "config"):
+            config = transformers.AutoConfig.from_pretrained(str(model_dir))
         self.model = load_model(str(model_dir), head=head_of(config)).model.eval().to(device)
         self.device = device
         self.inputs: dict = {}

@@ -189,12 +189,13 @@ def load_quantized(path: str | Path, *, device: str | torch.device = "cpu"):
     from safetensors.torch import load_file
 
     from toolchain.models.adapters import adapter_class
-    from toolchain.models.loading import _load_tokenizer
+    from toolchain.models.loading import _load_tokenizer, load_errors
     from toolchain.quantize.modules import quantize_modules
 
     path = Path(path)
     qc = read_quantization_config(path)
-    config = transformers.AutoConfig.from_pretrained(str(path))
+    with load_errors(path, "config"):
+        config = transformers.AutoConfig.from_pretrained(str(path))
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     arch = (config.architectures or [None])[0]
@@ -204,7 +205,8 @@ def load_quantized(path: str | Path, *, device: str | torch.device = "cpu"):
     model = model_cls(config)
     modules = qc["modules"]
     quantize_modules(model, {n: e["bits"] for n, e in modules.items()}, act_bits=qc["act_bits"])
-    tensors = load_file(str(path / "model.safetensors"))
+    with load_errors(path, "weights"):
+        tensors = load_file(str(path / "model.safetensors"))
     _load_tensors(model, tensors, qc, path)
     model.to(device).eval()
     tokenizer = _load_tokenizer(str(path), {}, path)
