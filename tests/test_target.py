@@ -45,6 +45,26 @@ def test_an_agent_needs_its_token_file(tmp_path):
         )
 
 
+def test_a_relative_ca_cert_is_resolved_against_the_working_directory(tmp_path, monkeypatch):
+    import toolchain.target as target_module
+    from toolchain.config import load_recipe
+
+    token = tmp_path / "token"
+    token.write_text("secret-token\n")
+    token.chmod(0o600)
+    seen = []
+    monkeypatch.setattr(target_module, "client_tls", lambda url, ca: seen.append(ca))
+    monkeypatch.chdir(tmp_path)
+    recipe = load_recipe(None, overrides={"profile.ca_cert": "certs/agent.crt"})
+    assert recipe.profile.ca_cert == "certs/agent.crt"
+    t = DeviceTarget.resolve(
+        "jetson", agent_url="https://127.0.0.1:9600", token_file=token,
+        ca_cert=recipe.profile.ca_cert,
+    )  # fmt: skip
+    assert seen == ["certs/agent.crt"]
+    assert t.agent.ca_file == str(tmp_path / "certs" / "agent.crt")
+
+
 def test_the_recipe_overrides_the_profile_protocol():
     t = DeviceTarget.resolve("host", overrides=ProfileConfig(warmup=3, iterations=7, threads=1))
     base = DeviceTarget.resolve("host").protocol

@@ -407,7 +407,7 @@ def build(
 
     dev = target(
         recipe.device, agent_url=recipe.profile.target, token_file=recipe.profile.token_file,
-        predictors=predictors, overrides=recipe.profile,
+        predictors=predictors, overrides=recipe.profile, ca_cert=recipe.profile.ca_cert,
     )  # fmt: skip
     recipe, _ = resolve_recipe(recipe, profile=dev.profile)
     recipe = _absolute_paths(recipe)

@@ -390,6 +390,7 @@ class ProfileConfig(StageConfig):
 
     target: str | None = None  # http://HOST:9600 of an `edgec agent`; None = this host or predicted
     token_file: str | None = None
+    ca_cert: str | None = None  # PEM certificate to trust for an https:// agent (self-signed)
     warmup: int | None = None
     iterations: int | None = None
     repeats: int | None = None

@@ -105,6 +105,8 @@ class DeviceTarget:
             if not token_file:
                 raise ConfigError("--target needs --token-file F (the agent's token)")
             client_tls(agent_url, ca_cert)  # a CA file for an http:// URL is refused here
+            if ca_cert:  # used later, from whatever working directory: resolved against the user's
+                ca_cert = str(Path(ca_cert).expanduser().resolve())
             agent = Agent(agent_url, read_token(token_file), str(token_file), ca_cert)
         return cls(
             profile=resolution.profile,

@@ -132,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
         token_file=args.token_file or recipe.profile.token_file,
         predictors=args.predictors or api.DEFAULT,
         overrides=recipe.profile,
+        ca_cert=recipe.profile.ca_cert,
     )
     result = api.search(
         args.teacher,
