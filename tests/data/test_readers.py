@@ -411,8 +411,12 @@ def test_a_rare_label_like_a_common_one_is_refused(tmp_path):
         infer_labels(own_table(tmp_path, "\n".join(rows)))
     assert str(info.value).endswith(
         "t.tsv:9: label 'positve' (1 row(s)) looks like a typo of 'positive' (20 rows); fix the "
-        "row, or name the classes yourself (table_task(..., labels=...))"
+        "row, or, if it is a class, name every class: --labels negative,positive,positve (in "
+        "Python: table_task(..., labels=...))"
     )
+    spec = replace_labels(own_table(tmp_path, "\n".join(rows)), ("negative", "positive", "positve"))
+    assert infer_labels(spec) == spec  # classes named: a rare one is kept
+    assert load_split(spec, "dev")[7] == Example("oops", None, 2)
     rows[8] = "fine\tneutral"  # a rare class unlike the others is a class
     spec = infer_labels(own_table(tmp_path, "\n".join(rows)))
     assert spec.labels == ("negative", "neutral", "positive")

@@ -22,6 +22,7 @@ import itertools
 import json
 import os
 import random
+import shlex
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
@@ -283,9 +284,12 @@ def infer_labels(spec: TaskSpec, data_dir=None) -> TaskSpec:
             + ("" if indexed else f" (header: {_header_hint(spec, path)})")
         )
     _refuse_label_typos(counts, first_line, path)
+    return replace(spec, labels=_sorted_labels(counts))
+
+
+def _sorted_labels(counts: Counter) -> tuple[str, ...]:
     numeric = all(v.lstrip("-").isdigit() for v in counts)
-    labels = sorted(counts, key=int) if numeric else sorted(counts)
-    return replace(spec, labels=tuple(labels))
+    return tuple(sorted(counts, key=int) if numeric else sorted(counts))
 
 
 def _refuse_header_as_data(counts: Counter, first_line: dict, path: Path) -> None:
@@ -308,10 +312,13 @@ def _refuse_label_typos(counts: Counter, first_line: dict, path: Path) -> None:
         near = [v for v in common if v.lower() == value.lower()]
         near = near or difflib.get_close_matches(value, common, n=1, cutoff=0.75)
         if near:
+            listed = ",".join(_sorted_labels(counts))  # a label with a comma: no --labels
+            shown = len(listed) <= 100 and listed.count(",") == len(counts) - 1
+            listed = shlex.quote(listed) if shown else "A,B,..."
             raise DataError(
                 f"{path}:{first_line[value]}: label {value!r} ({n} row(s)) looks like a typo of "
-                f"{near[0]!r} ({counts[near[0]]} rows); fix the row, or name the classes "
-                "yourself (table_task(..., labels=...))"
+                f"{near[0]!r} ({counts[near[0]]} rows); fix the row, or, if it is a class, name "
+                f"every class: --labels {listed} (in Python: table_task(..., labels=...))"
             )
 
 
