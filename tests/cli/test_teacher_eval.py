@@ -110,6 +110,60 @@ def test_bad_input_is_one_clear_message(edgec, tmp_path, args, message):
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
+def own_data_args(*extra: str):
+    import argparse
+
+    from toolchain.cli.teacher import add_task_arguments
+
+    parser = argparse.ArgumentParser()
+    add_task_arguments(parser)
+    return parser.parse_args(["--text-column", "text", "--label-column", "label", *extra])
+
+
+def test_labels_option_accepts_a_rare_class_the_typo_check_refuses(tmp_path):
+    from toolchain.cli.teacher import task_from_args
+    from toolchain.data.readers import DataError, read_file
+
+    rows = ["text\tlabel"] + [f"hello {i}\tgreeting" for i in range(30)]
+    rows += [f"bye {i}\tfarewell" for i in range(30)] + ["hi there\tgreet"]  # line 62
+    path = tmp_path / "t.tsv"
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError) as info:
+        task_from_args(own_data_args("--train-file", str(path)))
+    assert "t.tsv:62: label 'greet' (1 row(s)) looks like a typo of 'greeting'" in str(info.value)
+    assert "name every class: --labels farewell,greet,greeting" in str(info.value)
+    args = own_data_args("--train-file", str(path), "--labels", "farewell, greet,greeting")
+    spec = task_from_args(args)
+    assert spec.labels == ("farewell", "greet", "greeting")
+    assert read_file(spec, path, split="train")[-1].label == 1
+    # a label left out of the list is refused by name
+    spec = task_from_args(own_data_args("--train-file", str(path), "--labels", "farewell,greeting"))
+    with pytest.raises(
+        DataError, match="t.tsv:62: unknown label 'greet'; expected one of farewell"
+    ):
+        read_file(spec, path, split="train")
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ("pos", "--labels needs two or more distinct class names separated by commas, got 'pos'"),
+        ("pos,,neg", "two or more distinct class names"),
+        ("pos,neg,pos", "two or more distinct class names"),
+    ],
+)
+def test_bad_labels_option_is_one_clear_message(tmp_path, labels, message):
+    from toolchain.cli.teacher import task_from_args
+    from toolchain.errors import ConfigError
+
+    args = own_data_args("--train-file", str(tmp_path / "t.tsv"), "--labels", labels)
+    with pytest.raises(ConfigError, match=message):
+        task_from_args(args)
+    args = own_data_args("--train-file", "t.tsv", "--regression", "--labels", "a,b")
+    with pytest.raises(ConfigError, match="it does not go with --regression"):
+        task_from_args(args)
+
+
 def test_missing_data_file_names_path_and_format(edgec, tiny_bert_dir, tmp_path):
     proc = edgec(
         "teacher",

@@ -15,6 +15,7 @@ from toolchain.data.readers import (
     TokenExample,
     infer_labels,
     load_split,
+    read_file,
     resolve_data_dir,
 )
 from toolchain.data.tasks import TASKS, get_task, table_task
@@ -48,7 +49,7 @@ def test_held_out_validation_partitions_train(shared_data):
     assert len(train) + len(val) == 2490 and len(val) == 249
     from collections import Counter
 
-    from toolchain.data.readers import read_file, split_path
+    from toolchain.data.readers import split_path
 
     whole = read_file(spec, split_path(spec, "train", shared_data))
     assert Counter(train) + Counter(val) == Counter(whole)  # a partition of the file
@@ -322,6 +323,24 @@ def test_non_utf8_data_names_file_line_and_byte(tmp_path):
     )
 
 
+def test_non_utf8_deep_in_a_large_file_names_its_line_and_byte(tmp_path):
+    # past the reader's buffers, with a two-byte character across the 1 MiB boundary before it
+    head = b"sentence\tlabel\n" + b"ok\t1\n" * 200_000
+    head += b"x" * ((1 << 20) - 4 - len(head) - 3) + b"\t1\n"  # 'caf' then ends at 1 MiB - 1
+    data = head + "caf\u00e9\t0\n".encode() + b"bad \xff\t1\n"
+    assert data[(1 << 20) - 1 : (1 << 20) + 1] == "\u00e9".encode()
+    path = tmp_path / "glue/SST-2/dev.tsv"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(data)
+    bad = data.index(b"\xff")
+    line = data.count(b"\n", 0, bad) + 1
+    assert line == 200_004
+    assert error_of(get_task("sst2"), "dev", tmp_path) == (
+        f"D/glue/SST-2/dev.tsv:{line}: not UTF-8: byte {bad} (0xff) cannot be decoded; save the "
+        "file as UTF-8"
+    )
+
+
 def test_held_out_validation_needs_two_examples(tmp_path):
     write(tmp_path / "t.csv", "text,label\ngood,1\n")
     spec = table_task({"train": tmp_path / "t.csv"}, text_columns=("text",), label_column="label")
@@ -392,8 +411,12 @@ def test_a_rare_label_like_a_common_one_is_refused(tmp_path):
         infer_labels(own_table(tmp_path, "\n".join(rows)))
     assert str(info.value).endswith(
         "t.tsv:9: label 'positve' (1 row(s)) looks like a typo of 'positive' (20 rows); fix the "
-        "row, or name the classes yourself (table_task(..., labels=...))"
+        "row, or, if it is a class, name every class: --labels negative,positive,positve (in "
+        "Python: table_task(..., labels=...))"
     )
+    spec = replace_labels(own_table(tmp_path, "\n".join(rows)), ("negative", "positive", "positve"))
+    assert infer_labels(spec) == spec  # classes named: a rare one is kept
+    assert load_split(spec, "dev")[7] == Example("oops", None, 2)
     rows[8] = "fine\tneutral"  # a rare class unlike the others is a class
     spec = infer_labels(own_table(tmp_path, "\n".join(rows)))
     assert spec.labels == ("negative", "neutral", "positive")
@@ -409,3 +432,33 @@ def test_regression_labels_must_be_finite(tmp_path, label):
     with pytest.raises(DataError, match=rf"t.tsv:3: expected a finite number as the label, got "
                                         rf"'{label}'"):  # fmt: skip
         load_split(spec, "dev")
+
+
+def test_a_large_table_is_streamed_not_held_whole(tmp_path):
+    # infer_labels keeps only label counts: reading must not hold the file (the decoded text of a
+    # ~20 MB file alone would be 20-80 MB; MNLI, QQP and WikiText-103 are hundreds of MB)
+    import tracemalloc
+
+    row = "a fairly ordinary sentence about a film that is neither good nor bad\t{}\n"
+    path = write(tmp_path / "big.tsv", "text\tlabel\n" + "".join(
+        row.format(i % 2) for i in range(20_000_000 // len(row))
+    ))  # fmt: skip
+    size = path.stat().st_size
+    spec = table_task({"train": path}, text_columns=("text",), label_column="label")
+    tracemalloc.start()
+    try:
+        spec = infer_labels(spec)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert spec.labels == ("0", "1")
+    assert peak < size / 20, f"peak {peak / 2**20:.1f} MiB reading a {size / 2**20:.1f} MiB file"
+    # a reader that returns every line holds them, and nothing more at its peak
+    tracemalloc.start()
+    try:
+        lines = read_file(get_task("wikitext2"), path)
+        held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(lines) == 1 + 20_000_000 // len(row)
+    assert peak - held < size / 20, f"{(peak - held) / 2**20:.1f} MiB beyond the lines read"

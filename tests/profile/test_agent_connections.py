@@ -9,6 +9,7 @@ import datetime
 import ipaddress
 import json
 import logging
+import os
 import select
 import socket
 import struct
@@ -325,12 +326,47 @@ def test_https_to_a_plain_agent_says_what_is_wrong(tmp_path, certificate):
 
 def test_tls_files_are_checked(certificate, tmp_path):
     cert, key = certificate
-    with pytest.raises(ProfileError, match="cannot read the TLS file .*missing.key"):
+    with pytest.raises(ProfileError, match=r"cannot read the TLS key \(--tls-key\) .*missing.key"):
         server_tls(cert, tmp_path / "missing.key")
     with pytest.raises(ProfileError, match="cannot load the TLS certificate"):
         server_tls(key, key)
     with pytest.raises(ProfileError, match="TLS needs both --tls-cert and --tls-key"):
         serve("127.0.0.1", 0, token=TOKEN, device="d", tls_cert=cert)
+
+
+def test_tls_files_that_are_folders_or_unreadable_are_refused(certificate, tmp_path):
+    cert, key = certificate
+    url = "https://127.0.0.1:9600"
+    with pytest.raises(ProfileError) as info:
+        client_tls(url, tmp_path)
+    assert str(info.value) == (
+        f"the CA certificate (--ca-cert) {tmp_path} is a folder; expected a PEM file"
+    )
+    with pytest.raises(ProfileError, match=r"cannot read the CA certificate \(--ca-cert\) "
+                                           r".*nope.pem: No such file or directory; expected a "
+                                           r"PEM file"):  # fmt: skip
+        client_tls(url, tmp_path / "nope.pem")
+    with pytest.raises(ProfileError, match=r"the TLS certificate \(--tls-cert\) .* is a folder"):
+        server_tls(tmp_path, key)
+    with pytest.raises(ProfileError, match=r"the TLS key \(--tls-key\) .* is a folder"):
+        server_tls(cert, tmp_path)
+    (tmp_path / "text.pem").write_text("not a certificate\n")
+    with pytest.raises(ProfileError, match="cannot read the TLS certificate .*Not a directory"):
+        server_tls(tmp_path / "text.pem/agent.crt", key)  # unreadable, even by root
+    with pytest.raises(ProfileError, match="text.pem: not a PEM certificate"):
+        client_tls(url, tmp_path / "text.pem")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_unreadable_tls_files_are_refused(certificate, tmp_path):
+    cert, key = certificate
+    locked = tmp_path / "locked.pem"
+    locked.write_bytes(cert.read_bytes())
+    locked.chmod(0)
+    with pytest.raises(ProfileError, match="cannot read the CA certificate .*Permission denied"):
+        client_tls("https://127.0.0.1:9600", locked)
+    with pytest.raises(ProfileError, match="cannot read the TLS key .*Permission denied"):
+        server_tls(cert, locked)
 
 
 def test_a_token_file_others_can_read_is_refused(tmp_path):

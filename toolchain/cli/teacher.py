@@ -49,6 +49,12 @@ def add_task_arguments(parser: argparse.ArgumentParser) -> None:
     )
     table.add_argument("--label-column", metavar="COL", help="label column")
     table.add_argument("--regression", action="store_true", help="labels are numbers")
+    table.add_argument(
+        "--labels",
+        metavar="A,B,...",
+        help="the class names, comma-separated, in class-index order (default: the sorted labels "
+        "of --train-file, where a rare label that looks like a typo of a common one is refused)",
+    )
 
 
 def task_from_args(args: argparse.Namespace):
@@ -71,8 +77,23 @@ def task_from_args(args: argparse.Namespace):
         text_columns=tuple(args.text_column),
         label_column=args.label_column,
         kind="regression" if args.regression else "classification",
+        labels=_labels(args),
     )
     return infer_labels(spec) if "train" in files else spec
+
+
+def _labels(args: argparse.Namespace) -> tuple[str, ...]:
+    if args.labels is None:
+        return ()
+    if args.regression:
+        raise ConfigError("--labels names classes: it does not go with --regression")
+    labels = tuple(name.strip() for name in args.labels.split(","))
+    if len(labels) < 2 or not all(labels) or len(set(labels)) < len(labels):
+        raise ConfigError(
+            f"--labels needs two or more distinct class names separated by commas, got "
+            f"{args.labels!r}"
+        )
+    return labels
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, group) -> None:

@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import codecs
 import csv
 import difflib
 import io
@@ -21,6 +22,7 @@ import itertools
 import json
 import os
 import random
+import shlex
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
@@ -30,7 +32,6 @@ from toolchain.config import DATA_DIR_ENV
 from toolchain.data.examples import DataError, Example, TokenExample, parse_label
 from toolchain.data.hub import load_split_from_hub
 from toolchain.data.tasks import TaskSpec
-from toolchain.schema import decode_utf8, undecodable
 
 csv.field_size_limit(1 << 24)  # long RTE/QNLI passages exceed csv's default 128 KiB
 
@@ -143,25 +144,57 @@ def read_file(spec: TaskSpec, path: Path, *, split: str | None = None) -> list:
     return out
 
 
-def open_text(path: Path, *, newline: str | None = None) -> io.StringIO:
-    """The file decoded as UTF-8 (a byte-order mark dropped), to iterate by line as ``open``
+def open_text(path: Path, *, newline: str | None = None) -> Iterator[str]:
+    """The lines of the file decoded as UTF-8 (a byte-order mark dropped), streamed as ``open``
     would with ``newline`` (None: universal newlines; "": line ends kept, for ``csv``).
 
+    The file is opened now and read as the lines are consumed, so a large file is never held
+    whole; it is closed when the lines run out (or the iterator is dropped).
+
     Raises:
-        DataError: the file cannot be read, or is not UTF-8 (naming the line and byte).
+        DataError: the file cannot be read, or is not UTF-8 (naming the line and byte); the
+            first when called, the others while iterating.
     """
     try:
-        data = path.read_bytes()
+        raw = path.open("rb")
     except OSError as e:
         raise DataError(f"cannot read {path}: {e.strerror or e}") from None
-    try:
-        text = decode_utf8(data)
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise DataError(
-            f"{path}:{line}: not UTF-8: {undecodable(e)}; save the file as UTF-8"
-        ) from None
-    return io.StringIO(text, newline=newline)
+    return _decoded_lines(path, raw, newline)
+
+
+def _decoded_lines(path: Path, raw, newline: str | None) -> Iterator[str]:
+    with io.TextIOWrapper(raw, encoding="utf-8-sig", newline=newline) as text:
+        try:
+            yield from text
+            return
+        except UnicodeDecodeError:
+            pass  # its offsets are within one buffered chunk: find the file's line and byte
+        except OSError as e:
+            raise DataError(f"cannot read {path}: {e.strerror or e}") from None
+    line, what = _first_undecodable(path)
+    raise DataError(f"{path}:{line}: not UTF-8: {what}; save the file as UTF-8")
+
+
+def _first_undecodable(path: Path) -> tuple[int, str]:
+    """(3, ``byte 25 (0xe9) cannot be decoded``): the line and file offset (a BOM counted) of
+    the first byte that is not UTF-8; read again in chunks, on the error path only."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = lines = 0  # bytes and newlines before ``chunk``
+    with path.open("rb") as f:
+        while True:
+            chunk = f.read(1 << 20)
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as e:
+                # e.object = the decoder's held-back bytes of an unfinished character + chunk;
+                # those bytes are never a newline, and they end ``offset``
+                start = offset + len(chunk) - len(e.object) + e.start
+                line = lines + e.object.count(b"\n", 0, e.start) + 1
+                return line, f"byte {start} (0x{e.object[e.start]:02x}) cannot be decoded"
+            if not chunk:
+                return 1, "undecodable bytes"  # the file changed since the first read
+            offset += len(chunk)
+            lines += chunk.count(b"\n")
 
 
 # -- GLUE TSV and tables ---------------------------------------------------------------------
@@ -251,9 +284,12 @@ def infer_labels(spec: TaskSpec, data_dir=None) -> TaskSpec:
             + ("" if indexed else f" (header: {_header_hint(spec, path)})")
         )
     _refuse_label_typos(counts, first_line, path)
+    return replace(spec, labels=_sorted_labels(counts))
+
+
+def _sorted_labels(counts: Counter) -> tuple[str, ...]:
     numeric = all(v.lstrip("-").isdigit() for v in counts)
-    labels = sorted(counts, key=int) if numeric else sorted(counts)
-    return replace(spec, labels=tuple(labels))
+    return tuple(sorted(counts, key=int) if numeric else sorted(counts))
 
 
 def _refuse_header_as_data(counts: Counter, first_line: dict, path: Path) -> None:
@@ -276,10 +312,13 @@ def _refuse_label_typos(counts: Counter, first_line: dict, path: Path) -> None:
         near = [v for v in common if v.lower() == value.lower()]
         near = near or difflib.get_close_matches(value, common, n=1, cutoff=0.75)
         if near:
+            listed = ",".join(_sorted_labels(counts))  # a label with a comma: no --labels
+            shown = len(listed) <= 100 and listed.count(",") == len(counts) - 1
+            listed = shlex.quote(listed) if shown else "A,B,..."
             raise DataError(
                 f"{path}:{first_line[value]}: label {value!r} ({n} row(s)) looks like a typo of "
-                f"{near[0]!r} ({counts[near[0]]} rows); fix the row, or name the classes "
-                "yourself (table_task(..., labels=...))"
+                f"{near[0]!r} ({counts[near[0]]} rows); fix the row, or, if it is a class, name "
+                f"every class: --labels {listed} (in Python: table_task(..., labels=...))"
             )
 
 

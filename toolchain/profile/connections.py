@@ -89,11 +89,11 @@ def server_tls(cert: str | Path, key: str | Path) -> ssl.SSLContext:
     """A server TLS context (TLS 1.2 or later) from a PEM certificate and its private key.
 
     Raises:
-        ProfileError: a file cannot be read, or the key does not match the certificate.
+        ProfileError: a file is missing, a folder or unreadable, or the key does not match the
+            certificate.
     """
-    for path in (cert, key):
-        if not Path(path).is_file():
-            raise ProfileError(f"cannot read the TLS file {path}: no such file")
+    _check_pem_file(cert, "TLS certificate (--tls-cert)")
+    _check_pem_file(key, "TLS key (--tls-key)")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
@@ -111,18 +111,34 @@ def client_tls(url: str, ca_file: str | Path | None) -> ssl.SSLContext | None:
     certificate or its CA; None: the system's trust store), None for ``http://``.
 
     Raises:
-        ProfileError: a CA file with an http:// URL, or one that cannot be loaded.
+        ProfileError: a CA file with an http:// URL, or one that is missing, a folder,
+            unreadable or not a PEM certificate.
     """
     if not url.startswith("https://"):
         if ca_file:
             raise ProfileError(f"a CA certificate was given but {url} is not https://")
         return None
+    if ca_file:
+        _check_pem_file(ca_file, "CA certificate (--ca-cert)")
     try:
         return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-    except FileNotFoundError:
-        raise ProfileError(f"cannot read the CA certificate {ca_file}") from None
-    except ssl.SSLError as e:
-        raise ProfileError(f"{ca_file}: not a PEM certificate ({e})") from None
+    except OSError as e:  # ssl.SSLError is one: the file is not PEM
+        what = "not a PEM certificate" if isinstance(e, ssl.SSLError) else "cannot be read"
+        raise ProfileError(f"{ca_file}: {what} ({e})") from None
+
+
+def _check_pem_file(path: str | Path, what: str) -> None:
+    """Refuse a path that is not a readable file, naming it and what it should be."""
+    path = Path(path)
+    if path.is_dir():
+        raise ProfileError(f"the {what} {path} is a folder; expected a PEM file")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as e:
+        raise ProfileError(
+            f"cannot read the {what} {path}: {e.strerror or e}; expected a PEM file"
+        ) from None
 
 
 def is_loopback(host: str) -> bool:
