@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tarfile
 import tempfile
 import zlib
@@ -56,6 +57,8 @@ REQUIRED_KEYS = (
 # runtime keys holding a path inside the bundle: required, then optional
 RUNTIME_PATHS = ("model", "tokenizer")
 OPTIONAL_RUNTIME_PATHS = ("engine", "generation_config")
+# runtime integers: what the tokenizer takes (it overflows on 2**64)
+RUNTIME_INTS = {"max_seq_len": (1, 65536), "pad_id": (0, 2**31 - 1)}
 MAX_MANIFEST_BYTES = 16 * 2**20
 MAX_SIGNATURE_BYTES = 64 * 2**10
 # paths inside a bundle (checked before anything is written)
@@ -222,6 +225,30 @@ def _check_files(bundle: Path, listed: dict) -> None:
             raise BundleError(f"{bundle}: {rel} does not match its sha256 (modified or corrupt)")
 
 
+def read_listed(folder: Path, manifest: dict, rel: str) -> bytes:
+    """The bytes of the listed file ``rel``, read once and checked against the manifest's size
+    and sha256: what the caller loads from these bytes is what was verified, even if the file
+    is replaced after :func:`verify` (hashing, then reopening by path, would leave a window).
+
+    Raises:
+        BundleError: the file is gone, not a plain file, or not the bytes the manifest lists.
+    """
+    entry, path = manifest["files"][rel], folder / rel
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)  # a FIFO must not block
+    try:
+        with os.fdopen(os.open(path, flags), "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise BundleError(f"{folder}: {rel} is not a plain file")
+            data = f.read(entry["bytes"] + 1)
+    except OSError as e:
+        raise BundleError(f"{folder}: cannot read {rel}: {e.strerror or e}") from None
+    if len(data) != entry["bytes"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise BundleError(
+            f"{folder}: {rel} changed after it was verified (it does not match its sha256)"
+        )
+    return data
+
+
 def _load_json(path: Path, limit: int) -> object:
     def no_duplicates(pairs):
         out = dict(pairs)
@@ -325,9 +352,10 @@ def _check_runtime(rt: dict, files: dict, where: str) -> None:
             raise BundleError(
                 f"{where}: runtime.{key} {value!r} is not a file listed in the manifest"
             )
-    for key, low in (("max_seq_len", 1), ("pad_id", 0)):
+    for key, (low, high) in RUNTIME_INTS.items():
         value = rt.get(key)
-        _expect(_is_int(value, low), where, f"runtime.{key}", f"an integer >= {low}", value)
+        ok = _is_int(value, low) and value <= high
+        _expect(ok, where, f"runtime.{key}", f"an integer from {low} to {high}", value)
     value = rt.get("pad_token")
     _expect(isinstance(value, str), where, "runtime.pad_token", "a string", value)
     value = rt.get("providers", [])
