@@ -202,9 +202,34 @@ def _literal(text: str) -> str:
     return re.escape(text)
 
 
-def test_limits_are_checked():
-    with pytest.raises(ConfigError, match="max_members: must be a positive number, got 0"):
-        ArchiveLimits(max_members=0)
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("max_members", 0, "--max-members (max_members): must be a positive finite number, got 0"),
+        ("max_ratio", float("nan"), "--max-ratio (max_ratio): must be a positive finite number"),
+        ("max_ratio", float("inf"), "--max-ratio (max_ratio): must be a positive finite number"),
+        ("max_member_bytes", -1, "--max-member-mb (max_member_bytes): must be a positive"),
+        ("max_total_bytes", float("nan"), "--max-unpacked-mb (max_total_bytes): must be a"),
+        ("max_total_bytes", "1", "--max-unpacked-mb (max_total_bytes): must be a positive"),
+        ("max_members", True, "--max-members (max_members): must be a positive finite number"),
+    ],
+)
+def test_limits_are_checked(field, value, message):
+    with pytest.raises(ConfigError, match=_literal(message)):
+        ArchiveLimits(**{field: value})
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--max-ratio", "nan"), ("--max-member-mb", "nan"), ("--max-unpacked-mb", "inf")],
+)
+def test_the_agent_refuses_limits_that_are_not_finite(edgec, tmp_path, option, value):
+    token = tmp_path / "token"
+    token.write_text("correct-horse-battery\n")
+    token.chmod(0o600)
+    proc = edgec("agent", "--token-file", str(token), "--port", "0", option, value)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert f"{option} (" in proc.stderr and "must be a positive finite number" in proc.stderr
 
 
 @pytest.fixture(scope="module")

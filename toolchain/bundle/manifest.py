@@ -26,6 +26,7 @@ import binascii
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -96,10 +97,22 @@ class ArchiveLimits:
     max_ratio: float = 100.0
 
     def __post_init__(self):
-        for name in ("max_members", "max_member_bytes", "max_total_bytes", "max_ratio"):
+        for name, flag in LIMIT_FLAGS.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigError(f"must be a positive number, got {value!r}", key=name)
+            ok = type(value) in (int, float) and math.isfinite(value) and value > 0
+            if not ok:  # NaN would pass `value <= 0` and then disable the check it sets
+                raise ConfigError(
+                    f"must be a positive finite number, got {value!r}", key=f"{flag} ({name})"
+                )
+
+
+# each limit's option of `edgec agent` (in megabytes there, bytes here), named in its errors
+LIMIT_FLAGS = {
+    "max_members": "--max-members",
+    "max_member_bytes": "--max-member-mb",
+    "max_total_bytes": "--max-unpacked-mb",
+    "max_ratio": "--max-ratio",
+}
 
 
 def sha256(path: Path) -> str:
