@@ -11,7 +11,8 @@ catch corruption, a signature by a trusted key catches tampering.
 
 Schema versions: 1 (no ``digest``; still read) and 2 (``digest`` required; written since
 signatures came in). A file name, type or size in a ``.tar.gz`` is checked against
-:class:`ArchiveLimits` before a byte is written.
+:class:`ArchiveLimits` before a byte is written, and tar's extended headers (pax, GNU long
+names) are bounded while tarfile parses them, before it reads their bodies.
 
 Example::
 
