@@ -12,18 +12,25 @@ from pathlib import Path
 from toolchain.bundle.manifest import MANIFEST, SCHEMA_VERSION, file_table, write_manifest
 
 
-def tiny_onnx() -> bytes:
-    """logits (batch, 1) = the sum of input_ids (batch, seq) as float: enough to be measured."""
+def tiny_onnx(classes: int = 1) -> bytes:
+    """logits (batch, 1) = the sum s of input_ids (batch, seq) as float: enough to be measured;
+    with ``classes=2``, logits (batch, 2) = [-s, s]."""
     from onnx import TensorProto, helper
 
+    nodes = [
+        helper.make_node("Cast", ["input_ids"], ["ids"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceSum", ["ids", "axes"], ["sum"], keepdims=1),
+    ]
+    if classes == 1:
+        nodes.append(helper.make_node("Identity", ["sum"], ["logits"]))
+    else:
+        nodes.append(helper.make_node("Neg", ["sum"], ["neg"]))
+        nodes.append(helper.make_node("Concat", ["neg", "sum"], ["logits"], axis=1))
     graph = helper.make_graph(
-        [
-            helper.make_node("Cast", ["input_ids"], ["ids"], to=TensorProto.FLOAT),
-            helper.make_node("ReduceSum", ["ids", "axes"], ["logits"], keepdims=1),
-        ],
+        nodes,
         "tiny",
         [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])],
         initializer=[helper.make_tensor("axes", TensorProto.INT64, [1], [1])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -63,6 +70,29 @@ def write_fake_bundle(folder: Path, *, onnx: bool = False) -> Path:
         "files": file_table(folder),
     }
     write_manifest(folder, manifest)
+    return folder
+
+
+def tiny_tokenizer() -> str:
+    """A word-level ``tokenizers`` JSON: [PAD]=0, [UNK]=1, good=2, bad=3, movie=4."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "good", "bad", "movie"])}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    return tokenizer.to_str()
+
+
+def write_runnable_bundle(folder: Path, *, classes: int = 2) -> Path:
+    """The fake bundle with a real tokenizer and a tiny model BundleRunner can run: ``classes``
+    logits, labels neg/pos (2) or a regression score (1)."""
+    write_fake_bundle(folder)
+    (folder / "model.onnx").write_bytes(tiny_onnx(classes))
+    (folder / "tokenizer.json").write_text(tiny_tokenizer())
+    if classes == 1:
+        rewrite(folder, lambda m: m.update(labels=[], task={"name": "toy", "kind": "regression"}))
+    else:
+        rewrite(folder)
     return folder
 
 

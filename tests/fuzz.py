@@ -435,24 +435,38 @@ _MEMBER_NAMES = ["toy.edgec", "toy.edgec/manifest.json", "toy.edgec/model.onnx",
                  "toy.edgec/a/../../b", "toy.edgec/extra", "toy.edgec/extra/notes.txt"]  # fmt: skip
 
 
+_LONG_NAMES = ["toy.edgec/" + "d/" * 40 + "f", "a/" * 2000 + "f", "toy.edgec/" + "x" * 256,
+               "toy.edgec/" + "/".join(["y" * 200] * 6), "toy.edgec/" + "é" * 128]  # fmt: skip
+_PAX_KEYS = ["path", "linkpath", "size", "comment", "mtime", "uid", "hdrcharset", "GNU.sparse.map",
+             "GNU.sparse.size", "GNU.sparse.major", "x"]  # fmt: skip
+
+
 @st.composite
 def archives(draw) -> bytes:
-    """A good bundle archive with bytes changed or cut (in the tar or the gzip stream), or a tar
-    of hostile members: odd names, links, devices, sparse files, sizes declared but not there."""
+    """A good bundle archive with bytes changed or cut (in the tar or the gzip stream), a tar
+    of hostile members (odd, long or deep names; links, devices, sparse files; pax headers and
+    GNU long names; sizes declared but not there), or a chain of extended headers."""
     good = _good_bundle()[1]
-    if draw(st.booleans()):
+    kind = draw(st.sampled_from(["damaged", "members", "headers"]))
+    if kind == "damaged":
         in_tar = draw(st.booleans())
         raw = bytearray(tarfile_bytes(good) if in_tar else good)
         for _ in range(draw(st.integers(1, 4))):
             raw[draw(st.integers(0, len(raw) - 1))] = draw(st.integers(0, 255))
         raw = bytes(raw[: draw(st.integers(1, len(raw)))])
         return _gzip(raw) if in_tar else raw
+    if kind == "headers":
+        return _gzip(draw(_extended_headers()))
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+    fmt = draw(st.sampled_from([tarfile.GNU_FORMAT, tarfile.PAX_FORMAT]))
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
         for _ in range(draw(st.integers(0, 8))):
-            info = tarfile.TarInfo(draw(st.sampled_from(_MEMBER_NAMES) | st.text(max_size=20)))
+            names = st.sampled_from(_MEMBER_NAMES + _LONG_NAMES) | st.text(max_size=20)
+            info = tarfile.TarInfo(draw(names))
             info.type = draw(st.sampled_from(_TYPES))
             info.linkname = draw(st.sampled_from(["", "/etc/passwd", "../x", "toy.edgec"]))
+            if fmt == tarfile.PAX_FORMAT:
+                info.pax_headers = draw(st.dictionaries(st.sampled_from(_PAX_KEYS), _pax_value()))
             data = draw(st.binary(max_size=64))
             info.size = len(data) if info.isreg() else 0
             try:
@@ -463,6 +477,43 @@ def archives(draw) -> bytes:
     if draw(st.booleans()):  # a size declared far beyond what follows
         raw = raw[:124] + b"77777777777\0" + raw[136:]
     return _gzip(raw)
+
+
+def _pax_value():
+    return st.sampled_from(["", "-1", "0", "1,2", "x" * 600, "a/" * 2000]) | st.text(max_size=8)
+
+
+@st.composite
+def _extended_headers(draw) -> bytes:
+    """Extended headers (pax, global pax, GNU long name or link) before a member, in a chain of
+    up to 50, each declaring its size or a size (huge, negative) it does not hold."""
+    out = []
+    for _ in range(draw(st.sampled_from([1, 2, 3, 4, 5, 50]))):
+        info = tarfile.TarInfo(draw(st.sampled_from(["././@PaxHeader", "././@LongLink"])))
+        info.type = draw(st.sampled_from(_EXTENDED_TYPES))
+        body = draw(st.sampled_from([b"", b"11 path=ab\n", b"toy.edgec/x\0", b"9 a=b\n" * 10]))
+        odd = draw(st.integers(0, 19))  # one in ten: a size it does not hold
+        info.size = draw(st.sampled_from([2**20, 2**40, 70_000])) if odd == 0 else len(body)
+        out.append(_with_size(info.tobuf(format=tarfile.GNU_FORMAT), negative=odd == 1))
+        out.append(body + b"\0" * (-len(body) % 512))
+    member = tarfile.TarInfo(draw(st.sampled_from(_MEMBER_NAMES + _LONG_NAMES[:1])))
+    out.append(member.tobuf(format=tarfile.GNU_FORMAT) + b"\0" * 1024)
+    return b"".join(out)
+
+
+_EXTENDED_TYPES = [tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME,
+                   tarfile.GNUTYPE_LONGLINK, tarfile.SOLARIS_XHDTYPE]  # fmt: skip
+
+
+def _with_size(header: bytes, *, negative: bool) -> bytes:
+    """``header`` as it is, or declaring a negative size (base-256), its checksum redone."""
+    if not negative:
+        return header
+    header = bytearray(header)
+    header[124:136] = b"\xff" * 12
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\0 " % sum(header)
+    return bytes(header)
 
 
 def tarfile_bytes(archive: bytes) -> bytes:

@@ -202,9 +202,34 @@ def _literal(text: str) -> str:
     return re.escape(text)
 
 
-def test_limits_are_checked():
-    with pytest.raises(ConfigError, match="max_members: must be a positive number, got 0"):
-        ArchiveLimits(max_members=0)
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("max_members", 0, "--max-members (max_members): must be a positive finite number, got 0"),
+        ("max_ratio", float("nan"), "--max-ratio (max_ratio): must be a positive finite number"),
+        ("max_ratio", float("inf"), "--max-ratio (max_ratio): must be a positive finite number"),
+        ("max_member_bytes", -1, "--max-member-mb (max_member_bytes): must be a positive"),
+        ("max_total_bytes", float("nan"), "--max-unpacked-mb (max_total_bytes): must be a"),
+        ("max_total_bytes", "1", "--max-unpacked-mb (max_total_bytes): must be a positive"),
+        ("max_members", True, "--max-members (max_members): must be a positive finite number"),
+    ],
+)
+def test_limits_are_checked(field, value, message):
+    with pytest.raises(ConfigError, match=_literal(message)):
+        ArchiveLimits(**{field: value})
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--max-ratio", "nan"), ("--max-member-mb", "nan"), ("--max-unpacked-mb", "inf")],
+)
+def test_the_agent_refuses_limits_that_are_not_finite(edgec, tmp_path, option, value):
+    token = tmp_path / "token"
+    token.write_text("correct-horse-battery\n")
+    token.chmod(0o600)
+    proc = edgec("agent", "--token-file", str(token), "--port", "0", option, value)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert f"{option} (" in proc.stderr and "must be a positive finite number" in proc.stderr
 
 
 @pytest.fixture(scope="module")
@@ -230,3 +255,133 @@ def test_a_damaged_archive_is_a_bundle_error_or_a_bundle(tmp_path_factory, good_
         verify(unpack(tmp / "bad.tgz", tmp / "out"))
     except BundleError:
         pass
+
+
+# -- tar's extended headers (pax, GNU long names) and long names: bounded while tarfile parses --
+
+
+def _gz(path: Path, raw: bytes) -> Path:
+    path.write_bytes(gzip.compress(raw + b"\0" * 1024, mtime=0))
+    return path
+
+
+def _header(name: str, *, fmt=tarfile.PAX_FORMAT, data: bytes = b"", **pax) -> bytes:
+    """One member as a tar writes it: its extended headers, its header, its data (padded)."""
+    info = tarfile.TarInfo(name)
+    info.size, info.pax_headers = len(data), pax
+    return info.tobuf(format=fmt) + data + b"\0" * (-len(data) % 512)
+
+
+def _extended_only(**pax) -> bytes:
+    """A pax extended header without the member it describes (blocks before the last one)."""
+    return _header("b.edgec/f", **pax)[:-512]
+
+
+def _peak_bytes(run) -> int:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        run()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        _header("b.edgec/f", comment="x" * 2**20),  # a 1 MB pax header
+        _header("b.edgec/" + "a" * 2**20, fmt=tarfile.GNU_FORMAT),  # a 1 MB GNU long name
+        _header("b.edgec/f", linkpath="l" * 2**20),
+    ],
+    ids=["pax", "gnu-long-name", "pax-linkpath"],
+)
+def test_a_huge_extended_header_is_refused_before_its_body_is_read(tmp_path, target, raw):
+    archive = _gz(tmp_path / "b.tgz", raw)
+    assert archive.stat().st_size < 20_000
+
+    def refused():
+        with pytest.raises(ArchiveLimitError, match=r"an extended header .* of 10\d{5} bytes; "):
+            unpack(archive, target)
+
+    assert _peak_bytes(refused) < 2**19  # the 1 MB body was never read into memory
+    assert _nothing_written(target)
+
+
+def test_chained_extended_headers_are_refused_not_a_recursion_error(tmp_path, target):
+    archive = _gz(tmp_path / "b.tgz", _extended_only(comment="c") * 3000 + _header("b.edgec/f"))
+    with pytest.raises(ArchiveLimitError, match="more than 4 extended headers in a row"):
+        unpack(archive, target)
+    assert _nothing_written(target)
+
+
+def test_a_recursion_error_in_tarfile_is_a_bundle_error(monkeypatch, tmp_path, target):
+    """Defence in depth: with the chain limit lifted, tarfile's recursion is caught."""
+    monkeypatch.setattr(manifest_module, "MAX_HEADER_CHAIN", 10**6)
+    archive = _gz(tmp_path / "b.tgz", _extended_only(comment="c") * 3000 + _header("b.edgec/f"))
+    with pytest.raises(BundleError, match=r"not a readable .tar.gz \(nested too deeply\)"):
+        unpack(archive, target)
+    assert _nothing_written(target)
+
+
+def test_extended_headers_are_limited_in_all(tmp_path, target):
+    members = b"".join(_header(f"b.edgec/f{i}", comment="x" * 60_000) for i in range(20))
+    with pytest.raises(ArchiveLimitError, match=f"more than {2**20} bytes of extended headers"):
+        unpack(_gz(tmp_path / "b.tgz", members), target)
+    many = {f"k{i}": "v" for i in range(100)}
+    with pytest.raises(ArchiveLimitError, match="'b.edgec/f' has 100 pax keywords; the limit"):
+        unpack(_gz(tmp_path / "c.tgz", _header("b.edgec/f", **many)), target)
+    assert _nothing_written(target)
+
+
+def test_sparse_files_are_refused_while_the_headers_are_read(tmp_path, target):
+    gnu = tarfile.TarInfo("b.edgec/s")
+    gnu.type = tarfile.GNUTYPE_SPARSE
+    with pytest.raises(ArchiveLimitError, match="member 'b.edgec/s' is a sparse file"):
+        unpack(_gz(tmp_path / "a.tgz", gnu.tobuf(format=tarfile.GNU_FORMAT)), target)
+    pax = _header("b.edgec/s", **{"GNU.sparse.map": "0,1," * 1000 + "0,1"})
+    with pytest.raises(ArchiveLimitError, match=r"a sparse file \(pax GNU.sparse\)"):
+        unpack(_gz(tmp_path / "b.tgz", pax), target)
+    assert _nothing_written(target)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("a/" * 20000 + "f", "too long (20001 levels deep; the limit is 32)"),  # was 409 MB
+        ("b.edgec/" + "d/" * 1200 + "f", "too long (1202 levels deep; the limit is 32)"),
+        ("b.edgec/" + "x" * 256, "too long (a component over 255 bytes)"),
+        ("b.edgec/" + "é" * 128, "too long (a component over 255 bytes)"),  # 256 bytes in UTF-8
+        ("b.edgec/" + "/".join(["y" * 200] * 6), "too long (1213 bytes; the limit is 1024)"),
+    ],
+    ids=["quadratic", "deep", "component", "utf8-component", "total"],
+)
+def test_long_or_deep_names_are_refused_before_writing(tmp_path, target, name, message):
+    for fmt in (tarfile.PAX_FORMAT, tarfile.GNU_FORMAT):
+        archive = _gz(tmp_path / "b.tgz", _header(name, fmt=fmt, data=b"x"))
+        with pytest.raises(BundleError, match=_literal(message)):
+            unpack(archive, target)
+        assert _nothing_written(target)
+
+
+def test_names_at_the_limits_and_extended_headers_unpack(tmp_path, target):
+    deep = "b.edgec/" + "/".join(["d"] * 30) + "/f"  # 32 levels
+    wide = "b.edgec/" + "w" * 255
+    members = [
+        _header("b.edgec/manifest.json", data=b"{}", comment="made by hand"),
+        _header(deep, fmt=tarfile.GNU_FORMAT, data=b"deep"),
+        _header(wide, data=b"wide"),
+    ]
+    folder = unpack(_gz(tmp_path / "b.tgz", b"".join(members)), target)
+    assert (folder / deep.removeprefix("b.edgec/")).read_bytes() == b"deep"
+    assert (folder / wide.removeprefix("b.edgec/")).read_bytes() == b"wide"
+
+
+def test_a_file_under_a_file_is_found_without_every_prefix_kept(tmp_path, target):
+    base = "b.edgec/" + "/".join(["d"] * 30)
+    members = [_header(base, data=b"f"), _header(base + "/x", data=b"x")]
+    with pytest.raises(BundleError, match=f"{base!r} is both a file and a folder"):
+        unpack(_gz(tmp_path / "b.tgz", b"".join(members)), target)
+    assert _nothing_written(target)

@@ -111,6 +111,16 @@ def test_a_consistent_rewrite_is_refused_where_keys_are_trusted(trusting_agent, 
     _refused(trusting_agent, _packed(folder), 422, "which is not trusted here")
 
 
+def test_the_refusal_of_an_unsigned_bundle_names_key_ids_not_key_files(
+    trusting_agent, keys, tmp_path
+):
+    folder = write_fake_bundle(tmp_path / "toy.edgec")
+    code, body = _post(trusting_agent, _packed(folder))
+    (kid,) = TrustedKeys.load([keys / "ours.pub"]).keys
+    assert code == 422 and f"(trusted: {kid[:16]})" in body["error"], body
+    assert str(keys) not in body["error"] and "ours.pub" not in body["error"]
+
+
 def test_a_tar_bomb_is_refused_with_413(open_agent, tmp_path):
     zeros = b"\0" * (8 * 2**20)
     bomb = tar_gz(tmp_path / "b.tgz", [("b.edgec", None), ("b.edgec/model.onnx", zeros)])

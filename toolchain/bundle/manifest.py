@@ -11,7 +11,8 @@ catch corruption, a signature by a trusted key catches tampering.
 
 Schema versions: 1 (no ``digest``; still read) and 2 (``digest`` required; written since
 signatures came in). A file name, type or size in a ``.tar.gz`` is checked against
-:class:`ArchiveLimits` before a byte is written.
+:class:`ArchiveLimits` before a byte is written, and tar's extended headers (pax, GNU long
+names) are bounded while tarfile parses them, before it reads their bodies.
 
 Example::
 
@@ -26,9 +27,11 @@ import binascii
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
+import stat
 import tarfile
 import tempfile
 import zlib
@@ -56,8 +59,14 @@ REQUIRED_KEYS = (
 # runtime keys holding a path inside the bundle: required, then optional
 RUNTIME_PATHS = ("model", "tokenizer")
 OPTIONAL_RUNTIME_PATHS = ("engine", "generation_config")
+# runtime integers: what the tokenizer takes (it overflows on 2**64)
+RUNTIME_INTS = {"max_seq_len": (1, 65536), "pad_id": (0, 2**31 - 1)}
 MAX_MANIFEST_BYTES = 16 * 2**20
 MAX_SIGNATURE_BYTES = 64 * 2**10
+# paths inside a bundle (checked before anything is written)
+MAX_PATH_BYTES = 1024
+MAX_COMPONENT_BYTES = 255
+MAX_PATH_DEPTH = 32
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
@@ -89,10 +98,22 @@ class ArchiveLimits:
     max_ratio: float = 100.0
 
     def __post_init__(self):
-        for name in ("max_members", "max_member_bytes", "max_total_bytes", "max_ratio"):
+        for name, flag in LIMIT_FLAGS.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigError(f"must be a positive number, got {value!r}", key=name)
+            ok = type(value) in (int, float) and math.isfinite(value) and value > 0
+            if not ok:  # NaN would pass `value <= 0` and then disable the check it sets
+                raise ConfigError(
+                    f"must be a positive finite number, got {value!r}", key=f"{flag} ({name})"
+                )
+
+
+# each limit's option of `edgec agent` (in megabytes there, bytes here), named in its errors
+LIMIT_FLAGS = {
+    "max_members": "--max-members",
+    "max_member_bytes": "--max-member-mb",
+    "max_total_bytes": "--max-unpacked-mb",
+    "max_ratio": "--max-ratio",
+}
 
 
 def sha256(path: Path) -> str:
@@ -218,6 +239,30 @@ def _check_files(bundle: Path, listed: dict) -> None:
             raise BundleError(f"{bundle}: {rel} does not match its sha256 (modified or corrupt)")
 
 
+def read_listed(folder: Path, manifest: dict, rel: str) -> bytes:
+    """The bytes of the listed file ``rel``, read once and checked against the manifest's size
+    and sha256: what the caller loads from these bytes is what was verified, even if the file
+    is replaced after :func:`verify` (hashing, then reopening by path, would leave a window).
+
+    Raises:
+        BundleError: the file is gone, not a plain file, or not the bytes the manifest lists.
+    """
+    entry, path = manifest["files"][rel], folder / rel
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)  # a FIFO must not block
+    try:
+        with os.fdopen(os.open(path, flags), "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise BundleError(f"{folder}: {rel} is not a plain file")
+            data = f.read(entry["bytes"] + 1)
+    except OSError as e:
+        raise BundleError(f"{folder}: cannot read {rel}: {e.strerror or e}") from None
+    if len(data) != entry["bytes"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise BundleError(
+            f"{folder}: {rel} changed after it was verified (it does not match its sha256)"
+        )
+    return data
+
+
 def _load_json(path: Path, limit: int) -> object:
     def no_duplicates(pairs):
         out = dict(pairs)
@@ -321,9 +366,10 @@ def _check_runtime(rt: dict, files: dict, where: str) -> None:
             raise BundleError(
                 f"{where}: runtime.{key} {value!r} is not a file listed in the manifest"
             )
-    for key, low in (("max_seq_len", 1), ("pad_id", 0)):
+    for key, (low, high) in RUNTIME_INTS.items():
         value = rt.get(key)
-        _expect(_is_int(value, low), where, f"runtime.{key}", f"an integer >= {low}", value)
+        ok = _is_int(value, low) and value <= high
+        _expect(ok, where, f"runtime.{key}", f"an integer from {low} to {high}", value)
     value = rt.get("pad_token")
     _expect(isinstance(value, str), where, "runtime.pad_token", "a string", value)
     value = rt.get("providers", [])
@@ -332,7 +378,10 @@ def _check_runtime(rt: dict, files: dict, where: str) -> None:
 
 
 def check_relative(name: object, *, where: str) -> None:
-    """A plain relative POSIX path inside the bundle, or BundleError saying why not."""
+    """A plain relative POSIX path inside the bundle, or BundleError saying why not: at most
+    :data:`MAX_PATH_BYTES` in UTF-8, :data:`MAX_PATH_DEPTH` components of at most
+    :data:`MAX_COMPONENT_BYTES` each (names any file system takes, folders made without
+    recursion)."""
     if not isinstance(name, str) or not name:
         raise BundleError(f"{where}: unsafe path {_show(name)} (not a non-empty string)")
     parts = name.split("/")
@@ -347,8 +396,25 @@ def check_relative(name: object, *, where: str) -> None:
     elif "" in parts or "." in parts:
         why = "an empty or '.' component"
     else:
+        _check_length(name, parts, where)
         return
-    raise BundleError(f"{where}: unsafe path {name!r} ({why}, or outside the bundle)")
+    raise BundleError(f"{where}: unsafe path {_show(name)} ({why}, or outside the bundle)")
+
+
+def _check_length(name: str, parts: list[str], where: str) -> None:
+    if len(parts) > MAX_PATH_DEPTH:
+        why = f"{len(parts)} levels deep; the limit is {MAX_PATH_DEPTH}"
+    elif _utf8_len(name) > MAX_PATH_BYTES:
+        why = f"{_utf8_len(name)} bytes; the limit is {MAX_PATH_BYTES}"
+    elif any(_utf8_len(part) > MAX_COMPONENT_BYTES for part in parts):
+        why = f"a component over {MAX_COMPONENT_BYTES} bytes"
+    else:
+        return
+    raise BundleError(f"{where}: path {_show(name)} too long ({why})")
+
+
+def _utf8_len(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))  # tarfile's undecodable bytes: \udcXX
 
 
 def read_signature(folder: Path) -> dict | None:
@@ -389,7 +455,66 @@ def _b64_len(value: object) -> int | None:
 
 # --- archives -----------------------------------------------------------------------------------
 
-_READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)
+# RecursionError: tarfile recurses once per extended header (bounded below, caught anyway)
+_READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError, RecursionError)
+# tarfile reads an extended header's whole body into memory before it yields the member it
+# describes: bounded here, while the headers are parsed
+MAX_HEADER_BYTES = 64 * 2**10  # one pax or GNU long-name/long-link header body
+MAX_HEADER_CHAIN = 4  # extended headers in a row before a member
+MAX_EXTENDED_BYTES = 2**20  # all extended header bodies of an archive
+MAX_PAX_KEYS = 64  # pax keywords one member carries (its own and the global ones)
+_EXTENDED = (
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+)
+
+
+class _HeaderRefused(Exception):
+    """A tar header over the bounds, raised inside tarfile; :func:`unpack` names the archive.
+    Not a ``tarfile.HeaderError``, which tarfile would take for the end of the archive."""
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """tarfile's header parsing with bounds: an extended header (pax, GNU long name or link)
+    larger than :data:`MAX_HEADER_BYTES` or more than :data:`MAX_HEADER_CHAIN` in a row, more
+    than :data:`MAX_EXTENDED_BYTES` of them in all, or a sparse file is refused before its body
+    is read. The running counts live on the TarFile being read."""
+
+    def _proc_member(self, tar):
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise _HeaderRefused(f"member {_show(self.name)} is a sparse file; refused")
+        if self.type not in _EXTENDED:
+            tar.edgec_chain = 0
+            return super()._proc_member(tar)
+        tar.edgec_chain = getattr(tar, "edgec_chain", 0) + 1
+        tar.edgec_extended = getattr(tar, "edgec_extended", 0) + max(self.size, 0)
+        if not 0 <= self.size <= MAX_HEADER_BYTES:
+            raise _HeaderRefused(
+                f"an extended header (pax or GNU long name) of {self.size} bytes; the limit is "
+                f"{MAX_HEADER_BYTES}"
+            )
+        if tar.edgec_chain > MAX_HEADER_CHAIN:
+            raise _HeaderRefused(f"more than {MAX_HEADER_CHAIN} extended headers in a row")
+        if tar.edgec_extended > MAX_EXTENDED_BYTES:
+            raise _HeaderRefused(f"more than {MAX_EXTENDED_BYTES} bytes of extended headers")
+        return super()._proc_member(tar)
+
+    def _proc_pax(self, tar):
+        member = super()._proc_pax(tar)
+        if len(member.pax_headers) > MAX_PAX_KEYS:
+            raise _HeaderRefused(
+                f"member {_show(member.name)} has {len(member.pax_headers)} pax keywords; the "
+                f"limit is {MAX_PAX_KEYS}"
+            )
+        return member
+
+    def _proc_gnusparse_00(self, *args):  # pax-encoded sparse files, refused like GNU's
+        raise _HeaderRefused("a sparse file (pax GNU.sparse); refused")
+
+    _proc_gnusparse_01 = _proc_gnusparse_10 = _proc_gnusparse_00
 
 
 def unpack(archive: str | Path, target: Path, *, limits: ArchiveLimits | None = None) -> Path:
@@ -409,17 +534,25 @@ def unpack(archive: str | Path, target: Path, *, limits: ArchiveLimits | None = 
     limits = limits or ArchiveLimits()
     try:
         size = archive.stat().st_size
-        tar = tarfile.open(archive, "r:gz")
+        tar = tarfile.open(archive, "r:gz", tarinfo=_BoundedTarInfo)  # reads the first header
+    except _HeaderRefused as e:
+        raise ArchiveLimitError(f"{archive}: {e}") from None
     except _READ_ERRORS as e:
-        raise BundleError(f"{archive}: not a readable .tar.gz ({e})") from None
+        raise BundleError(f"{archive}: not a readable .tar.gz ({_read_error(e)})") from None
     with tar:
         try:
             members = _checked_members(tar, str(archive), size, limits)
             root = _bundle_root(members, str(archive))
             name = root or re.sub(r"(\.tar\.gz|\.tgz)$", "", archive.name)
             return _extract(tar, members, root, target, name, limits)
+        except _HeaderRefused as e:
+            raise ArchiveLimitError(f"{archive}: {e}") from None
         except _READ_ERRORS as e:  # writing errors are EdgecErrors by now, never these
-            raise BundleError(f"{archive}: not a readable .tar.gz ({e})") from None
+            raise BundleError(f"{archive}: not a readable .tar.gz ({_read_error(e)})") from None
+
+
+def _read_error(e: BaseException) -> str:
+    return "nested too deeply" if isinstance(e, RecursionError) else str(e)
 
 
 def _checked_members(tar, where: str, archive_bytes: int, limits: ArchiveLimits) -> list:
@@ -460,10 +593,19 @@ def _checked_members(tar, where: str, archive_bytes: int, limits: ArchiveLimits)
             raise ArchiveLimitError(f"{where}: its files would unpack to {why}")
         out.append((member, name))
     files = {n for m, n in out if not m.isdir()}
-    parents = {n.rsplit("/", k)[0] for n in seen for k in range(1, n.count("/") + 1)}
-    for name in sorted(files & parents):
+    # a file that is a parent of another member; each name's parents are looked up, not kept
+    # (every prefix of every name would be quadratic in a name's length)
+    both = {n[:cut] for n in seen for cut in _slashes(n) if n[:cut] in files}
+    for name in sorted(both):
         raise BundleError(f"{where}: {name!r} is both a file and a folder")
     return out
+
+
+def _slashes(name: str):
+    cut = name.find("/")
+    while cut != -1:
+        yield cut
+        cut = name.find("/", cut + 1)
 
 
 def _bundle_root(members: list, where: str) -> str:

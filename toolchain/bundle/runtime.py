@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolchain.bundle.manifest import BundleError, verify
+from toolchain.bundle.manifest import BundleError, read_listed, verify
 
 
 class BundleRunner:
@@ -37,8 +37,12 @@ class BundleRunner:
         rt = self.manifest["runtime"]
         self.labels = list(self.manifest["labels"])
         self.max_len = int(rt["max_seq_len"])
+        # loaded from bytes read once and hashed again, never reopened by path: a file swapped
+        # after verify() is refused, not run (bundles hold self-contained ONNX, no external data)
+        tokenizer = read_listed(self.folder, self.manifest, rt["tokenizer"])
+        model = read_listed(self.folder, self.manifest, rt["model"])
         try:
-            self.tokenizer = Tokenizer.from_file(str(self.folder / rt["tokenizer"]))
+            self.tokenizer = Tokenizer.from_str(tokenizer.decode("utf-8"))
         except Exception as e:  # tokenizers raises its own exception types
             raise BundleError(
                 f"{self.folder}: cannot load the tokenizer {rt['tokenizer']}: {e}"
@@ -49,9 +53,7 @@ class BundleRunner:
         if threads:
             opts.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(
-                str(self.folder / rt["model"]), opts, providers=["CPUExecutionProvider"]
-            )
+            self.session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
         except Exception as e:
             raise BundleError(
                 f"{self.folder}: ONNX Runtime cannot load {rt['model']}: {e}"
@@ -76,7 +78,13 @@ class BundleRunner:
         """One ``{"label", "scores"}`` per row (classification), or ``{"score"}`` (regression)."""
         if not rows:
             return []
-        logits = self.session.run(["logits"], self.encode(rows))[0]
+        feed = self.encode(rows)
+        try:
+            logits = self.session.run(["logits"], feed)[0]
+        except Exception as e:  # onnxruntime's own types: a model without 'logits', ...
+            model = self.manifest["runtime"]["model"]
+            raise BundleError(f"{self.folder}: ONNX Runtime cannot run {model}: {e}") from None
+        self._check_width(logits, len(rows))
         if self.manifest["task"]["kind"] == "regression":
             return [{"score": round(float(v[0]), 6)} for v in logits]
         z = logits - logits.max(-1, keepdims=True)
@@ -86,3 +94,15 @@ class BundleRunner:
             scores = {label: round(float(v), 6) for label, v in zip(self.labels, p, strict=True)}
             out.append({"label": self.labels[int(p.argmax())], "scores": scores})
         return out
+
+    def _check_width(self, logits: np.ndarray, n: int) -> None:
+        """logits: (n, len(labels)), or (n, 1) for regression; else BundleError saying so."""
+        regression = self.manifest["task"]["kind"] == "regression"
+        width = 1 if regression else len(self.labels)
+        if logits.shape == (n, width):
+            return
+        what = "1 score (regression)" if regression else f"{width} labels"
+        raise BundleError(
+            f"{self.folder}: the model's logits have shape {tuple(logits.shape)} for {n} inputs, "
+            f"but the manifest lists {what}: expected ({n}, {width})"
+        )

@@ -236,7 +236,13 @@ class TrustedKeys:
         return cls(keys, sources)
 
     def describe(self) -> str:
+        """Each key's id and the file it came from, for the operator's own console."""
         return ", ".join(f"{kid[:16]} ({src})" for kid, src in self.sources.items())
+
+    def ids(self) -> str:
+        """The trusted keys' ids (shortened), for messages that may leave this machine: a
+        refusal an agent sends back names no file of the agent's."""
+        return ", ".join(kid[:16] for kid in self.keys)
 
     def check(self, folder: Path, bundle_digest: str, signature: dict | None) -> str:
         """The id of the trusted key that signed ``bundle_digest``, or BundleError.
@@ -247,13 +253,13 @@ class TrustedKeys:
         if signature is None:
             raise BundleError(
                 f"{folder}: not signed; only bundles signed by a trusted key are accepted here "
-                f"(trusted: {self.describe()}); sign it with `edgec bundle sign BUNDLE --key KEY`"
+                f"(trusted: {self.ids()}); sign it with `edgec bundle sign BUNDLE --key KEY`"
             )
         kid = signature["key_id"]
         if kid not in self.keys:
             raise BundleError(
                 f"{folder}: signed by key {kid[:16]}, which is not trusted here "
-                f"(trusted: {self.describe()})"
+                f"(trusted: {self.ids()})"
             )
         ed25519, _, exceptions = _crypto()
         public = ed25519.Ed25519PublicKey.from_public_bytes(self.keys[kid])

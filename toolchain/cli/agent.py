@@ -19,6 +19,7 @@ must be private (chmod 600); listening beyond this machine without TLS prints a 
 from __future__ import annotations
 
 import argparse
+import math
 
 from toolchain.bundle.manifest import ArchiveLimits
 from toolchain.bundle.sign import TrustedKeys
@@ -113,8 +114,8 @@ def run(args: argparse.Namespace) -> int:
     )
     limits = ArchiveLimits(
         max_members=args.max_members,
-        max_member_bytes=int(args.max_member_mb * 2**20),
-        max_total_bytes=int(args.max_unpacked_mb * 2**20),
+        max_member_bytes=_bytes(args.max_member_mb),
+        max_total_bytes=_bytes(args.max_unpacked_mb),
         max_ratio=args.max_ratio,
     )
     trust = TrustedKeys.load(args.trust) if args.trust else None
@@ -134,3 +135,9 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _bytes(megabytes: float) -> int | float:
+    """Megabytes as whole bytes; NaN and infinity passed on for ArchiveLimits to refuse."""
+    size = megabytes * 2**20
+    return int(size) if math.isfinite(size) else size
