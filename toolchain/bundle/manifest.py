@@ -386,7 +386,7 @@ def check_relative(name: object, *, where: str) -> None:
         raise BundleError(f"{where}: unsafe path {_show(name)} (not a non-empty string)")
     parts = name.split("/")
     if name.startswith("/"):
-        why = "absolute"
+        why = "absolute: a bundle names its files relative to itself"
     elif ".." in parts:
         why = "'..' leads outside the bundle"
     elif "\\" in name or ":" in name:
@@ -398,7 +398,7 @@ def check_relative(name: object, *, where: str) -> None:
     else:
         _check_length(name, parts, where)
         return
-    raise BundleError(f"{where}: unsafe path {_show(name)} ({why}, or outside the bundle)")
+    raise BundleError(f"{where}: unsafe path {_show(name)} ({why})")
 
 
 def _check_length(name: str, parts: list[str], where: str) -> None:
