@@ -249,6 +249,25 @@ def test_hub_records_convert_with_label_names():
     assert examples_from_records(get_task("wikitext2"), [{"text": " a "}, {"text": ""}]) == ["a"]
 
 
+def test_hub_language_modelling_reports_on_the_test_articles(monkeypatch):
+    import sys
+    import types
+
+    from toolchain.data.hub import load_split_from_hub
+
+    asked = []
+
+    def load_dataset(path, config, split):
+        asked.append(split)
+        return [{"text": f" {split} line "}]
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    spec = get_task("wikitext2")
+    got = [load_split_from_hub(spec, s) for s in ("train", "validation", "dev", "test")]
+    assert asked == ["train", "validation", "test", "test"]
+    assert got[2] == ["test line"]
+
+
 # -- bad input: each one message naming the file and line -------------------------------------
 def sst2_lines(shared_data, n: int) -> bytes:
     with open(shared_data / "glue/SST-2/train.tsv", "rb") as f:
@@ -462,3 +481,49 @@ def test_a_large_table_is_streamed_not_held_whole(tmp_path):
         tracemalloc.stop()
     assert len(lines) == 1 + 20_000_000 // len(row)
     assert peak - held < size / 20, f"{(peak - held) / 2**20:.1f} MiB beyond the lines read"
+
+
+# -- wikitext2: selection never sees the evaluation text -------------------------------------
+def _normalized(line: str) -> str:
+    """WikiText tokenized (valid.txt: ' @-@ ', '<unk>') and raw lines made comparable."""
+    for mark, plain in (("@-@", "-"), ("@,@", ","), ("@.@", "."), ("<unk>", "")):
+        line = line.replace(mark, plain)
+    return "".join(c for c in line.lower() if c.isalnum())
+
+
+def test_wikitext2_validation_shares_no_article_or_paragraph_with_the_test_text(shared_data):
+    spec = get_task("wikitext2")
+    validation = load_split(spec, "validation", shared_data)
+    train = load_split(spec, "train", shared_data)
+    test = load_split(spec, "test", shared_data)
+    assert validation[0].startswith("= ") and not validation[0].startswith("= =")  # an article
+    whole = read_file(spec, shared_data / "wikitext-2/valid.txt")
+    assert train + validation == whole
+
+    def titles(lines):
+        return {_normalized(x) for x in lines if x.startswith("= ") and not x.startswith("= =")}
+
+    def paragraphs(lines):  # headings such as '= = Reception = =' recur across articles
+        return {_normalized(x) for x in lines if not x.startswith("=") and len(x) > 40}
+
+    assert not titles(validation) & titles(test)
+    assert not paragraphs(validation) & paragraphs(test)
+    # the check can fail: the tokenized test.txt (the old validation file) is the test articles
+    old = read_file(spec, shared_data / "wikitext-2/test.txt")
+    assert len(titles(old) & titles(test)) >= 20  # of 64 articles; <unk> hides the rest
+
+
+def test_running_text_holds_out_whole_articles_at_its_end(tmp_path):
+    from toolchain.data.tasks import TaskSpec
+
+    lines = []
+    for a in range(10):
+        lines += [f"= Article {a} =", f"first paragraph of {a}", "= = Part = =", f"more of {a}"]
+    write(tmp_path / "t/train.txt", "\n".join(lines) + "\n")
+    spec = TaskSpec(name="t", kind="language-modeling", folder="t", format="text",
+                    files={"train": "train.txt"}, metrics=("perplexity",), header=False,
+                    validation_fraction=0.15)  # fmt: skip
+    validation = load_split(spec, "validation", tmp_path)
+    train = load_split(spec, "train", tmp_path)
+    assert validation[0] == "= Article 9 =" and train[-1] == "more of 8"  # 4 of 40 lines: 1 article
+    assert train + validation == lines

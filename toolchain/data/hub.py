@@ -31,6 +31,8 @@ def load_split_from_hub(spec: TaskSpec, split: str) -> list:
     hub_split = _HUB_SPLITS.get(split, split)
     if spec.name == "mnli" and hub_split == "validation":
         hub_split = "validation_matched"
+    if spec.kind == "language-modeling" and split == "dev":
+        hub_split = "test"  # perplexity is reported on the test articles, as with local files
     try:
         ds = datasets.load_dataset(path, config or None, split=hub_split)
     except Exception as e:  # network, unknown config, ...: say what was tried

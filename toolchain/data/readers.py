@@ -78,8 +78,10 @@ def load_split(
     """Load one split: a list of :class:`Example`, :class:`TokenExample` or str (text lines).
 
     ``validation`` falls back to a seeded hold-out of ``train`` (``spec.validation_fraction``) when
-    its file does not exist, and ``train`` then excludes those examples. With no data folder at
-    all (``data_dir`` None and no ``$EDGEC_DATA_DIR``), the split is fetched with ``datasets``.
+    its file does not exist, and ``train`` then excludes those examples; for running text
+    (``format="text"``) the hold-out is the last articles instead of random lines. With no data
+    folder at all (``data_dir`` None and no ``$EDGEC_DATA_DIR``), the split is fetched with
+    ``datasets``.
 
     Raises:
         DataError: the file is missing, not UTF-8, malformed, or holds no example; a labelled
@@ -96,7 +98,10 @@ def load_split(
                 f"{path}: {len(train)} example: too few to hold out a validation split; "
                 "add examples or give a validation file"
             )
-        held = _holdout(len(train), spec.validation_fraction, holdout_seed)
+        if spec.format == "text":  # running text: whole articles at the end, not random lines
+            held = _tail_holdout(train, spec.validation_fraction)
+        else:
+            held = _holdout(len(train), spec.validation_fraction, holdout_seed)
         if split == "validation":
             return [train[i] for i in sorted(held)]
         return [ex for i, ex in enumerate(train) if i not in held]
@@ -110,6 +115,26 @@ def _has_file(spec: TaskSpec, split: str, data_dir) -> bool:
 def _holdout(n: int, fraction: float, seed: int) -> set[int]:
     k = max(1, int(round(n * fraction))) if n > 1 else 0
     return set(random.Random(seed).sample(range(n), k))
+
+
+def _tail_holdout(lines: list[str], fraction: float) -> set[int]:
+    """The last ``fraction`` of running text, starting at an article's title (a WikiText
+    ``= Title =`` line) where there is one, so that no article is split between train and
+    validation."""
+    n = len(lines)
+    start = n - max(1, int(round(n * fraction)))
+    titles = [i for i in range(1, n) if _is_title(lines[i])]
+    after = [i for i in titles if i >= start]
+    before = [i for i in titles if i < start]
+    if after:
+        start = after[0]
+    elif before:
+        start = before[-1]
+    return set(range(start, n))
+
+
+def _is_title(line: str) -> bool:
+    return line.startswith("= ") and line.endswith(" =") and not line.startswith("= =")
 
 
 def read_file(spec: TaskSpec, path: Path, *, split: str | None = None) -> list:

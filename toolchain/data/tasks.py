@@ -194,15 +194,14 @@ for _spec in (
         kind="language-modeling",
         folder="wikitext-2",
         format="text",
-        files={
-            "train": "valid.txt",
-            "validation": "test.txt",
-            "dev": "wiki.test.raw",
-            "test": "wiki.test.raw",
-        },
+        # The train split is not available here: train on valid.txt (WikiText-2's validation
+        # articles) and hold out its last articles for selection. test.txt covers the same
+        # articles as wiki.test.raw, so it is never read: selection must not see the test text.
+        files={"train": "valid.txt", "dev": "wiki.test.raw", "test": "wiki.test.raw"},
         metrics=("perplexity",),
         header=False,
-        description="WikiText-2 language modelling, perplexity on wiki.test.raw",
+        description="WikiText-2 language modelling, perplexity on wiki.test.raw (selection on "
+        "held-out articles of valid.txt, none of the test articles)",
         source="Salesforce/wikitext/wikitext-2-raw-v1",
     ),
 ):
