@@ -137,3 +137,26 @@ def test_importance_scores_shapes_and_a_dead_head(tiny_bert_dir):
     assert scores["heads"][0, 1] == 0 and scores["heads"][0].sum() > 0
     assert (scores["ffn"] >= 0).all() and scores["hidden"].sum() > 0
     assert not adapter.model.training
+
+
+def test_importance_of_a_language_model_scores_next_token_prediction(tiny_gpt2):
+    # a causal-LM batch carries no labels: the loss must be next-token prediction, never None
+    from toolchain.data.tasks import get_task
+
+    lines = ["abc abd abe", "the cat sat on a mat", "a b c d e f g"] * 4
+    dh = tiny_gpt2.head_size
+    with torch.no_grad():  # head 0 of layer 0 can no longer influence anything
+        tiny_gpt2.model.transformer.h[0].attn.c_proj.weight[:dh, :] = 0
+    scores = importance(tiny_gpt2, get_task("wikitext2"), lines, batch_size=4, max_len=16)
+    assert scores["heads"].shape == (tiny_gpt2.num_layers, tiny_gpt2.num_heads)
+    assert scores["heads"][0, 0] == 0 and scores["heads"].sum() > 0
+    assert torch.isfinite(scores["ffn"]).all() and scores["hidden"].sum() > 0
+
+
+def test_importance_without_labels_says_so(tiny_bert_dir):
+    from toolchain.data.readers import DataError
+
+    adapter = load_model(str(tiny_bert_dir), head="sequence-classification", num_labels=2)
+    exs = [Example("the movie is good", None, None)] * 4
+    with pytest.raises(DataError, match="no labels: score on a labelled split"):
+        importance(adapter, TOY_SPEC, exs, batch_size=4)

@@ -108,6 +108,14 @@ def batches(
         yield group, collate([encoded[i] for i in group], pad_id)
 
 
+def lm_labels(batch: dict) -> dict:
+    """``batch`` with causal-LM labels where it has none: the input itself, padding ignored (the
+    model shifts them by one)."""
+    if "labels" not in batch:
+        batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, IGNORE)
+    return batch
+
+
 def collate(items: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     width = max(len(e.input_ids) for e in items)
     ids = torch.full((len(items), width), pad_id, dtype=torch.long)  # (B, T)

@@ -21,7 +21,8 @@ import logging
 
 import torch
 
-from toolchain.data.encode import batches, encode
+from toolchain.data.encode import batches, encode, lm_labels
+from toolchain.data.readers import DataError
 from toolchain.data.tasks import TaskSpec
 from toolchain.evaluate.evaluate import pad_id_of
 from toolchain.log import progress
@@ -69,7 +70,8 @@ def importance(
     device: torch.device | str | None = None,
 ) -> dict[str, torch.Tensor]:
     """Importance of heads (L, heads), FFN neurons (L, F) and hidden dimensions (H,) of
-    ``adapter`` on labelled ``examples`` of ``spec``."""
+    ``adapter`` on labelled ``examples`` of ``spec`` (for a language model, on running text:
+    the loss is next-token prediction)."""
     if adapter.family not in PROJECTIONS:
         raise ValueError(f"no importance scoring for {adapter.family} models")
     model = adapter.model
@@ -90,7 +92,14 @@ def importance(
             batches(encoded, batch_size, pad_id=pad), total=steps, desc="importance", unit="batch"
         ):
             batch = {k: v.to(device) for k, v in batch.items()}
+            if spec.kind == "language-modeling":  # the task loss: next-token prediction
+                batch = lm_labels(batch)
             out = model(**batch, output_hidden_states=True)
+            if out.loss is None:
+                raise DataError(
+                    f"importance scoring needs the task loss, and these {spec.name} examples have "
+                    "no labels: score on a labelled split (train or validation)"
+                )
             states = [h for h in out.hidden_states if h.requires_grad]
             for h in states:
                 h.retain_grad()

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from toolchain.config import TeacherConfig
-from toolchain.data.encode import IGNORE, batches, encode
+from toolchain.data.encode import batches, encode, lm_labels
 from toolchain.data.tasks import TaskSpec
 from toolchain.errors import EdgecError
 from toolchain.evaluate.evaluate import pad_id_of, predict, score
@@ -99,12 +99,6 @@ def make_optimizer(model, cfg, total_steps: int):
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
-
-
-def _lm_labels(batch: dict) -> dict:
-    if "labels" not in batch:  # causal LM: predict the input itself, padding ignored
-        batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, IGNORE)
-    return batch
 
 
 def finetune(
@@ -260,7 +254,7 @@ def _train(run: _FinetuneRun) -> None:
 def _step(run: _FinetuneRun, batch: dict) -> torch.Tensor:
     """One optimizer step on ``batch``; returns its loss (before the update)."""
     run.model.train()
-    batch = _lm_labels({key: v.to(run.device) for key, v in batch.items()})
+    batch = lm_labels({key: v.to(run.device) for key, v in batch.items()})
     with autocast_for(run.device):
         loss = run.model(**batch).loss
     if not torch.isfinite(loss):
