@@ -84,6 +84,49 @@ def _feeds(sess, ids: np.ndarray, mask: np.ndarray, past: dict, past_len: int) -
     return {k: v for k, v in feeds.items() if k in names}
 
 
+def _past_from(outputs: dict) -> dict:
+    """A step's ``present.*`` outputs as the next step's ``past_key_values.*`` inputs."""
+    return {
+        name.replace("present", "past_key_values"): value
+        for name, value in outputs.items()
+        if "present" in name
+    }
+
+
+def full_logits(sess, input_ids: np.ndarray) -> np.ndarray:
+    """Logits (batch, T, vocab) of whole sequences in one pass, without a cache (what perplexity
+    and a check of the cached decode use)."""
+    ids = input_ids.astype(np.int64)
+    return sess.run(["logits"], _feeds(sess, ids, np.ones_like(ids), {}, 0))[0]
+
+
+def greedy_decode(sess, input_ids: np.ndarray, max_new_tokens: int) -> tuple[np.ndarray, list]:
+    """Greedy generation with the KV cache in ONNX Runtime: one prefill of ``input_ids``
+    (batch 1, (1, T) int64), then one step per new token fed only that token and the presents.
+
+    Returns:
+        ``(tokens, logits)``: the ``max_new_tokens`` generated ids, and the last-position logits
+        (vocab,) that chose each of them.
+    """
+    if input_ids.ndim != 2 or input_ids.shape[0] != 1:
+        raise ValueError(f"greedy_decode takes one prompt of shape (1, T), got {input_ids.shape}")
+    names = [o.name for o in sess.get_outputs()]
+    ids = input_ids.astype(np.int64)
+    mask = np.ones_like(ids)
+    past: dict = {}
+    tokens, chosen = [], []
+    for _ in range(max_new_tokens):
+        out = dict(zip(names, sess.run(None, _feeds(sess, ids, mask, past, 0)), strict=True))
+        last = out["logits"][0, -1]
+        token = int(last.argmax())
+        tokens.append(token)
+        chosen.append(last)
+        past = _past_from(out)
+        ids = np.array([[token]], dtype=np.int64)
+        mask = np.ones((1, mask.shape[1] + 1), dtype=np.int64)
+    return np.array(tokens, dtype=np.int64), chosen
+
+
 @torch.no_grad()
 def check_decoder_parity(
     path: str | Path, reference, texts: list[str], *, tolerance: float, min_agreement: float = 0.99
@@ -120,7 +163,7 @@ def check_decoder_parity(
         position_ids=pos[:, -1:] + 1,
         past_key_values=ref.past_key_values,
     )
-    past = {n.replace("present", "past_key_values"): v for n, v in got.items() if "present" in n}
+    past = _past_from(got)
     got2 = sess.run(["logits"], _feeds(sess, nxt.numpy(), mask2.numpy(), past, ids.shape[1]))[0]
     worst = max(worst, float(np.abs(ref2.logits.numpy() - got2).max()))
     agree = np.concatenate(
