@@ -68,8 +68,8 @@ def test_packed_decoder_as_matmulnbits(gpt2_dirs, text_task, tmp_path):
         export_model(gpt2_dirs[0], tmp_path / "x", fmt="fp16", spec=text_task)
 
 
-def test_llama_decoder_with_past(tiny_gpt2, text_task, tmp_path):
-    """The Llama family (RoPE, grouped KV heads) through the same route."""
+def tiny_llama_dir(tokenizer, folder):
+    """A tiny random Llama (RoPE, grouped KV heads) saved in ``folder``."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from toolchain.models.adapters import adapter_for
@@ -87,7 +87,13 @@ def test_llama_decoder_with_past(tiny_gpt2, text_task, tmp_path):
         bos_token_id=0,
         eos_token_id=0,
     )
-    adapter_for(LlamaForCausalLM(config).eval(), tiny_gpt2.tokenizer).save(tmp_path / "llama")
+    adapter_for(LlamaForCausalLM(config).eval(), tokenizer).save(folder)
+    return folder
+
+
+def test_llama_decoder_with_past(tiny_gpt2, text_task, tmp_path):
+    """The Llama family (RoPE, grouped KV heads) through the same route."""
+    tiny_llama_dir(tiny_gpt2.tokenizer, tmp_path / "llama")
     report = export_model(tmp_path / "llama", tmp_path / "o", fmt="fp32", spec=text_task)
     assert report["parity"]["max_abs_diff"] < 1e-3 and report["parity"]["label_agreement"] == 1.0
     past = [
@@ -98,8 +104,9 @@ def test_llama_decoder_with_past(tiny_gpt2, text_task, tmp_path):
     assert past[0].type.tensor_type.shape.dim[1].dim_value == 2  # the grouped KV heads
 
 
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_kv_cache_decode_equals_full_recomputation_and_transformers_greedy(
-    gpt2_dirs, text_task, tmp_path
+    family, gpt2_dirs, tiny_gpt2, text_task, tmp_path
 ):
     import numpy as np
 
@@ -107,7 +114,10 @@ def test_kv_cache_decode_equals_full_recomputation_and_transformers_greedy(
     from toolchain.export.onnx import session
     from toolchain.models.loading import load_model
 
-    export_model(gpt2_dirs[0], tmp_path / "o", fmt="fp32", spec=text_task)
+    folder = gpt2_dirs[0]
+    if family == "llama":  # RoPE: the cached steps' positions must continue the prompt's
+        folder = tiny_llama_dir(tiny_gpt2.tokenizer, tmp_path / "llama")
+    export_model(folder, tmp_path / "o", fmt="fp32", spec=text_task)
     sess = session(tmp_path / "o" / "model.onnx")
     prompt = np.array([[3, 9, 1, 27, 5]], dtype=np.int64)
     tokens, logits = greedy_decode(sess, prompt, 8)
@@ -117,7 +127,7 @@ def test_kv_cache_decode_equals_full_recomputation_and_transformers_greedy(
     for step, row in enumerate(logits):
         np.testing.assert_allclose(row, full[prompt.shape[1] - 1 + step], atol=1e-4)
     # and token for token what transformers' own greedy generation gives
-    model = load_model(str(gpt2_dirs[0]), head="causal-lm").model.eval()
+    model = load_model(str(folder), head="causal-lm").model.eval()
     ref = model.generate(
         torch.from_numpy(prompt), attention_mask=torch.ones(1, 5, dtype=torch.long),
         max_new_tokens=8, do_sample=False, pad_token_id=0,
