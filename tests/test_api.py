@@ -92,5 +92,22 @@ def test_the_cli_refuses_it_too(edgec, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("model_type", ["mpnet", "gpt2", "llama"])
+def test_a_teacher_the_search_cannot_take_is_refused_before_any_work(tmp_path, model_type):
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "config.json").write_text(f'{{"model_type": "{model_type}"}}')
+    recipe = api.build_recipe(None, overrides={"device": "host", "teacher": str(teacher)})
+    with pytest.raises(ConfigError, match=f"a {model_type} model; edgec build searches subnets of "
+                                          "BERT-family encoders"):  # fmt: skip
+        api.build(recipe, tmp_path / "run", teacher_cache=tmp_path / "teachers")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "teachers").exists()
+    gguf = tmp_path / "smollm.gguf"
+    gguf.write_bytes(b"GGUF")
+    recipe = api.build_recipe(None, overrides={"device": "host", "teacher": str(gguf)})
+    with pytest.raises(ConfigError, match="a GGUF model; edgec build searches"):
+        api.build(recipe, tmp_path / "run", teacher_cache=tmp_path / "teachers")
+
+
 def test_toolchain_build_is_the_api_build():
     assert toolchain.build is api.build

@@ -362,6 +362,27 @@ def _absolute_paths(recipe: Recipe) -> Recipe:
     return replace(recipe, teacher=teacher, data_dir=data_dir)
 
 
+def _check_teacher(name: str) -> None:
+    """The teacher's family, from its config.json, against the supernet's, before any training
+    (a hub id is checked when it is loaded)."""
+    import json
+
+    from toolchain.models.loading import resolve_model_path
+    from toolchain.nas.supernet import check_teacher_family
+
+    path = resolve_model_path(name)
+    if not isinstance(path, Path):
+        return
+    if path.is_file():  # a .gguf: a decoder
+        check_teacher_family(None, str(path))
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        model_type = config.get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return  # a damaged folder is reported, with what to do, when it is loaded
+    check_teacher_family(model_type, str(path))
+
+
 def build_recipe(
     recipe_file: str | Path | None = None, *, preset: str = "quick", overrides: dict | None = None
 ) -> Recipe:
@@ -413,6 +434,7 @@ def build(
     recipe = _absolute_paths(recipe)
     spec = _task(task or recipe.task)
     kind = kind_for(spec)  # refused here, before any work, when the kind has no entry
+    _check_teacher(recipe.teacher)
     out = out or recipe.output
     if not out:
         raise ConfigError("name the output folder: -o OUT (or `output:` in the recipe)")

@@ -186,8 +186,10 @@ def _train_until_above_trivial(adapter, spec, train, validation, cfg, train_roun
             f"{trivial.describe(spec, [ex.label for ex in validation])}. "
             "No student distilled from it would be worth shipping. What to do: `--preset "
             "standard` (all the training data, longer fine-tuning), more training data, or a "
-            "larger teacher (`--model mpnet-base`: all-mpnet-base-v2, or a local directory); or "
-            "accept it knowingly with `--set teacher_finetune.require_above_trivial=false`"
+            "larger teacher (`--model DIR`; `edgec build` searches BERT-family teachers, while "
+            "`edgec teacher --model mpnet-base` fine-tunes all-mpnet-base-v2 for `edgec "
+            "distill`); or accept it knowingly with "
+            "`--set teacher_finetune.require_above_trivial=false`"
         )
         if cfg.require_above_trivial:
             raise TeacherBelowTrivial(message)

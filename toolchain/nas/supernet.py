@@ -35,6 +35,25 @@ from toolchain.nas.space import Arch, SearchSpace
 
 SUPERNET_FILE = "supernet.json"
 _HEADS = ("BertForSequenceClassification", "BertForTokenClassification")
+FAMILIES = ("bert",)  # config.json model_type values the supernet takes
+
+
+def check_teacher_family(model_type: str | None, where: str) -> None:
+    """Refuse, before any training, a teacher whose family the supernet cannot take.
+
+    Raises:
+        ConfigError: naming the family and what to do instead.
+    """
+    if model_type in FAMILIES:
+        return
+    raise ConfigError(
+        f"{where}: a {model_type or 'GGUF'} model; edgec build searches subnets of BERT-family "
+        f"encoders ({', '.join(FAMILIES)}), so it cannot carry this teacher past the search. "
+        "Use a BERT-architecture teacher (the default all-MiniLM-L6-v2, or a local directory), "
+        "or compress this one stage by stage: `edgec teacher --model ...`, then `edgec distill "
+        "--init etd-rand` (encoders) or `--init truncation` (decoders)",
+        key="teacher",
+    )
 
 
 def order_by_importance(teacher: ModelAdapter, scores: dict) -> ModelAdapter:
