@@ -138,6 +138,13 @@ def test_language_model_perplexity_drops(tiny_gpt2, tmp_path):
     assert result["best_validation"]["perplexity"] < before / 3
 
 
+def test_perplexity_states_its_protocol(tiny_gpt2):
+    spec = get_task("wikitext2")
+    result = evaluate(tiny_gpt2, spec, ["abc abd abe"] * 20, max_len=16)
+    assert "non-overlapping blocks of 16 tokens (stride 16)" in result["protocol"]
+    assert result["tokens"] > 0 and result["perplexity"] > 1
+
+
 def test_teacher_stage_cleans_trains_scores_and_caches(tiny_bert_dir, tmp_path):
     from toolchain.data.tasks import table_task
     from toolchain.models.teacher import teacher_stage

@@ -47,11 +47,13 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_seq_len=args.max_seq_len,
     )
-    metrics = {k: v for k, v in result.items() if k not in ("model", "task", "split")}
+    metrics = {k: v for k, v in result.items() if k not in ("model", "task", "split", "protocol")}
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     print(f"{result['task']} {args.split}: {_fmt(metrics)}")
+    if "protocol" in result:
+        print(f"  protocol: {result['protocol']}")
     if "teacher" in metrics:
         print(f"  teacher: {_fmt(metrics['teacher'])}")
     return 0

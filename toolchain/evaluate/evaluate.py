@@ -147,7 +147,19 @@ def evaluate(
         device=device,
         desc=desc,
     )
-    return {**score(spec, examples, encoded, pred), "n": len(examples)}
+    out = {**score(spec, examples, encoded, pred), "n": len(examples)}
+    if spec.kind == "language-modeling":
+        out["protocol"] = lm_protocol(max_len)
+    return out
+
+
+def lm_protocol(max_len: int) -> str:
+    """How a perplexity was computed (what :func:`~toolchain.data.encode.encode` does)."""
+    return (
+        f"lines joined with newlines, no special tokens, cut into non-overlapping blocks of "
+        f"{max_len} tokens (stride {max_len}); each block's first token has no context; "
+        "perplexity = exp(summed next-token NLL / predicted tokens)"
+    )
 
 
 def compare(
