@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from toolchain.export.generate import KVDecoder, decode_feeds, past_from, pick
 from toolchain.export.onnx import IR_VERSION, ExportError, session
 
 log = logging.getLogger(__name__)
@@ -67,42 +68,16 @@ def export_decoder(adapter, folder: str | Path, *, opset: int = 17) -> Path:
     return path
 
 
-def _feeds(sess, ids: np.ndarray, mask: np.ndarray, past: dict, past_len: int) -> dict:
-    names = {i.name: i for i in sess.get_inputs()}
-    feeds = {"input_ids": ids, "attention_mask": mask}
-    if "position_ids" in names:
-        pos = np.cumsum(mask, axis=1) - 1
-        feeds["position_ids"] = np.maximum(pos, 0)[:, -ids.shape[1] :].astype(np.int64)
-    for name, info in names.items():
-        if name.startswith("past_key_values"):
-            if name in past:
-                feeds[name] = past[name]
-            else:  # (batch, kv_heads, 0, head_dim)
-                heads, dim = info.shape[1], info.shape[3]
-                dtype = np.float16 if "float16" in info.type else np.float32
-                feeds[name] = np.zeros((ids.shape[0], heads, past_len, dim), dtype=dtype)
-    return {k: v for k, v in feeds.items() if k in names}
-
-
-def _past_from(outputs: dict) -> dict:
-    """A step's ``present.*`` outputs as the next step's ``past_key_values.*`` inputs."""
-    return {
-        name.replace("present", "past_key_values"): value
-        for name, value in outputs.items()
-        if "present" in name
-    }
-
-
 def full_logits(sess, input_ids: np.ndarray) -> np.ndarray:
     """Logits (batch, T, vocab) of whole sequences in one pass, without a cache (what perplexity
     and a check of the cached decode use)."""
     ids = input_ids.astype(np.int64)
-    return sess.run(["logits"], _feeds(sess, ids, np.ones_like(ids), {}, 0))[0]
+    return sess.run(["logits"], decode_feeds(sess, ids, np.ones_like(ids), {}, 0))[0]
 
 
 def greedy_decode(sess, input_ids: np.ndarray, max_new_tokens: int) -> tuple[np.ndarray, list]:
-    """Greedy generation with the KV cache in ONNX Runtime: one prefill of ``input_ids``
-    (batch 1, (1, T) int64), then one step per new token fed only that token and the presents.
+    """Greedy generation with the KV cache (:class:`~toolchain.export.generate.KVDecoder`) of
+    one prompt (1, T).
 
     Returns:
         ``(tokens, logits)``: the ``max_new_tokens`` generated ids, and the last-position logits
@@ -110,21 +85,13 @@ def greedy_decode(sess, input_ids: np.ndarray, max_new_tokens: int) -> tuple[np.
     """
     if input_ids.ndim != 2 or input_ids.shape[0] != 1:
         raise ValueError(f"greedy_decode takes one prompt of shape (1, T), got {input_ids.shape}")
-    names = [o.name for o in sess.get_outputs()]
-    ids = input_ids.astype(np.int64)
-    mask = np.ones_like(ids)
-    past: dict = {}
-    tokens, chosen = [], []
-    for _ in range(max_new_tokens):
-        out = dict(zip(names, sess.run(None, _feeds(sess, ids, mask, past, 0)), strict=True))
-        last = out["logits"][0, -1]
-        token = int(last.argmax())
-        tokens.append(token)
-        chosen.append(last)
-        past = _past_from(out)
-        ids = np.array([[token]], dtype=np.int64)
-        mask = np.ones((1, mask.shape[1] + 1), dtype=np.int64)
-    return np.array(tokens, dtype=np.int64), chosen
+    decoder = KVDecoder(sess)
+    logits = [decoder.prefill(input_ids[0].tolist())]
+    tokens = [pick(logits[0])]
+    while len(tokens) < max_new_tokens:
+        logits.append(decoder.step(tokens[-1]))
+        tokens.append(pick(logits[-1]))
+    return np.array(tokens, dtype=np.int64), logits
 
 
 @torch.no_grad()
@@ -149,7 +116,7 @@ def check_decoder_parity(
     model = reference.model.eval().cpu()
     ref = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
     out_names = [o.name for o in sess.get_outputs()]
-    outputs = sess.run(None, _feeds(sess, ids.numpy(), mask.numpy(), {}, 0))
+    outputs = sess.run(None, decode_feeds(sess, ids.numpy(), mask.numpy(), {}, 0))
     got = dict(zip(out_names, outputs, strict=True))
     keep = mask.numpy().astype(bool)
     worst = float(np.abs(ref.logits.numpy()[keep] - got["logits"][keep]).max())
@@ -163,8 +130,9 @@ def check_decoder_parity(
         position_ids=pos[:, -1:] + 1,
         past_key_values=ref.past_key_values,
     )
-    past = _past_from(got)
-    got2 = sess.run(["logits"], _feeds(sess, nxt.numpy(), mask2.numpy(), past, ids.shape[1]))[0]
+    past = past_from(got)
+    feeds = decode_feeds(sess, nxt.numpy(), mask2.numpy(), past, ids.shape[1])
+    got2 = sess.run(["logits"], feeds)[0]
     worst = max(worst, float(np.abs(ref2.logits.numpy() - got2).max()))
     agree = np.concatenate(
         [agree, ref2.logits.argmax(-1).numpy().ravel() == got2.argmax(-1).ravel()]
