@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 from fake_bundle import members_of, tar_gz, write_fake_bundle
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from toolchain.bundle import manifest as manifest_module
 from toolchain.bundle.manifest import (
@@ -230,31 +228,6 @@ def test_the_agent_refuses_limits_that_are_not_finite(edgec, tmp_path, option, v
     proc = edgec("agent", "--token-file", str(token), "--port", "0", option, value)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert f"{option} (" in proc.stderr and "must be a positive finite number" in proc.stderr
-
-
-@pytest.fixture(scope="module")
-def good_archive(tmp_path_factory) -> bytes:
-    tmp = tmp_path_factory.mktemp("good")
-    return pack(write_fake_bundle(tmp / "toy.edgec"), tmp / "toy.edgec.tar.gz").read_bytes()
-
-
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.data())
-def test_a_damaged_archive_is_a_bundle_error_or_a_bundle(tmp_path_factory, good_archive, data):
-    """Bytes changed or a cut anywhere, in the tar (then gzipped) or in the gzip stream: unpack
-    returns a bundle that verifies or raises BundleError, never another exception."""
-    tmp = tmp_path_factory.mktemp("fuzz")
-    in_tar = data.draw(st.booleans())
-    good = gzip.decompress(good_archive) if in_tar else good_archive
-    damaged = bytearray(good)
-    for _ in range(data.draw(st.integers(1, 4))):
-        damaged[data.draw(st.integers(0, len(good) - 1))] = data.draw(st.integers(0, 255))
-    damaged = damaged[: data.draw(st.integers(1, len(good)))]
-    (tmp / "bad.tgz").write_bytes(gzip.compress(bytes(damaged)) if in_tar else bytes(damaged))
-    try:
-        verify(unpack(tmp / "bad.tgz", tmp / "out"))
-    except BundleError:
-        pass
 
 
 # -- tar's extended headers (pax, GNU long names) and long names: bounded while tarfile parses --
