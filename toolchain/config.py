@@ -46,7 +46,13 @@ class StageConfig:
 
 @dataclass(frozen=True)
 class BudgetSpec:
-    """A latency/memory budget: p``percentile`` latency at (``batch``, ``seq_len``), peak memory."""
+    """A latency/memory budget: p``percentile`` latency at (``batch``, ``seq_len``), peak memory.
+
+    A generation budget (decoder LMs) also sets ``decode_tok_s``: then ``latency_ms`` is the
+    time to first token for a prompt of ``seq_len`` tokens, ``decode_tok_s`` the decode rate
+    that the percentile of steps must reach with ``context_len`` positions in the KV cache, and
+    ``memory_mb`` the peak with that cache.
+    """
 
     name: str
     latency_ms: float
@@ -55,8 +61,23 @@ class BudgetSpec:
     batch: int = 1
     seq_len: int = 128
     description: str = ""
+    decode_tok_s: float | None = None
+    context_len: int | None = None
+
+    @property
+    def generation(self) -> bool:
+        """Whether this is a generation budget (see the class docstring)."""
+        return self.decode_tok_s is not None
 
     def __post_init__(self):
+        if self.decode_tok_s is not None:
+            check_range(self, "decode_tok_s", lo=1e-3)
+            require(
+                self.context_len is not None and self.context_len >= self.seq_len,
+                "context_len",
+                f"a generation budget needs context_len >= seq_len ({self.seq_len}), got "
+                f"{self.context_len}",
+            )
         require(
             bool(re.fullmatch(r"[a-z0-9][a-z0-9_-]*", self.name)),
             "name",
@@ -433,8 +454,12 @@ class QualityConfig(StageConfig):
     # its next (toolchain.nas.budget.cap_finalists)
     max_distilled: int = 4
     confidence: float = 0.95  # "clearly above the trivial baseline": one-sided bootstrap bound
+    # language models: a bundle whose perplexity is more than this fraction above its
+    # teacher's is reported "NOT MET: perplexity floor" (0.15: the decoder issue's goal)
+    perplexity_floor: float = 0.15
 
     def __post_init__(self):
+        check_range(self, "perplexity_floor", lo=0.0, hi=100.0)
         check_range(self, "accuracy_floor", lo=0.0, hi=1.0)
         check_range(self, "near_tie", lo=0.0, hi=1.0)
         check_range(self, "confidence", lo=0.5, hi=0.999)
@@ -483,6 +508,9 @@ class Recipe:
         require(not dupes, "budgets", f"budget names must be unique, repeated: {', '.join(dupes)}")
 
 
+UNSET = object()  # an override that sets a key to None (None itself means "not given")
+
+
 def load_recipe(path: str | Path | None = None, *, overrides: dict | None = None) -> Recipe:
     """Load and validate a recipe YAML (or the defaults when ``path`` is None).
 
@@ -497,6 +525,8 @@ def load_recipe(path: str | Path | None = None, *, overrides: dict | None = None
         :func:`toolchain.devices.budgets.resolve_recipe`.
     """
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    # an explicit None (a preset's "quantize.act_bits": float activations) arrives as UNSET
+    overrides = {k: (None if v is UNSET else v) for k, v in overrides.items()}
     if path is None:
         return schema.from_yaml_text(Recipe, "", file="<defaults>", overrides=overrides)
     return schema.from_yaml_file(Recipe, path, overrides=overrides)

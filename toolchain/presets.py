@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+from toolchain.config import UNSET
 from toolchain.errors import ConfigError
 from toolchain.schema import read_yaml_text, safe_load
 
@@ -106,8 +107,70 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def preset_overrides(preset: str, recipe_file: str | None) -> dict:
-    """The preset's settings for the keys the recipe file does not set itself."""
+# Decoder LMs (language-modelling tasks): on top of the preset. SmolLM2-135M's students take
+# about 3-5 s per KD step of 8 x 128 tokens on 2 cores (teacher forward included), so distillation
+# is counted in hundreds of steps; weights 4-bit weight-only (MatMulNBits: the decoder is
+# bandwidth-bound when decoding), activations float; the LM head is quantized too (students get
+# an untied head: toolchain.plan_decoder).
+LM_PRESETS: dict[str, dict] = {
+    "quick": {
+        "search.finalists": 1,
+        "quality.max_distilled": 2,
+        "distill.init": "truncation",
+        "distill.mapping": "uniform",
+        "distill.steps": 120,
+        "distill.batch_size": 8,
+        "distill.learning_rate": 2e-4,
+        "distill.max_seq_len": 128,
+        "distill.eval_every": 40,
+        "distill.eval_samples": 48,
+        "distill.importance_samples": 64,
+        "quantize.weight_bits": 4,
+        "quantize.act_bits": UNSET,
+        "quantize.exclude": ["*score*"],
+        "quantize.steps": 30,
+        "quantize.batch_size": 8,
+        "quantize.max_seq_len": 128,
+        "quantize.eval_every": 30,
+        "quantize.eval_samples": 32,
+        "quantize.calibration_batches": 4,
+        "quantize.attention_weight": 0.0,
+        "export.parity_samples": 64,
+    },
+    "standard": {
+        "search.finalists": 2,
+        "quality.max_distilled": 3,
+        "distill.mapping": "uniform",
+        "distill.steps": 600,
+        "distill.batch_size": 8,
+        "distill.learning_rate": 2e-4,
+        "distill.max_seq_len": 128,
+        "distill.eval_every": 100,
+        "distill.eval_samples": 96,
+        "distill.importance_samples": 128,
+        "quantize.weight_bits": 4,
+        "quantize.act_bits": UNSET,
+        "quantize.exclude": ["*score*"],
+        "quantize.steps": 100,
+        "quantize.batch_size": 8,
+        "quantize.max_seq_len": 128,
+        "quantize.eval_every": 50,
+        "quantize.eval_samples": 64,
+        "quantize.attention_weight": 0.0,
+        "export.parity_samples": 64,
+    },
+    "full": {
+        "quantize.weight_bits": 4,
+        "quantize.act_bits": UNSET,
+        "quantize.exclude": ["*score*"],
+        "quantize.attention_weight": 0.0,
+    },
+}
+
+
+def preset_overrides(preset: str, recipe_file: str | None, *, kind: str | None = None) -> dict:
+    """The preset's settings for the keys the recipe file does not set itself (``kind``
+    ``language-modeling``: with the decoder settings of :data:`LM_PRESETS` on top)."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
     given: set[str] = set()
@@ -124,8 +187,11 @@ def preset_overrides(preset: str, recipe_file: str | None) -> dict:
             walk(safe_load(read_yaml_text(recipe_file), file=str(recipe_file)) or {})
         except (ConfigError, AttributeError):
             pass  # load_recipe reports the file's problem with its line and key
-    chosen = {k: v for k, v in PRESETS[preset].items() if k not in given}
+    settings = dict(PRESETS[preset])
+    if kind == "language-modeling":
+        settings.update(LM_PRESETS[preset])
+    chosen = {k: v for k, v in settings.items() if k not in given}
     return {**chosen, "preset": preset}
 
 
-__all__ = ["PRESETS", "TIME_BUDGET", "preset_overrides"]
+__all__ = ["LM_PRESETS", "PRESETS", "TIME_BUDGET", "preset_overrides"]

@@ -116,10 +116,11 @@ def build_bundle(
         The manifest.
     """
     source, out = Path(source), Path(out)
-    if spec.kind not in ("classification", "regression"):
+    if spec.kind not in ("classification", "regression", "language-modeling"):
         raise BundleError(
-            f"bundles of {spec.kind} models are not supported yet (sequence classification "
-            "and regression are): export them with `edgec export` and run the ONNX directly"
+            f"bundles of {spec.kind} models are not supported yet (sequence classification, "
+            "regression and language modelling are): export them with `edgec export` and run "
+            "the ONNX directly"
         )
     if not out.name.endswith(".edgec"):
         raise BundleError(f"the bundle name must end in .edgec, got {out.name}")
@@ -141,6 +142,8 @@ def build_bundle(
         if not (folder / "tokenizer.json").is_file():
             raise BundleError(f"{exported}: no tokenizer.json (a fast tokenizer is required)")
         manifest = _manifest(exported, folder, profile, target_budget, target.requested, spec)
+        if spec.kind == "language-modeling":
+            _add_generation(exported, folder, manifest)
         if model_card:
             (folder / "README.md").write_text(card(manifest))
         manifest["files"] = file_table(folder)
@@ -219,6 +222,15 @@ def _manifest(exported: Path, folder: Path, profile, target_budget, requested, s
                 "name": target_budget.name,
                 "latency_ms": target_budget.latency_ms,
                 "memory_mb": target_budget.memory_mb,
+                **(
+                    {
+                        "decode_tok_s": target_budget.decode_tok_s,
+                        "context_len": target_budget.context_len,
+                        "prompt_len": target_budget.seq_len,
+                    }
+                    if target_budget.generation
+                    else {}
+                ),
             },
         },
         "metrics": {
@@ -250,6 +262,33 @@ def _manifest(exported: Path, folder: Path, profile, target_budget, requested, s
     }
 
 
+def _add_generation(exported: Path, folder: Path, manifest: dict) -> None:
+    """A language model's bundle: ``generation_config.json`` (end-of-sequence ids, the context
+    the model was exported for, greedy decoding by default) named in the manifest's runtime."""
+    from toolchain.bundle.generator import GENERATION_CONFIG
+
+    export = json.loads((exported / "export.json").read_text())
+    config = json.loads((Path(export["source"]) / "config.json").read_text())
+    eos = config.get("eos_token_id")
+    eos = [eos] if isinstance(eos, int) else list(eos or [])
+    context = int(config.get("max_position_embeddings") or config.get("n_positions") or 2048)
+    generation = {
+        "eos_token_ids": eos,
+        "max_context": context,
+        "max_new_tokens": 64,
+        "temperature": 0.0,
+        "top_k": 0,
+        "top_p": 1.0,
+        "kv_cache": "past_key_values.{i}.key/value in, present.{i}.key/value out",
+    }
+    (folder / GENERATION_CONFIG).write_text(json.dumps(generation, indent=2) + "\n")
+    rt = manifest["runtime"]
+    rt["generation_config"] = GENERATION_CONFIG
+    rt["max_seq_len"] = min(context, 65536)
+    rt["pad_id"] = eos[0] if eos else 0
+    manifest["labels"] = []
+
+
 def _version(dist: str) -> str | None:
     import importlib.metadata
 
@@ -265,7 +304,10 @@ def card(manifest: dict) -> str:
         f"# {manifest['task']['name']} for {t['device']} ({t['budget']['name']} budget)",
         "",
         f"- Model: {m['architecture']} from `{m['source']}`, exported as {m['format']}.",
-        f"- Labels: {', '.join(manifest['labels'])}.",
+        f"- Labels: {', '.join(manifest['labels'])}."
+        if manifest["task"]["kind"] != "language-modeling"
+        else "- Generates text with its KV cache (`edgec run BUNDLE --prompt ...`; settings in "
+        "generation_config.json).",
     ]
     if "dev" in met:
         dev = ", ".join(f"{k} {v:.4f}" for k, v in met["dev"].items() if isinstance(v, float))
@@ -296,7 +338,14 @@ def card(manifest: dict) -> str:
             f"- ONNX vs PyTorch: max |logit diff| {p['max_abs_diff']:.3g}, label agreement "
             f"{p['label_agreement']:.4f} on {p['n']} dev examples."
         )
-    if lat["status"] == "measured":
+    if "ttft_ms" in lat:  # a language model: both phases of generation
+        lines.append(
+            f"- Generation ({lat['label']}): time to first token (p90) {lat['ttft_ms']} ms for a "
+            f"{lat.get('prompt')}-token prompt; decode {lat.get('decode_tok_s')} tokens/s "
+            f"(p90 step) up to {lat.get('context')} positions; peak memory up to "
+            f"{lat.get('memory_hi_mb')} MB (predicted)."
+        )
+    elif lat["status"] == "measured":
         lines.append(
             f"- Latency ({lat['label']}): p50 {lat['p50_ms']} ms, p90 {lat['p90_ms']} ms, p99 "
             f"{lat['p99_ms']} ms at batch {lat['batch']}, sequence {lat['seq_len']}; peak RSS "
@@ -304,5 +353,7 @@ def card(manifest: dict) -> str:
         )
     else:
         lines.append(f"- Latency: {lat['label']}.")
-    lines += ["", 'Run it without torch: `edgec run NAME.edgec --text "..."`.', ""]
+    how = ('--prompt "..."' if manifest["task"]["kind"] == "language-modeling"
+           else '--text "..."')  # fmt: skip
+    lines += ["", f"Run it without torch: `edgec run NAME.edgec {how}`.", ""]
     return "\n".join(lines)

@@ -34,6 +34,11 @@ class BundleRunner:
         self.folder = Path(bundle)
         # every path the manifest names is a listed, hashed file inside the bundle
         self.manifest = verify(self.folder, trust=trust)
+        if self.manifest["task"]["kind"] == "language-modeling":
+            raise BundleError(
+                f"{self.folder}: a language-model bundle generates text: give it --prompt "
+                "(toolchain.bundle.generator.GeneratorRunner), not inputs to classify"
+            )
         rt = self.manifest["runtime"]
         self.labels = list(self.manifest["labels"])
         self.max_len = int(rt["max_seq_len"])

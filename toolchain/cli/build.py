@@ -141,6 +141,18 @@ def run(args: argparse.Namespace) -> int:
         notes=lambda line: print(f"edgec: {line}", file=sys.stderr),
     )
     print(f"\n{Path(recipe.output) / 'report.md'}")
+    if summary.get("kind") == "language-modeling":
+        for b in summary["bundles"]:
+            if not b.get("built"):
+                print(f"  {b['budget']}: NOT BUILT: {b.get('error')}")
+                continue
+            lat, dev = b["latency"], b["dev"]
+            print(
+                f"  {b['budget']}: {b['key']} ({b['shape']}) perplexity {dev['perplexity']:.2f}"
+                f" (teacher {summary['teacher']['dev']['perplexity']:.2f}), TTFT "
+                f"{lat.get('ttft_ms')} ms, {lat.get('decode_tok_s')} tok/s: {b['verdict']}"
+            )
+        return 0 if all(b.get("built") for b in summary["bundles"]) else 3
 
     header, table = rows(summary)
     keep = (0, 1, 2, 4, 7, 8, 10, 11)

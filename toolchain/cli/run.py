@@ -4,11 +4,16 @@
     edgec run sst2-host.edgec --file inputs.jsonl     # {"text": ..., "text_pair": ...} per line
 
     edgec run sst2-host.edgec --trust release.key.pub --text "..."   # only if that key signed it
+    edgec run wikitext2-host-balanced.edgec --prompt "The castle was" --max-tokens 40 --stop "\n"
 
 The bundle is verified (every file's sha256, every path inside the bundle) before it runs; a .tar.gz
 is unpacked safely into a temporary folder first (its members checked before a byte is written).
 With --trust, it runs only if one of those keys signed it: hashes catch corruption, a signature
 catches tampering. One JSON line per input: {"label": ..., "scores": {label: probability}}.
+A language-model bundle takes --prompt instead: the continuation is streamed to stdout as it is
+generated (greedy unless --temperature > 0, then --top-k/--top-p sampling, seeded by --seed),
+ending at --max-tokens, the end-of-sequence token or the first --stop string; time to first token
+and decode tokens/s go to stderr.
 """
 
 from __future__ import annotations
@@ -31,6 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", action="append", help="an input text (repeatable)")
     src.add_argument("--file", metavar="in.jsonl", help='one {"text": ...} object per line')
+    src.add_argument("--prompt", help="a language-model bundle: the text to continue")
+    gen = parser.add_argument_group("generation (with --prompt)")
+    gen.add_argument("--max-tokens", type=int, help="new tokens at most (default: the bundle's)")
+    gen.add_argument("--temperature", type=float, help="0: greedy (default); > 0: sampling")
+    gen.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
+    gen.add_argument("--top-p", type=float, help="sample within this probability mass")
+    gen.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    gen.add_argument("--seed", type=int, help="seed of the sampling")
     parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
     parser.add_argument(
         "--trust",
@@ -60,10 +73,50 @@ def _rows(args) -> list[dict]:
     return rows
 
 
+def _check_generation(args) -> None:
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise BundleError(f"--max-tokens must be at least 1, got {args.max_tokens}")
+    if args.temperature is not None and args.temperature < 0:
+        raise BundleError(f"--temperature must be >= 0, got {args.temperature}")
+    if args.top_k is not None and args.top_k < 0:
+        raise BundleError(f"--top-k must be >= 0, got {args.top_k}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise BundleError(f"--top-p must be in (0, 1], got {args.top_p}")
+
+
+def _generate(bundle: Path, args, trust) -> int:
+    from toolchain.bundle.generator import GeneratorRunner
+
+    runner = GeneratorRunner(bundle, threads=args.threads, trust=trust)
+    run = runner.generate(
+        args.prompt, max_new_tokens=args.max_tokens, temperature=args.temperature,
+        top_k=args.top_k, top_p=args.top_p, stop=args.stop, seed=args.seed,
+    )  # fmt: skip
+    for piece in run:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    st = run.stats
+    rate = f", {st['decode_tok_s']} decode tok/s" if "decode_tok_s" in st else ""
+    sys.stderr.write(
+        f"edgec run: {st['new_tokens']} new tokens after a {st['prompt_tokens']}-token prompt; "
+        f"time to first token {st.get('ttft_ms')} ms{rate}; stopped by {st['stopped_by']} "
+        "(measured on this machine)\n"
+    )
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from toolchain.bundle.runtime import BundleRunner
 
     trust = TrustedKeys.load(args.trust) if args.trust else None
+    if args.prompt is not None:
+        _check_generation(args)
+        bundle = Path(args.bundle)
+        with tempfile.TemporaryDirectory(prefix="edgec-run-") as tmp:
+            if bundle.is_file() and bundle.name.endswith((".tar.gz", ".tgz")):
+                bundle = unpack(bundle, Path(tmp))
+            return _generate(bundle, args, trust)
     rows = _rows(args)
     bundle = Path(args.bundle)
     with tempfile.TemporaryDirectory(prefix="edgec-run-") as tmp:

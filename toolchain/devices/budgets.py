@@ -24,18 +24,38 @@ from toolchain.errors import ConfigError
 
 
 def resolve_budgets(
-    profile: DeviceProfile, wanted: Iterable[str | BudgetSpec] = (), *, file: str | None = None
+    profile: DeviceProfile,
+    wanted: Iterable[str | BudgetSpec] = (),
+    *,
+    file: str | None = None,
+    generation: bool = False,
 ) -> tuple[BudgetSpec, ...]:
     """The budgets ``wanted`` (profile budget names or custom specs); every budget of the profile
-    when ``wanted`` is empty.
+    when ``wanted`` is empty. ``generation``: the profile's generation budgets (decoder LMs:
+    time to first token, decode tokens/s, memory with the KV cache) instead.
 
     Raises:
         ConfigError: a name the profile does not have (the closest name suggested).
     """
-    by_name = {b.name: b for b in profile.budgets}
+    by_name = {b.name: b for b in (profile.generation_budgets if generation else profile.budgets)}
     wanted = tuple(wanted) or tuple(by_name)
     if not wanted:
-        raise ConfigError(f"{profile.name} has no budgets; name one with --budget", key="budgets")
+        what = "generation budgets" if generation else "budgets"
+        raise ConfigError(
+            f"{profile.name} has no {what}; name one with --budget"
+            + (" as {name, latency_ms (TTFT), decode_tok_s, context_len, memory_mb}"
+               if generation else ""),
+            key="budgets",
+        )  # fmt: skip
+    for item in wanted:
+        if isinstance(item, BudgetSpec) and item.generation != generation:
+            raise ConfigError(
+                f"budget {item.name!r}: "
+                + ("a language model needs a generation budget (set decode_tok_s and "
+                   "context_len)" if generation else
+                   "decode_tok_s/context_len apply to language models only"),
+                key="budgets", file=file,
+            )  # fmt: skip
     out: list[BudgetSpec] = []
     for item in wanted:
         if isinstance(item, BudgetSpec):
@@ -55,7 +75,11 @@ def resolve_budgets(
 
 
 def resolve_recipe(
-    recipe: Recipe, *, file: str | None = None, profile: DeviceProfile | None = None
+    recipe: Recipe,
+    *,
+    file: str | None = None,
+    profile: DeviceProfile | None = None,
+    generation: bool = False,
 ) -> tuple[Recipe, list[str]]:
     """Fill what a recipe leaves implicit, checking it against the device profile.
 
@@ -63,6 +87,7 @@ def resolve_recipe(
     full budget specs (``()`` becomes every budget of the device), and ``data_dir`` falls back to
     ``$EDGEC_DATA_DIR``. ``profile``: the device already resolved (by a
     :class:`~toolchain.target.DeviceTarget`), so the name is not resolved a second time.
+    ``generation``: a decoder LM's build (the profile's generation budgets).
 
     Returns:
         ``(effective recipe, notes)`` where notes are human-readable lines (e.g. alias resolution).
@@ -72,7 +97,7 @@ def resolve_recipe(
         resolution = resolve_device(recipe.device)
         profile = resolution.profile
         notes = [resolution.note] if resolution.note else []
-    budgets = resolve_budgets(profile, recipe.budgets, file=file)
+    budgets = resolve_budgets(profile, recipe.budgets, file=file, generation=generation)
     data_dir = recipe.data_dir or os.environ.get(DATA_DIR_ENV) or None
     if data_dir is not None and not Path(data_dir).is_dir():
         origin = "data_dir" if recipe.data_dir else f"${DATA_DIR_ENV}"

@@ -98,6 +98,10 @@ MB = 2**20
 
 @dataclass(frozen=True)
 class Shape:
+    """An encoder pass of (batch, seq) tokens, or a decoder's (``kv_hidden``: grouped-query K/V
+    width; ``ffn_mats``: 3 for a gated FFN; ``lm_head``: logits over the vocabulary at every
+    position; ``cached``: positions already in the KV cache, attended to but not recomputed)."""
+
     layers: int
     hidden: int
     heads: int
@@ -105,31 +109,56 @@ class Shape:
     seq: int
     batch: int = 1
     vocab: int = 30522
+    kv_hidden: int | None = None
+    ffn_mats: int = 2
+    lm_head: bool = False
+    cached: int = 0
+
+    @property
+    def kv(self) -> int:
+        return self.hidden if self.kv_hidden is None else self.kv_hidden
+
+    def _layer_weights(self) -> int:
+        """Q and O (2·H²), K and V (2·H·kv), the FFN (ffn_mats·H·F)."""
+        h = self.hidden
+        return 2 * h * h + 2 * h * self.kv + self.ffn_mats * h * self.ffn
 
     def gemm_flops(self) -> float:
-        """Dense projections: Q, K, V, O (4·H²) and the FFN (2·H·F), 2 FLOPs per MAC."""
+        """Dense projections (see :meth:`_layer_weights`) and the LM head, 2 FLOPs per MAC."""
         tokens = self.batch * self.seq
-        return 2.0 * self.layers * tokens * (4 * self.hidden**2 + 2 * self.hidden * self.ffn)
+        head = self.vocab * self.hidden if self.lm_head else 0
+        return 2.0 * tokens * (self.layers * self._layer_weights() + head)
 
     def attention_flops(self) -> float:
-        """Scores and context: 2 · B · S² · H per layer, 2 FLOPs per MAC."""
-        return 2.0 * self.layers * 2 * self.batch * self.seq**2 * self.hidden
+        """Scores and context: 2 · B · S · (cached + S) · H per layer, 2 FLOPs per MAC."""
+        span = self.cached + self.seq
+        return 2.0 * self.layers * 2 * self.batch * self.seq * span * self.hidden
 
     def flops(self) -> float:
         return self.gemm_flops() + self.attention_flops()
 
     def weights(self) -> int:
-        """Encoder weights (the embedding table is a gather: see :meth:`embedding`)."""
-        return self.layers * (4 * self.hidden**2 + 2 * self.hidden * self.ffn)
+        """Weights read by every pass: the layers, and the LM head where there is one (the
+        embedding table is a gather: see :meth:`embedding`)."""
+        head = self.vocab * self.hidden if self.lm_head else 0
+        return self.layers * self._layer_weights() + head
 
     def embedding(self) -> int:
         return self.vocab * self.hidden
 
+    def kv_cache_bytes(self, context: int | None = None) -> float:
+        """Float32 keys and values of ``context`` positions (default: cached + seq)."""
+        n = self.cached + self.seq if context is None else context
+        return 4.0 * 2 * self.layers * self.batch * n * self.kv
+
     def activation_bytes(self) -> float:
-        """Float32 activations written and read once per layer (hidden, FFN, scores)."""
+        """Float32 activations written and read once per layer (hidden, FFN, scores), and the
+        KV cache a decode step reads."""
+        span = self.cached + self.seq
         per_layer = self.batch * self.seq * (4 * self.hidden + self.ffn)
-        per_layer += self.batch * self.heads * self.seq**2
-        return 4.0 * self.layers * per_layer
+        per_layer += self.batch * self.heads * self.seq * span
+        cache = self.kv_cache_bytes(self.cached) if self.cached else 0.0
+        return 4.0 * self.layers * per_layer + cache
 
 
 # -- peaks ------------------------------------------------------------------------------------

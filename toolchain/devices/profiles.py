@@ -127,6 +127,9 @@ class DeviceProfile:
     software: tuple[SoftwareStack, ...] = ()
     notes: tuple[str, ...] = ()
     latency_anchors: tuple[LatencyAnchor, ...] = ()
+    # decoder LMs: budgets on time to first token, decode tokens/s and memory with the KV cache
+    generation_budgets: tuple[BudgetSpec, ...] = ()
+    generation_rationale: str = ""
 
     def __post_init__(self):
         require(
@@ -153,6 +156,17 @@ class DeviceProfile:
         names = [b.name for b in self.budgets]
         require(
             len(set(names)) == len(names), "budgets", f"budget names must be unique, got {names}"
+        )
+        names = [b.name for b in self.generation_budgets]
+        require(
+            len(set(names)) == len(names),
+            "generation_budgets",
+            f"budget names must be unique, got {names}",
+        )
+        require(
+            all(b.generation for b in self.generation_budgets),
+            "generation_budgets",
+            "every generation budget sets decode_tok_s and context_len",
         )
         self._check_citations()
 

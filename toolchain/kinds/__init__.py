@@ -1,5 +1,6 @@
 """Task kinds as plug-ins: one registry entry per kind of task `edgec build` can carry from a
-teacher to bundles (sequence classification/regression today). For the build plan, another kind
+teacher to bundles (sequence classification/regression, and language modelling with decoder
+LMs). For the build plan, another kind
 (token classification, language modelling) is one new entry plus its module; its bundles also
 need :mod:`toolchain.bundle.build` to accept the kind and a runner for it.
 
@@ -16,7 +17,7 @@ Example::
     kind_for(get_task("conll2003"))        # ConfigError: ... supported: classification, ...
 """
 
-from toolchain.kinds import sequence
+from toolchain.kinds import causal_lm, sequence
 from toolchain.kinds.registry import TaskKind, kind_for, register_kind, supported_kinds
 
-__all__ = ["TaskKind", "kind_for", "register_kind", "sequence", "supported_kinds"]
+__all__ = ["TaskKind", "causal_lm", "kind_for", "register_kind", "sequence", "supported_kinds"]
