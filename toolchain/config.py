@@ -508,9 +508,6 @@ class Recipe:
         require(not dupes, "budgets", f"budget names must be unique, repeated: {', '.join(dupes)}")
 
 
-UNSET = object()  # an override that sets a key to None (None itself means "not given")
-
-
 def load_recipe(path: str | Path | None = None, *, overrides: dict | None = None) -> Recipe:
     """Load and validate a recipe YAML (or the defaults when ``path`` is None).
 
@@ -526,7 +523,7 @@ def load_recipe(path: str | Path | None = None, *, overrides: dict | None = None
     """
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     # an explicit None (a preset's "quantize.act_bits": float activations) arrives as UNSET
-    overrides = {k: (None if v is UNSET else v) for k, v in overrides.items()}
+    overrides = {k: (None if v is schema.UNSET else v) for k, v in overrides.items()}
     if path is None:
         return schema.from_yaml_text(Recipe, "", file="<defaults>", overrides=overrides)
     return schema.from_yaml_file(Recipe, path, overrides=overrides)

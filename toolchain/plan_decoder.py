@@ -37,9 +37,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from toolchain.config import BudgetSpec
-from toolchain.devices.generation import decoder_shape, measure_generation, predict_generation
+from toolchain.devices.generation import decoder_shape, predict_generation
 from toolchain.devices.latency import model_for
 from toolchain.errors import EdgecError
+from toolchain.export.generate import measure_generation
 from toolchain.pipeline import RunDir, Stage, _jsonable
 from toolchain.plan import BuildPlan, Teacher, precision_of
 from toolchain.presets import TIME_BUDGET
@@ -84,7 +85,7 @@ def untie_head(adapter) -> None:
     model.config.tie_word_embeddings = False
 
 
-def _rtn_export(adapter, folder: Path, precision: str, spec, data_dir) -> Path:
+def _rtn_export(adapter, folder: Path, precision: str, spec, data_dir, cfg) -> Path:
     """``adapter`` exported as the graph a model of ``precision`` ships in (round-to-nearest
     steps: the graph, not the values, sets the speed); for timing only."""
     import tempfile
@@ -109,7 +110,7 @@ def _rtn_export(adapter, folder: Path, precision: str, spec, data_dir) -> Path:
             rtn(quant.model, [dict(ids)])
             src = save_quantized(quant, Path(tmp) / "packed")
             fmt = "nbits"
-        export_model(src, folder, fmt=fmt, spec=spec, data_dir=data_dir)
+        export_model(src, folder, fmt=fmt, spec=spec, data_dir=data_dir, cfg=cfg)
     return folder / "model.onnx"
 
 
@@ -231,7 +232,7 @@ class DecoderBuildPlan(BuildPlan):
                 if target.is_host and target.agent is None:
                     print(f"edgec build: timing candidate {c['key']} on this host", flush=True)
                     timing = _rtn_export(student, ctx.checkpoint_dir / c["key"], precision,
-                                         spec, data_dir)  # fmt: skip
+                                         spec, data_dir, r.export)  # fmt: skip
                 for b in budgets:
                     fig = predict_generation(model, shape, prompt=b.seq_len,
                                              context=b.context_len)  # fmt: skip
@@ -249,7 +250,7 @@ class DecoderBuildPlan(BuildPlan):
 
         config = {"teacher": str(teacher.dir), "budgets": list(budgets), "precision": precision,
                   "device": target.name, "measured": target.is_host,
-                  "importance_samples": r.distill.importance_samples,
+                  "importance_samples": r.distill.importance_samples, "export": r.export,
                   "max_seq_len": r.distill.max_seq_len}  # fmt: skip
         return Stage("candidates", run, config=config, inputs=(teacher.dir,))
 
@@ -466,23 +467,17 @@ class DecoderBuildPlan(BuildPlan):
             return {"error": str(e)}
 
     def _generation_latency(self, folder: Path, budget: BudgetSpec, key: str) -> dict:
-        """The bundle's TTFT, decode speed and memory: measured here when the device is this
-        host, else predicted for the device (the label says which)."""
+        """The bundle's TTFT, decode speed and peak memory: measured in a fresh process on the
+        device (this host, or through its agent), else predicted for it (the label says
+        which)."""
         cand = next(c for c in self.run.record("candidates")["metrics"]["candidates"]
                     if c["key"] == key)  # fmt: skip
         predicted = cand["budgets"][budget.name]
-        if self.target.is_host and self.target.agent is None:
-            from toolchain.export.onnx import session
-
-            sess = session(folder / "model.onnx")
-            m = measure_generation(sess, prompt=budget.seq_len, context=budget.context_len,
-                                   vocab=_vocab(folder))  # fmt: skip
-            return {"status": "measured", **m,
-                    "memory_mb": predicted.get("memory_mb"),
-                    "memory_hi_mb": predicted.get("memory_hi_mb"),
-                    "label": f"measured on {self.target.name} (this host, ONNX Runtime CPU, "
-                             f"{m['rounds']} prompts of {budget.seq_len} tokens decoded to "
-                             f"{budget.context_len}); memory predicted"}  # fmt: skip
+        if self.target.measurable:  # this host, or the device through its agent
+            measured = self.target.measured_generation(folder, budget)
+            return {**measured, "predicted": {k: predicted.get(k) for k in
+                    ("ttft_ms", "ttft_hi_ms", "decode_tok_s", "decode_tok_s_lo", "memory_mb",
+                     "memory_hi_mb")}}  # fmt: skip
         keep = ("ttft_ms", "ttft_lo_ms", "ttft_hi_ms", "step_ms", "step_hi_ms", "decode_tok_s",
                 "decode_tok_s_lo", "memory_mb", "memory_hi_mb", "kv_cache_mb", "prompt",
                 "context", "percentile", "bound")  # fmt: skip

@@ -13,9 +13,8 @@ Example::
 
 from __future__ import annotations
 
-from toolchain.config import UNSET
 from toolchain.errors import ConfigError
-from toolchain.schema import read_yaml_text, safe_load
+from toolchain.schema import UNSET, read_yaml_text, safe_load
 
 # Why the quick preset's numbers (SST-2, MiniLM-L6, 2 CPU cores; see benchmarks/results/build.md):
 # - the supernet trains briefly, and its inherited-weight scores under-rate small subnets: a
@@ -111,7 +110,10 @@ PRESETS: dict[str, dict] = {
 # about 3-5 s per KD step of 8 x 128 tokens on 2 cores (teacher forward included), so distillation
 # is counted in hundreds of steps; weights 4-bit weight-only (MatMulNBits: the decoder is
 # bandwidth-bound when decoding), activations float; the LM head is quantized too (students get
-# an untied head: toolchain.plan_decoder).
+# an untied head: toolchain.plan_decoder). MatMulNBits at accuracy level 0 (float compute): level
+# 4 quantizes the activations to int8 inside the op, and SmolLM2's activation outliers then broke
+# parity (6 layers, W4 round-to-nearest: max |logit diff| 2.47, next-token agreement 0.949;
+# level 0: 1.6e-4 and 1.0, at 275 decode tok/s here).
 LM_PRESETS: dict[str, dict] = {
     "quick": {
         "search.finalists": 1,
@@ -136,6 +138,7 @@ LM_PRESETS: dict[str, dict] = {
         "quantize.calibration_batches": 4,
         "quantize.attention_weight": 0.0,
         "export.parity_samples": 64,
+        "export.accuracy_level": 0,
     },
     "standard": {
         "search.finalists": 2,
@@ -158,12 +161,14 @@ LM_PRESETS: dict[str, dict] = {
         "quantize.eval_samples": 64,
         "quantize.attention_weight": 0.0,
         "export.parity_samples": 64,
+        "export.accuracy_level": 0,
     },
     "full": {
         "quantize.weight_bits": 4,
         "quantize.act_bits": UNSET,
         "quantize.exclude": ["*score*"],
         "quantize.attention_weight": 0.0,
+        "export.accuracy_level": 0,
     },
 }
 

@@ -41,6 +41,9 @@ MAX_YAML_BYTES = 1 << 20
 # integers beyond 2**53 lose precision as floats (far beyond, float() overflows); no field needs one
 MAX_INT = 2**53
 
+# an override that sets a recipe key to None (a None override means "not given")
+UNSET = object()
+
 
 class _Refused(yaml.composer.ComposerError):
     """A document over the bounds above (raised while composing, with the position)."""

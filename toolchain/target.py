@@ -261,6 +261,32 @@ class DeviceTarget:
             f"({p['label']})",
         }
 
+    def measured_generation(self, path: Path, budget: BudgetSpec, *, rounds: int = 3) -> dict:
+        """A decoder (an ONNX file here, a bundle through the agent) generating on the device:
+        time to first token (p90 over ``rounds`` prompts of the budget's length), decode
+        tokens/s (1000 / p90 step up to the budget's context) and the peak RSS of the measuring
+        process, as a manifest's latency entry labelled with where it was measured."""
+        shape = (1, budget.seq_len)
+        gen = {"prompt": budget.seq_len, "context": budget.context_len, "rounds": rounds}
+        report = self.measure(path, [shape], warmup=2, iterations=10, repeats=1,
+                              generation=gen)  # fmt: skip
+        g = report.get("generation")
+        if not g:
+            raise ProfileError(f"{self.name}: the measurement returned no generation figures")
+        return {
+            "status": "measured",
+            **{k: g[k] for k in ("ttft_ms", "ttft_p50_ms", "step_ms", "step_p50_ms",
+                                 "decode_tok_s", "decode_tok_s_p50", "prompt", "context",
+                                 "rounds", "percentile") if k in g},
+            "memory_mb": g["peak_rss_mb"],
+            "memory_hi_mb": g["peak_rss_mb"],
+            "prefill_p50_ms": _row(report, shape).get("p50_ms"),
+            "torch_loaded": report.get("environment", {}).get("torch_loaded"),
+            "label": f"{report['label']}: {rounds} prompts of {budget.seq_len} tokens decoded "
+            f"greedily to {budget.context_len} positions; memory = peak RSS of the measuring "
+            "process",
+        }  # fmt: skip
+
     def measure_candidate(self, student, spec, budget: BudgetSpec, precision: str) -> dict | None:
         """Measure a search candidate (a plain model) as the ONNX its precision implies; None
         where the device cannot be measured. With an agent, the candidate is bundled first."""

@@ -15,9 +15,8 @@ latency model of :mod:`toolchain.devices.latency` carried to both phases of gene
 
 Every figure keeps the interval and label of the pass it comes from. The CPU family's constants
 were fitted on encoder passes (batch 1, seq 16-256): a decode step is outside what they were
-fitted on, which the label says; on this host, a build measures its bundles instead
-(:func:`measure_generation`), and ``benchmarks/bench_decoder.py`` reports the predicted and the
-measured figures side by side.
+fitted on, which the label says; on this host, a build measures its candidates and bundles
+instead (:func:`toolchain.export.generate.measure_generation`).
 
 Example::
 
@@ -27,8 +26,6 @@ Example::
 
 from __future__ import annotations
 
-import statistics
-import time
 from dataclasses import replace
 
 from toolchain.devices.latency import BYTES_PER_WEIGHT, MB, Shape
@@ -90,52 +87,4 @@ def weight_mb(shape: Shape, precision: str) -> float:
     return (shape.weights() + shape.embedding()) * BYTES_PER_WEIGHT[precision] / MB
 
 
-def measure_generation(
-    session, *, prompt: int, context: int, vocab: int, rounds: int = 3, seed: int = 0
-) -> dict:
-    """TTFT and decode speed of a decoder ONNX Runtime ``session`` on this machine: ``rounds``
-    sequences of a random ``prompt``-token prompt decoded greedily to ``context`` positions.
-
-    Returns p50/p90 of TTFT over rounds and of the per-step time over every step, with
-    ``decode_tok_s`` = 1000 / p90 step (the rate 90 % of steps meet) and ``decode_tok_s_p50``.
-    """
-    import numpy as np
-
-    from toolchain.export.generate import KVDecoder, pick
-
-    rng = np.random.default_rng(seed)
-    ttft, steps = [], []
-    decoder = KVDecoder(session)
-    decoder.prefill(rng.integers(0, vocab, size=min(prompt, 8)).tolist())  # warm-up
-    for _ in range(rounds):
-        ids = rng.integers(0, vocab, size=prompt).tolist()
-        t0 = time.perf_counter()
-        token = pick(decoder.prefill(ids))
-        ttft.append((time.perf_counter() - t0) * 1000)
-        for _ in range(context - prompt):
-            t0 = time.perf_counter()
-            token = pick(decoder.step(token))
-            steps.append((time.perf_counter() - t0) * 1000)
-
-    def p(values, q):
-        return float(np.percentile(values, q)) if values else float("nan")
-
-    out = {
-        "ttft_ms": round(p(ttft, 90), 3),
-        "ttft_p50_ms": round(statistics.median(ttft), 3),
-        "prompt": prompt,
-        "context": context,
-        "rounds": rounds,
-        "percentile": 90,
-    }
-    if steps:
-        out.update(
-            step_ms=round(p(steps, 90), 3),
-            step_p50_ms=round(statistics.median(steps), 3),
-            decode_tok_s=round(1000 / p(steps, 90), 2),
-            decode_tok_s_p50=round(1000 / statistics.median(steps), 2),
-        )
-    return out
-
-
-__all__ = ["decoder_shape", "measure_generation", "predict_generation", "weight_mb"]
+__all__ = ["decoder_shape", "predict_generation", "weight_mb"]

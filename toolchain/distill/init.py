@@ -84,6 +84,23 @@ AXES: dict[str, list[tuple[str, tuple]]] = {
         (r"lm_head\.weight$", (None, "hidden")),
         (r"score\.weight$", (None, "hidden")),
     ],
+    # GPT-2's Conv1D stores weights as (in, out), the transpose of nn.Linear; c_attn's output
+    # is Q, K and V side by side ("attn3")
+    "gpt2": [
+        (r"wte\.weight$", (None, "hidden")),
+        (r"wpe\.weight$", (None, "hidden")),
+        (r"ln_(1|2|f)\.(weight|bias)$", ("hidden",)),
+        (r"attn\.c_attn\.weight$", ("hidden", "attn3")),
+        (r"attn\.c_attn\.bias$", ("attn3",)),
+        (r"attn\.c_proj\.weight$", ("attn", "hidden")),
+        (r"attn\.c_proj\.bias$", ("hidden",)),
+        (r"mlp\.c_fc\.weight$", ("hidden", "ffn")),
+        (r"mlp\.c_fc\.bias$", ("ffn",)),
+        (r"mlp\.c_proj\.weight$", ("ffn", "hidden")),
+        (r"mlp\.c_proj\.bias$", ("hidden",)),
+        (r"lm_head\.weight$", (None, "hidden")),
+        (r"score\.weight$", (None, "hidden")),
+    ],
 }
 _LAYER = re.compile(r"(\.|^)(layer|layers|h)\.(\d+)\.")
 
@@ -272,4 +289,8 @@ def _index(kind, choice: dict, pos: int | None, teacher) -> list[int] | None:
     if kind == "kv":  # Llama: keep the key/value groups that the kept query heads use
         group = teacher.num_heads // teacher.num_kv_heads
         heads = sorted({h // group for h in heads})
-    return [h * dh + d for h in heads for d in choice["head_dims"]]
+    index = [h * dh + d for h in heads for d in choice["head_dims"]]
+    if kind == "attn3":  # GPT-2's fused Q, K, V: the same units in each of the three blocks
+        width = teacher.num_heads * dh
+        return [part * width + i for part in range(3) for i in index]
+    return index

@@ -94,7 +94,7 @@ def validate_request(raw: str | None) -> dict:
         raise ValueError(f"{REQUEST_HEADER} is not JSON: {e.msg}") from None
     if not isinstance(req, dict):
         raise ValueError(f"{REQUEST_HEADER} must be a JSON object")
-    unknown = set(req) - {"shapes", "runtime", *LIMITS}
+    unknown = set(req) - {"shapes", "runtime", "generation", *LIMITS}
     if unknown:
         raise ValueError(f"unknown request keys: {sorted(unknown)}")
     shapes = req.get("shapes", [[1, 128]])
@@ -117,7 +117,24 @@ def validate_request(raw: str | None) -> dict:
         if value is not None and not (isinstance(value, int) and lo <= value <= hi):
             raise ValueError(f"{key} must be an integer in [{lo}, {hi}]")
         out[key] = value
+    if "generation" in req:
+        out["generation"] = _generation(req["generation"])
     return out
+
+
+def _generation(g) -> dict:
+    """A decoder bundle's generation request: ``{"prompt", "context", "rounds"}``."""
+    ok = isinstance(g, dict) and not set(g) - {"prompt", "context", "rounds"}
+    values = (
+        {k: g.get(k, {"rounds": 3}.get(k)) for k in ("prompt", "context", "rounds")} if ok else {}
+    )
+    ok = ok and all(isinstance(v, int) and 0 < v <= 8192 for v in values.values())
+    if not ok or values["prompt"] > values["context"] or values["rounds"] > 20:
+        raise ValueError(
+            "generation must be {prompt, context, rounds}: integers with prompt <= context <= 8192 "
+            "and rounds <= 20"
+        )
+    return values
 
 
 class _Handler(BaseHTTPRequestHandler):
