@@ -96,6 +96,16 @@ import onnxruntime_genai as og
 blocks = json.load(open({blocks!r}))
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 model = og.Model({folder!r})
+nll, n = 0.0, 0
+for b in blocks:  # teacher-forced, one token at a time (the runtime returns last-position logits)
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(b) + 1, do_sample=False)
+    gen = og.Generator(model, params)
+    gen.append_tokens(b[:1])
+    for t in b[1:]:
+        z = np.asarray(gen.get_logits(), dtype=np.float64).reshape(-1)
+        z -= z.max(); nll -= z[t] - np.log(np.exp(z).sum()); n += 1
+        gen.append_tokens([t])
 rng = np.random.default_rng(0); ttft, steps = [], []
 for _ in range(3):
     params = og.GeneratorParams(model)
@@ -107,7 +117,7 @@ for _ in range(3):
         t0 = time.perf_counter(); gen.generate_next_token()
         steps.append((time.perf_counter() - t0) * 1e3)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({{"ppl": None, "ttft_ms": float(np.percentile(ttft, 90)),
+print(json.dumps({{"ppl": float(np.exp(nll / n)), "ttft_ms": float(np.percentile(ttft, 90)),
                   "decode_tok_s": 1000 / float(np.percentile(steps, 90)),
                   "peak_mb": round(peak - base, 1)}}))
 """
@@ -135,6 +145,12 @@ def main() -> int:
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--peer-python", help="python of the peers' environment (llama.cpp, genai)")
     ap.add_argument("--work", default=str(ROOT / "runs" / "bench_decoder"))
+    ap.add_argument(
+        "--claims",
+        action="store_true",
+        help="also distil, like the build's smallest truncation finalist and with its settings, "
+        "a randomly initialised student of the same shape and the truncated one on uncleaned text",
+    )
     args = ap.parse_args()
     from transformers import AutoTokenizer
 
@@ -189,6 +205,8 @@ def main() -> int:
         mb = round(onnx.stat().st_size / 2**20, 1)
         add(c["key"], f"edgec {c['init']} only (no KD), fp32", c["layers"], 32, mb,
             _row(py, ORT_ROW.format(onnx=str(onnx), **fill)))  # fmt: skip
+    if args.claims:
+        _claim_rows(run, build, work, args.data_dir, add, py, fill)
     # the peers, in their own environment
     if args.peer_python:
         for name, ftype in (("Q8_0", 7), ("Q4_K_M", 15)):
@@ -226,6 +244,63 @@ def main() -> int:
     return 0
 
 
+def _claim_rows(run: Path, build: dict, work: Path, data_dir, add, py, fill) -> None:
+    """Float rows for the paper's questions, all distilled with the build's settings from the
+    same shape: truncation + KD (the build's own stage), random init + KD (the same steps), and
+    truncation + KD on the uncleaned text."""
+    from dataclasses import replace
+
+    from toolchain import api
+    from toolchain.data.tasks import get_task
+    from toolchain.distill.stage import distill_stage
+    from toolchain.export.stage import export_model
+    from toolchain.models.loading import load_model
+    from toolchain.pipeline import RunDir
+    from toolchain.plan_decoder import untie_head
+
+    spec = get_task("wikitext2")
+    trunc = sorted((b for b in build["bundles"] if b.get("built") and b["init"] == "truncation"),
+                   key=lambda b: b["params"])  # fmt: skip
+    if not trunc:
+        print("no truncation bundle in the build: claims skipped", file=sys.stderr)
+        return
+    key = trunc[0]["key"]
+    recipe = api.build_recipe(None, preset=build["preset"]["name"] or "quick",
+                              overrides={"task": "wikitext2"})  # fmt: skip
+    teacher_dir = build["teacher"]["dir"]
+    rundir = RunDir(work / "claims")
+    start = work / "claims-init-random"
+    if not (start / "config.json").is_file():
+        shaped = load_model(run / "candidates" / key, head="causal-lm")
+        rand = shaped.build_for_shape(shaped.shape, seed=0)
+        untie_head(rand)
+        rand.save(start)
+    variants = {
+        "truncation + KD (the build's stage), fp32": (run / f"distill-{key}", None),
+        "random init + KD, same steps, fp32": (None, (str(start), recipe.data)),
+        "truncation + KD without cleaning, fp32": (
+            None, (str(run / "candidates" / key), replace(recipe.data, clean=False))),
+    }  # fmt: skip
+    for i, (method, (done, todo)) in enumerate(variants.items()):
+        folder = done
+        if todo is not None:
+            name = f"distill-{i}"
+            (res,) = rundir.run([distill_stage(teacher_dir=teacher_dir, spec=spec,
+                                               data_dir=data_dir, cfg=recipe.distill,
+                                               data_cfg=todo[1], init_from=todo[0],
+                                               name=name)], seed=recipe.seed)  # fmt: skip
+            folder = rundir.stage_dir(name)
+        metrics = json.loads((Path(folder) / "stage.json").read_text())["metrics"]
+        onnx_dir = work / f"claim-{i}"
+        if not (onnx_dir / "model.onnx").is_file():
+            export_model(folder, onnx_dir, fmt="fp32", spec=spec, data_dir=data_dir)
+        onnx = onnx_dir / "model.onnx"
+        result = _row(py, ORT_ROW.format(onnx=str(onnx), **fill))
+        result["validation_ppl"] = (metrics.get("best_validation") or {}).get("perplexity")
+        add(key, method, int(trunc[0]["shape"].split(":")[0][1:]), 32,
+            round(onnx.stat().st_size / 2**20, 1), result, metrics.get("wall_s"))  # fmt: skip
+
+
 QUANTIZE = """
 import llama_cpp
 p = llama_cpp.llama_model_quantize_default_params()
@@ -260,14 +335,26 @@ def _claims(rows: list[dict], build: dict) -> dict:
     pairs = {m: {"init_only_ppl": init[m]["ppl"], "init_kd_kdlsq_ppl": kd[m]["ppl"]}
              for m in kd if m in init}  # fmt: skip
     claims["kd_after_init"] = pairs or "no student of the build had both rows"
-    claims["truncation_kd_vs_kd_alone"] = (
-        "not measured: needs a randomly initialised student distilled for the same time; this "
-        "benchmark reads one build"
-    )
-    claims["cleaning_helps"] = (
-        "not measured: needs a second build with data.clean=false; the build's cleaning counts: "
-        + json.dumps((build["teacher"].get("cleaning") or {}).get("removed"))
-    )
+    by = {r["method"]: r for r in ok}
+    t_kd = by.get("truncation + KD (the build's stage), fp32")
+    r_kd = by.get("random init + KD, same steps, fp32")
+    t_nc = by.get("truncation + KD without cleaning, fp32")
+    if t_kd and r_kd:
+        claims["truncation_kd_vs_kd_alone"] = {
+            "truncation_kd_ppl": t_kd["ppl"], "random_kd_ppl": r_kd["ppl"],
+            "train_s": [t_kd["train_s"], r_kd["train_s"]],
+            "held": t_kd["ppl"] < r_kd["ppl"],
+        }  # fmt: skip
+    else:
+        claims["truncation_kd_vs_kd_alone"] = "not measured (run with --claims)"
+    removed = (build["teacher"].get("cleaning") or {}).get("removed")
+    if t_kd and t_nc:
+        claims["cleaning_helps"] = {
+            "cleaned_ppl": t_kd["ppl"], "uncleaned_ppl": t_nc["ppl"],
+            "cleaning_removed": removed, "held": t_kd["ppl"] < t_nc["ppl"],
+        }  # fmt: skip
+    else:
+        claims["cleaning_helps"] = f"not measured (run with --claims); cleaning removed {removed}"
     return claims
 
 

@@ -210,11 +210,16 @@ class BuildPlan:
             data_cfg=r.data,
             device=self.options.torch_device,
         )
+        return self._teacher_in_cache(stage, self.spec.name)
+
+    def _teacher_in_cache(self, stage: Stage, prefix: str) -> Teacher:
+        """Run the teacher ``stage`` in the shared teacher cache (named by its settings, so a
+        build for another device or budget reuses it), or in the run directory without one."""
         if self.options.teacher_cache is None:
             metrics = self._run(stage)
             return Teacher(self.run.stage_dir("teacher"), metrics, self.run, "teacher")
-        ident = json.dumps(_jsonable([stage.config, r.seed]), sort_keys=True, default=str)
-        name = f"{self.spec.name}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
+        ident = json.dumps(_jsonable([stage.config, self.recipe.seed]), sort_keys=True, default=str)
+        name = f"{prefix}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
         cache = RunDir(self.options.teacher_cache)
         if "teacher" in self.force:
             self.force.add(name)

@@ -28,7 +28,6 @@ split (``wiki.test.raw``) is scored once per bundle with the protocol of
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import math
@@ -41,7 +40,7 @@ from toolchain.devices.generation import decoder_shape, predict_generation
 from toolchain.devices.latency import model_for
 from toolchain.errors import EdgecError
 from toolchain.export.generate import measure_generation
-from toolchain.pipeline import RunDir, Stage, _jsonable
+from toolchain.pipeline import Stage, _jsonable
 from toolchain.plan import BuildPlan, Teacher, precision_of
 from toolchain.presets import TIME_BUDGET
 from toolchain.schema import to_dict as schema_dict
@@ -187,15 +186,7 @@ class DecoderBuildPlan(BuildPlan):
         r = self.recipe
         stage = lm_teacher_stage(model=r.teacher, spec=self.spec, data_dir=r.data_dir,
                                  data_cfg=r.data, block=r.distill.max_seq_len)  # fmt: skip
-        if self.options.teacher_cache is None:
-            return Teacher(self.run.stage_dir("teacher"), self._run(stage), self.run, "teacher")
-        ident = json.dumps(_jsonable([stage.config, r.seed]), sort_keys=True, default=str)
-        name = f"{self.spec.name}-lm-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
-        cache = RunDir(self.options.teacher_cache)
-        if "teacher" in self.force:
-            self.force.add(name)
-        metrics = self._run(replace(stage, name=name), run=cache, label="teacher")
-        return Teacher(cache.stage_dir(name), metrics, cache, name)
+        return self._teacher_in_cache(stage, f"{self.spec.name}-lm")
 
     # -- candidates ---------------------------------------------------------------------------
     def _candidates_stage(self, teacher: Teacher) -> Stage:

@@ -26,6 +26,7 @@ import json
 from pathlib import Path
 
 from toolchain.bundle.manifest import BundleError, read_listed, verify
+from toolchain.bundle.runtime import load_listed
 
 GENERATION_CONFIG = "generation_config.json"
 
@@ -41,9 +42,6 @@ class GeneratorRunner:
     """
 
     def __init__(self, bundle: str | Path, *, threads: int | None = None, trust=None):
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
-
         self.folder = Path(bundle)
         self.manifest = verify(self.folder, trust=trust)
         if self.manifest["task"]["kind"] != "language-modeling":
@@ -52,24 +50,10 @@ class GeneratorRunner:
                 "text: give it inputs with --text/--file instead of --prompt"
             )
         rt = self.manifest["runtime"]
-        tokenizer = read_listed(self.folder, self.manifest, rt["tokenizer"])
-        model = read_listed(self.folder, self.manifest, rt["model"])
         self.config = json.loads(read_listed(self.folder, self.manifest, rt["generation_config"]))
-        try:
-            self.tokenizer = Tokenizer.from_str(tokenizer.decode("utf-8"))
-        except Exception as e:
-            raise BundleError(f"{self.folder}: cannot load the tokenizer: {e}") from None
+        self.tokenizer, self.session = load_listed(self.folder, self.manifest, threads)
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-        except Exception as e:
-            raise BundleError(
-                f"{self.folder}: ONNX Runtime cannot load {rt['model']}: {e}"
-            ) from None
         names = {i.name for i in self.session.get_inputs()}
         if not any(n.startswith("past_key_values") for n in names):
             raise BundleError(f"{self.folder}: {rt['model']} has no KV-cache inputs")

@@ -16,6 +16,30 @@ import numpy as np
 from toolchain.bundle.manifest import BundleError, read_listed, verify
 
 
+def load_listed(folder: Path, manifest: dict, threads: int | None = None) -> tuple:
+    """``(tokenizer, ONNX Runtime session)`` of a verified bundle, loaded from bytes read once
+    and hashed again, never reopened by path: a file swapped after verify() is refused, not run
+    (bundles hold self-contained ONNX, no external data)."""
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    rt = manifest["runtime"]
+    tokenizer = read_listed(folder, manifest, rt["tokenizer"])
+    model = read_listed(folder, manifest, rt["model"])
+    try:
+        tokenizer = Tokenizer.from_str(tokenizer.decode("utf-8"))
+    except Exception as e:  # tokenizers raises its own exception types
+        raise BundleError(f"{folder}: cannot load the tokenizer {rt['tokenizer']}: {e}") from None
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    try:
+        session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise BundleError(f"{folder}: ONNX Runtime cannot load {rt['model']}: {e}") from None
+    return tokenizer, session
+
+
 class BundleRunner:
     """A verified bundle, ready to predict.
 
@@ -28,9 +52,6 @@ class BundleRunner:
     """
 
     def __init__(self, bundle: str | Path, *, threads: int | None = None, trust=None):
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
-
         self.folder = Path(bundle)
         # every path the manifest names is a listed, hashed file inside the bundle
         self.manifest = verify(self.folder, trust=trust)
@@ -42,27 +63,9 @@ class BundleRunner:
         rt = self.manifest["runtime"]
         self.labels = list(self.manifest["labels"])
         self.max_len = int(rt["max_seq_len"])
-        # loaded from bytes read once and hashed again, never reopened by path: a file swapped
-        # after verify() is refused, not run (bundles hold self-contained ONNX, no external data)
-        tokenizer = read_listed(self.folder, self.manifest, rt["tokenizer"])
-        model = read_listed(self.folder, self.manifest, rt["model"])
-        try:
-            self.tokenizer = Tokenizer.from_str(tokenizer.decode("utf-8"))
-        except Exception as e:  # tokenizers raises its own exception types
-            raise BundleError(
-                f"{self.folder}: cannot load the tokenizer {rt['tokenizer']}: {e}"
-            ) from None
+        self.tokenizer, self.session = load_listed(self.folder, self.manifest, threads)
         self.tokenizer.enable_truncation(self.max_len)
         self.tokenizer.enable_padding(pad_id=int(rt["pad_id"]), pad_token=rt["pad_token"])
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-        except Exception as e:
-            raise BundleError(
-                f"{self.folder}: ONNX Runtime cannot load {rt['model']}: {e}"
-            ) from None
         self.inputs = {i.name for i in self.session.get_inputs()}
 
     def encode(self, rows: list[dict]) -> dict[str, np.ndarray]:
