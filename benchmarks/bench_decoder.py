@@ -281,6 +281,11 @@ def _claim_rows(run: Path, build: dict, work: Path, data_dir, add, py, fill) -> 
         "truncation + KD without cleaning, fp32": (
             None, (str(run / "candidates" / key), replace(recipe.data, clean=False))),
     }  # fmt: skip
+    etd = next((c for c in build["candidates"] if c["init"] == "etd-impt"
+                and c["layers"] == trunc[0]["layers"]), None)  # fmt: skip
+    if etd is not None:
+        variants["ETD (FFN by importance) + KD, same steps, fp32"] = (
+            None, (str(run / "candidates" / etd["key"]), recipe.data))  # fmt: skip
     for i, (method, (done, todo)) in enumerate(variants.items()):
         folder = done
         if todo is not None:
@@ -297,8 +302,29 @@ def _claim_rows(run: Path, build: dict, work: Path, data_dir, add, py, fill) -> 
         onnx = onnx_dir / "model.onnx"
         result = _row(py, ORT_ROW.format(onnx=str(onnx), **fill))
         result["validation_ppl"] = (metrics.get("best_validation") or {}).get("perplexity")
-        add(key, method, int(trunc[0]["shape"].split(":")[0][1:]), 32,
+        model = etd["key"] if method.startswith("ETD") else key
+        add(model, method, int(trunc[0]["shape"].split(":")[0][1:]), 32,
             round(onnx.stat().st_size / 2**20, 1), result, metrics.get("wall_s"))  # fmt: skip
+    # the same distilled student at other weight widths (KDLSQ with the build's settings)
+    from toolchain.quantize.stage import quantize_stage
+
+    floating = str(run / f"distill-{key}")
+    for bits in (8, 2):
+        name = f"quantize-w{bits}"
+        (res,) = rundir.run([quantize_stage(model_dir=floating, teacher_dir=floating, spec=spec,
+                                            data_dir=data_dir, cfg=replace(recipe.quantize,
+                                                                           weight_bits=bits),
+                                            data_cfg=recipe.data, name=name)],
+                            seed=recipe.seed)  # fmt: skip
+        onnx_dir = work / f"w{bits}"
+        if not (onnx_dir / "model.onnx").is_file():
+            export_model(rundir.stage_dir(name), onnx_dir, fmt="nbits", spec=spec,
+                         data_dir=data_dir, cfg=recipe.export)  # fmt: skip
+        onnx = onnx_dir / "model.onnx"
+        add(key, f"edgec truncation + KD + KDLSQ W{bits} (MatMulNBits)",
+            int(trunc[0]["shape"].split(":")[0][1:]), bits,
+            round(onnx.stat().st_size / 2**20, 1), _row(py, ORT_ROW.format(onnx=str(onnx), **fill)),
+            res.record.get("wall_s"))  # fmt: skip
 
 
 QUANTIZE = """
@@ -347,6 +373,11 @@ def _claims(rows: list[dict], build: dict) -> dict:
         }  # fmt: skip
     else:
         claims["truncation_kd_vs_kd_alone"] = "not measured (run with --claims)"
+    e_kd = by.get("ETD (FFN by importance) + KD, same steps, fp32")
+    if t_kd and e_kd:
+        claims["etd_kd_vs_truncation_kd"] = {"truncation_kd_ppl": t_kd["ppl"],
+                                             "etd_kd_ppl": e_kd["ppl"],
+                                             "params_note": "ETD keeps 2/3 of the FFN"}  # fmt: skip
     removed = (build["teacher"].get("cleaning") or {}).get("removed")
     if t_kd and t_nc:
         claims["cleaning_helps"] = {
