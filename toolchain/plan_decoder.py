@@ -43,6 +43,7 @@ from toolchain.export.generate import measure_generation
 from toolchain.pipeline import Stage, _jsonable
 from toolchain.plan import BuildPlan, Teacher, precision_of
 from toolchain.presets import TIME_BUDGET
+from toolchain.report import write_report
 from toolchain.schema import to_dict as schema_dict
 
 log = logging.getLogger(__name__)
@@ -178,7 +179,7 @@ class DecoderBuildPlan(BuildPlan):
             "wall_s": round(time.perf_counter() - started, 1),
         }
         (self.out / "build.json").write_text(json.dumps(_jsonable(summary), indent=2) + "\n")
-        (self.out / "report.md").write_text(report(summary))
+        write_report(self.out)
         return summary
 
     # -- teacher ------------------------------------------------------------------------------
@@ -544,66 +545,4 @@ def lm_teacher_stage(*, model: str, spec, data_dir, data_cfg, block: int) -> Sta
     return Stage("teacher", run, config=config, inputs=teacher_inputs(model, spec, data_dir))
 
 
-# -- the report ---------------------------------------------------------------------------------
-def report(s: dict) -> str:
-    """report.md of a decoder build."""
-    t, triv, base = s["teacher"], s["trivial"], s.get("baseline") or {}
-    lines = [
-        f"# edgec build: {s['task']} (decoder LM) for {s['device']}",
-        "",
-        f"Perplexity protocol: {s['protocol']}. Lower is better.",
-        "",
-        f"- Teacher `{t['source']}` ({t.get('shape', '?')}, not fine-tuned): dev perplexity "
-        f"{t['dev']['perplexity']:.3f}.",
-        f"- Trivial baseline ({triv.get('description')}): {triv.get('perplexity')}.",
-    ]
-    if "dev" in base:
-        lat = base.get("latency") or {}
-        lines.append(
-            f"- Baseline (teacher, optimum + ONNX Runtime dynamic INT8): perplexity "
-            f"{base['dev']['perplexity']:.3f}, TTFT p90 {lat.get('ttft_ms')} ms, decode "
-            f"{lat.get('decode_tok_s')} tok/s ({base.get('label')})."
-        )
-    elif "error" in base:
-        lines.append(f"- Baseline failed: {base['error']}")
-    lines += [
-        f"- Precision {s['precision']} (weights; float activations), preset "
-        f"{(s.get('preset') or {}).get('name')}, wall time {s['wall_s'] / 60:.1f} min.",
-        "",
-        "| budget | TTFT budget | decode budget | student | params | ppl | agree | loyalty | "
-        "TTFT p90 | decode tok/s | memory (pred.) | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for b in s["bundles"]:
-        if not b.get("built"):
-            lines.append(f"| {b['budget']} | {b['ttft_budget_ms']} ms | "
-                         f"{b['decode_budget_tok_s']} | - | - | - | - | - | - | - | - | "
-                         f"NOT BUILT: {b.get('error')} |")  # fmt: skip
-            continue
-        d, lat = b["dev"], b["latency"]
-        lines.append(
-            f"| {b['budget']} | {b['ttft_budget_ms']} ms | {b['decode_budget_tok_s']} | "
-            f"{b['key']} ({b['shape']}) | {b['params'] / 1e6:.1f}M | {d['perplexity']:.2f} | "
-            f"{d['next_token_agreement']:.3f} | {d['prob_loyalty']:.3f} | "
-            f"{lat.get('ttft_ms')} ms | {lat.get('decode_tok_s')} | "
-            f"{lat.get('memory_hi_mb')} MB | {b['verdict']} |"
-        )
-    lines += ["", "## Candidates", "",
-              "| candidate | init | shape | params | " + " | ".join(
-                  f"{b['budget']}" for b in s["bundles"]) + " |",
-              "|---|---|---|---|" + "---|" * len(s["bundles"])]  # fmt: skip
-    for c in s["candidates"]:
-        cells = [c["budgets"][b["budget"]]["why"] for b in s["bundles"]]
-        lines.append(f"| {c['key']} | {c['init']} | {c['shape']} | {c['params'] / 1e6:.1f}M | "
-                     + " | ".join(cells) + " |")  # fmt: skip
-    clean = t.get("cleaning") or {}
-    if clean:
-        removed = ", ".join(f"{k} {v}" for k, v in (clean.get("removed") or {}).items())
-        lines += ["", f"Cleaning of the training text: kept {clean.get('kept')} of "
-                  f"{clean.get('total')} lines (removed: {removed or 'none'})."]  # fmt: skip
-    lines += ["", "Stage times (s): " + ", ".join(f"{k} {v}" for k, v in s["stage_s"].items())]
-    return "\n".join(lines) + "\n"
-
-
-__all__ = ["DecoderBuildPlan", "candidate_grid", "fits", "lm_teacher_stage", "report",
-           "untie_head"]  # fmt: skip
+__all__ = ["DecoderBuildPlan", "candidate_grid", "fits", "lm_teacher_stage", "untie_head"]

@@ -211,10 +211,79 @@ def plot_stage_times(stage_s: dict, path: Path) -> bool:
     return True
 
 
+# -- a decoder LM's build ------------------------------------------------------------------
+def lm_report(s: dict) -> str:
+    """report.md of a decoder LM's build (:mod:`toolchain.plan_decoder`)."""
+    t, triv, base = s["teacher"], s["trivial"], s.get("baseline") or {}
+    lines = [
+        f"# edgec build: {s['task']} (decoder LM) for {s['device']}",
+        "",
+        f"Perplexity protocol: {s['protocol']}. Lower is better.",
+        "",
+        f"- Teacher `{t['source']}` ({t.get('shape', '?')}, not fine-tuned): dev perplexity "
+        f"{t['dev']['perplexity']:.3f}.",
+        f"- Trivial baseline ({triv.get('description')}): {triv.get('perplexity')}.",
+    ]
+    if "dev" in base:
+        lat = base.get("latency") or {}
+        lines.append(
+            f"- Baseline (teacher, optimum + ONNX Runtime dynamic INT8): perplexity "
+            f"{base['dev']['perplexity']:.3f}, TTFT p90 {lat.get('ttft_ms')} ms, decode "
+            f"{lat.get('decode_tok_s')} tok/s ({base.get('label')})."
+        )
+    elif "error" in base:
+        lines.append(f"- Baseline failed: {base['error']}")
+    lines += [
+        f"- Precision {s['precision']} (weights; float activations), preset "
+        f"{(s.get('preset') or {}).get('name')}, wall time {s['wall_s'] / 60:.1f} min.",
+        "",
+        "| budget | TTFT budget | decode budget | student | params | ppl | agree | loyalty | "
+        "TTFT p90 | decode tok/s | peak memory | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for b in s["bundles"]:
+        if not b.get("built"):
+            lines.append(f"| {b['budget']} | {b['ttft_budget_ms']} ms | "
+                         f"{b['decode_budget_tok_s']} | - | - | - | - | - | - | - | - | "
+                         f"NOT BUILT: {b.get('error')} |")  # fmt: skip
+            continue
+        d, lat = b["dev"], b["latency"]
+        lines.append(
+            f"| {b['budget']} | {b['ttft_budget_ms']} ms | {b['decode_budget_tok_s']} | "
+            f"{b['key']} ({b['shape']}) | {b['params'] / 1e6:.1f}M | {d['perplexity']:.2f} | "
+            f"{d['next_token_agreement']:.3f} | {d['prob_loyalty']:.3f} | "
+            f"{lat.get('ttft_ms')} ms | {lat.get('decode_tok_s')} | "
+            f"{lat.get('memory_hi_mb')} MB | {b['verdict']} |"
+        )
+    lines += ["", "## Candidates", "",
+              "| candidate | init | shape | params | " + " | ".join(
+                  f"{b['budget']}" for b in s["bundles"]) + " |",
+              "|---|---|---|---|" + "---|" * len(s["bundles"])]  # fmt: skip
+    for c in s["candidates"]:
+        cells = [c["budgets"][b["budget"]]["why"] for b in s["bundles"]]
+        lines.append(f"| {c['key']} | {c['init']} | {c['shape']} | {c['params'] / 1e6:.1f}M | "
+                     + " | ".join(cells) + " |")  # fmt: skip
+    clean = t.get("cleaning") or {}
+    if clean:
+        removed = ", ".join(f"{k} {v}" for k, v in (clean.get("removed") or {}).items())
+        lines += ["", f"Cleaning of the training text: kept {clean.get('kept')} of "
+                  f"{clean.get('total')} lines (removed: {removed or 'none'})."]  # fmt: skip
+    lines += ["", "Stage times (s): " + ", ".join(f"{k} {v}" for k, v in s["stage_s"].items())]
+    return "\n".join(lines) + "\n"
+
+
 def write_report(run_dir: str | Path) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.html`` (and ``report-stages.png``) into ``run_dir``."""
     run_dir = Path(run_dir)
     summary = _load(run_dir)
+    if summary.get("kind") == "language-modeling":
+        text = lm_report(summary)
+        (run_dir / "report.md").write_text(text)
+        title = f"edgec build: {summary['task']} (decoder LM) for {summary['device']}"
+        page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+                f"</title></head><body><pre>{html.escape(text)}</pre></body></html>\n")  # fmt: skip
+        (run_dir / "report.html").write_text(page)
+        return run_dir / "report.md", run_dir / "report.html"
     header, table = rows(summary)
     stage_png = run_dir / "report-stages.png"
     has_stage_png = plot_stage_times(summary.get("stage_s") or {}, stage_png)
