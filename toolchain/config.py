@@ -189,6 +189,9 @@ class DistillConfig(StageConfig):
     temperature: float = 2.0
     kd_weight: float = 0.5  # logit-KD share; the hard-label loss gets 1 - kd_weight
     hidden_weight: float = 1.0
+    # uniform/last/ga mappings: "mse" of the states, or "cosine" (1 - cos per token, DistilGPT-2's;
+    # the decoder presets use it: a Llama residual stream's scale swamps the MSE)
+    hidden_loss: Literal["mse", "cosine"] = "mse"
     attention_weight: float = 0.0
     embedding_weight: float = 0.0
     steps: int = 2000

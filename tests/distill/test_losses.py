@@ -33,6 +33,16 @@ def test_logit_kd_mse_and_token_mask():
         L.logit_kd(s, t, kind="l1")
 
 
+def test_hidden_cosine_ignores_scale_and_masked_tokens():
+    s = torch.tensor([[[1.0, 0.0], [5.0, 5.0], [7.0, -3.0]]])
+    t = torch.tensor([[[1000.0, 0.0], [0.0, 3.0], [1.0, 1.0]]])
+    mask = torch.tensor([[1, 1, 0]])
+    # token 1: same direction at 1000x the scale (0); token 2: 45 degrees; token 3 masked
+    expected = (0.0 + (1 - 2**-0.5)) / 2
+    assert L.hidden_cosine(s, t, mask).item() == pytest.approx(expected, rel=1e-5)
+    assert L.hidden_mse(s, t, mask).item() > 1e5  # what the scale does to the MSE
+
+
 def test_hidden_mse_with_projection_and_mask():
     s = torch.tensor([[[1.0, 2.0], [9.0, 9.0]]])  # (B=1, T=2, H=2)
     t = torch.tensor([[[1.0, 4.0], [0.0, 0.0]]])

@@ -108,6 +108,8 @@ def _hidden_term(cfg, mapping, s_out, t_out, mask, module) -> torch.Tensor:
         return sum(L.normalised_mse(L.pooled(a, mask), L.pooled(b, mask)) for a, b in pairs) / len(
             pairs
         )
+    if cfg.hidden_loss == "cosine":
+        return sum(L.hidden_cosine(a, b, mask) for a, b in pairs) / len(pairs)
     return sum(L.hidden_mse(a, b, mask) for a, b in pairs) / len(pairs)
 
 

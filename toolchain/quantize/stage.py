@@ -178,7 +178,12 @@ def run_quantize(
         metrics["training"] = {k: v for k, v in training.items() if k != "mapping"}
     metrics.update(_write_and_check(ctx.out_dir, quant, floating, cfg, calib[:2], device))
     if "dev" in spec.files:
-        metrics["dev"] = dev_scores(floating, quant, spec, load_split(spec, "dev", data_dir), cfg)
+        dev = load_split(spec, "dev", data_dir)
+        if spec.kind == "language-modeling":  # the first lines, as distillation's comparison
+            from toolchain.distill.stage import LM_DEV_LINES
+
+            dev = dev[:LM_DEV_LINES]
+        metrics["dev"] = dev_scores(floating, quant, spec, dev, cfg)
     (ctx.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
