@@ -326,6 +326,7 @@ class DecoderBuildPlan(BuildPlan):
         ok, why = fits(lat, budget)
         floor = teacher_dev["perplexity"] * (1 + self.recipe.quality.perplexity_floor)
         floor_met = dev["perplexity"] <= floor
+        above = dev["vs_trivial"]["above"]
         quant = (
             self.run.record(f"quantize-{key}")["metrics"]
             if self.recipe.quantize.method != "none"
@@ -351,25 +352,9 @@ class DecoderBuildPlan(BuildPlan):
             "fits": why,
             "floor": round(floor, 3),
             "floor_met": floor_met,
-            "met": ok and floor_met,
-            "verdict": (
-                "met"
-                if ok and floor_met
-                else "NOT MET: "
-                + (
-                    "; ".join(
-                        filter(
-                            None,
-                            [
-                                None if ok else why,
-                                None
-                                if floor_met
-                                else f"perplexity floor ({dev['perplexity']:.2f} > {floor:.2f})",
-                            ],
-                        )
-                    )
-                )
-            )  # fmt: skip
+            "above_trivial": above,
+            "met": ok and floor_met and above,
+            "verdict": _verdict(ok, why, floor_met, floor, above, dev)
             + (
                 f" ({lat['status']} on {self.target.name})"
                 if lat["status"] == "measured"
@@ -467,15 +452,25 @@ class DecoderBuildPlan(BuildPlan):
         predicted = cand["budgets"][budget.name]
         if self.target.measurable:  # this host, or the device through its agent
             measured = self.target.measured_generation(folder, budget)
-            return {**measured, "predicted": {k: predicted.get(k) for k in
-                    ("ttft_ms", "ttft_hi_ms", "decode_tok_s", "decode_tok_s_lo", "memory_mb",
-                     "memory_hi_mb")}}  # fmt: skip
+            before = {k: predicted.get(k) for k in ("status", "ttft_ms", "ttft_hi_ms",
+                      "decode_tok_s", "decode_tok_s_lo", "memory_mb", "memory_hi_mb")}  # fmt: skip
+            return {**measured, "candidate": before}
         keep = ("ttft_ms", "ttft_lo_ms", "ttft_hi_ms", "step_ms", "step_hi_ms", "decode_tok_s",
                 "decode_tok_s_lo", "memory_mb", "memory_hi_mb", "kv_cache_mb", "prompt",
                 "context", "percentile", "bound")  # fmt: skip
         return {"status": "predicted", **{k: predicted[k] for k in keep if k in predicted},
                 "label": predicted["label"] + " (the candidate's float shape at the build's "
                 "precision; not measured)"}  # fmt: skip
+
+
+def _verdict(fit: bool, why: str, floor_met: bool, floor: float, above: bool, dev: dict) -> str:
+    misses = [] if fit else [why]
+    if not floor_met:
+        misses.append(f"perplexity floor ({dev['perplexity']:.2f} > {floor:.2f})")
+    if not above:
+        trivial = dev["vs_trivial"]["trivial"]
+        misses.append(f"worse than the unigram trivial baseline ({trivial:.2f})")
+    return "NOT MET: " + "; ".join(misses) if misses else "met"
 
 
 def _device_model(target, precision: str):
