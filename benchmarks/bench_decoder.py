@@ -186,15 +186,25 @@ def main() -> int:
     size = (fp32 / "model.onnx").stat().st_size / 2**20
     add("SmolLM2-135M", "teacher fp32 (edgec export, ORT)", 30, 32, round(size, 1),
         _row(py, ORT_ROW.format(onnx=str(fp32 / "model.onnx"), **fill)))  # fmt: skip
-    # the build's bundles and its students before distillation
+    # every distilled, quantized and exported student of the build (the budgets' bundles among
+    # them), then the students before distillation (truncation or extraction only)
+    chosen = {}
     for b in build["bundles"]:
-        if not b.get("built"):
-            continue
-        onnx = Path(b["bundle"]) / "model.onnx"
-        add(b["key"], f"edgec {b['init']} + KD + KDLSQ (budget {b['budget']})",
-            int(b["shape"].split(":")[0][1:]), 4, round(onnx.stat().st_size / 2**20, 1),
-            _row(py, ORT_ROW.format(onnx=str(onnx), **fill)), b.get("distill_s"))  # fmt: skip
+        if b.get("built"):
+            chosen.setdefault(b["key"], []).append(b["budget"])
+    shapes = {c["key"]: c for c in build["candidates"]}
+    for export in sorted(run.glob("export-*/model.onnx")):
+        key = export.parent.name.removeprefix("export-")
+        c = shapes[key]
+        budgets = ", ".join(chosen.get(key, [])) or "none"
+        stage = json.loads((run / f"distill-{key}" / "stage.json").read_text())
+        add(key, f"edgec {c['init']} + KD + KDLSQ W4 (bundle of: {budgets})", c["layers"], 4,
+            round(export.stat().st_size / 2**20, 1),
+            _row(py, ORT_ROW.format(onnx=str(export), **fill)), stage.get("wall_s"))  # fmt: skip
+    smallest = min(c["layers"] for c in build["candidates"])
     for c in build["candidates"]:
+        if not ((run / f"distill-{c['key']}").is_dir() or c["layers"] == smallest):
+            continue
         folder = work / f"init-{c['key']}"
         if not (folder / "model.onnx").is_file():
             from toolchain.export.stage import export_model
@@ -260,7 +270,7 @@ def _claim_rows(run: Path, build: dict, work: Path, data_dir, add, py, fill) -> 
 
     spec = get_task("wikitext2")
     trunc = sorted((b for b in build["bundles"] if b.get("built") and b["init"] == "truncation"),
-                   key=lambda b: b["params"])  # fmt: skip
+                   key=lambda b: b["params"])  # fmt: skip  # the smallest truncation bundle
     if not trunc:
         print("no truncation bundle in the build: claims skipped", file=sys.stderr)
         return
@@ -365,7 +375,7 @@ def _claims(rows: list[dict], build: dict) -> dict:
                          and fast["peak_mb"] < q4["peak_mb"]),
         }  # fmt: skip
     init = {r["model"]: r for r in ok if "only (no KD)" in r["method"]}
-    kd = {r["model"]: r for r in ours}
+    kd = {r["model"]: r for r in ours if "KDLSQ W4" in r["method"]}
     pairs = {m: {"init_only_ppl": init[m]["ppl"], "init_kd_kdlsq_ppl": kd[m]["ppl"]}
              for m in kd if m in init}  # fmt: skip
     claims["kd_after_init"] = pairs or "no student of the build had both rows"

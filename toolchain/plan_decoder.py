@@ -280,6 +280,13 @@ class DecoderBuildPlan(BuildPlan):
                 distilled[key], scores[key] = {"error": str(e)}, None
         for a in {c["arch"] for p in pools.values() for c in p} - set(kept):
             scores[a] = None
+        # a budget may also take a student distilled for another budget that fits it (its own
+        # finalists may have been left out by quality.max_distilled)
+        for b in self.budgets:
+            listed = {c["arch"] for c in pools[b.name]}
+            pools[b.name] += [{"arch": c["key"], "latency_ms": c["budgets"][b.name]["ttft_ms"]}
+                              for c in cands if c["key"] in kept and c["key"] not in listed
+                              and c["budgets"][b.name]["fits"]]  # fmt: skip
         chosen = choose_per_budget(self.budgets, pools, scores, r.quality.near_tie)
         out = {}
         for b in self.budgets:
