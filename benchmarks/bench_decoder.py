@@ -39,15 +39,28 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 PROMPT, CONTEXT, TOKENS, BLOCK = 128, 256, 16384, 256
 
+# the process's resident memory now, and its peak (VmHWM), in MB (ru_maxrss reported no growth)
+MEMORY = """
+def _status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) / 1024
+def rss():
+    return _status("VmRSS:")
+def peak():
+    return _status("VmHWM:")
+"""
+
 # one row, measured in a fresh process: {"ppl", "ttft_ms", "decode_tok_s", "peak_mb"}
 ORT_ROW = """
-import json, resource, sys, numpy as np
+import json, sys, numpy as np
 sys.path.insert(0, {root!r})
 from toolchain.export.onnx import session
 from toolchain.export.decoder import full_logits
 from toolchain.export.generate import measure_generation
 blocks = json.load(open({blocks!r}))
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+{memory}
+base = rss()
 sess = session({onnx!r})
 nll, n = 0.0, 0
 for b in blocks:
@@ -56,45 +69,48 @@ for b in blocks:
     nll -= lp[np.arange(len(b) - 1), b[1:]].sum(); n += len(b) - 1
 vocab = int(max(map(max, blocks))) + 1
 g = measure_generation(sess, prompt={prompt}, context={context}, vocab=vocab)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({{"ppl": float(np.exp(nll / n)), "ttft_ms": g["ttft_ms"],
-                  "decode_tok_s": g["decode_tok_s"], "peak_mb": round(peak - base, 1)}}))
+                  "decode_tok_s": g["decode_tok_s"], "peak_mb": round(peak() - base, 1)}}))
 """
 
 LLAMA_ROW = """
-import json, resource, time, numpy as np
+import json, time, ctypes, numpy as np, llama_cpp
 from llama_cpp import Llama
+{memory}
 blocks = json.load(open({blocks!r}))
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-llm = Llama(model_path={gguf!r}, n_ctx={context}, n_threads=2, n_batch={prompt}, logits_all=True,
-            verbose=False)
+base = rss()
+llm = Llama(model_path={gguf!r}, n_ctx={context}, n_threads=2, n_batch={prompt}, verbose=False)
+V = llm.n_vocab()
+def last():  # the logits after the last evaluated token (llama_get_logits_ith(ctx, -1))
+    ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+    return np.ctypeslib.as_array(ptr, shape=(V,)).astype(np.float64)
 nll, n = 0.0, 0
-for b in blocks:
-    llm.reset(); llm.eval(b)
-    z = np.array(llm.scores[: len(b) - 1], dtype=np.float64)
-    z -= z.max(-1, keepdims=True); lp = z - np.log(np.exp(z).sum(-1, keepdims=True))
-    nll -= lp[np.arange(len(b) - 1), b[1:]].sum(); n += len(b) - 1
+for b in blocks:  # teacher-forced one token at a time (logits_all crashed in 0.3.36)
+    llm.reset()
+    for i, t in enumerate(b[:-1]):
+        llm.eval([t]); z = last(); z -= z.max()
+        nll -= z[b[i + 1]] - np.log(np.exp(z).sum()); n += 1
 rng = np.random.default_rng(0); ttft, steps = [], []
 for _ in range(3):
     ids = rng.integers(0, 49152, size={prompt}).tolist()
     llm.reset(); t0 = time.perf_counter(); llm.eval(ids)
-    tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+    tok = int(np.argmax(last()))
     ttft.append((time.perf_counter() - t0) * 1e3)
     for _ in range({context} - {prompt}):
         t0 = time.perf_counter(); llm.eval([tok])
-        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        tok = int(np.argmax(last()))
         steps.append((time.perf_counter() - t0) * 1e3)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({{"ppl": float(np.exp(nll / n)), "ttft_ms": float(np.percentile(ttft, 90)),
                   "decode_tok_s": 1000 / float(np.percentile(steps, 90)),
-                  "peak_mb": round(peak - base, 1)}}))
+                  "peak_mb": round(peak() - base, 1)}}))
 """
 
 GENAI_ROW = """
-import json, resource, time, numpy as np
+import json, time, numpy as np
 import onnxruntime_genai as og
 blocks = json.load(open({blocks!r}))
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+{memory}
+base = rss()
 model = og.Model({folder!r})
 nll, n = 0.0, 0
 for b in blocks:  # teacher-forced, one token at a time (the runtime returns last-position logits)
@@ -116,19 +132,35 @@ for _ in range(3):
     while not gen.is_done():
         t0 = time.perf_counter(); gen.generate_next_token()
         steps.append((time.perf_counter() - t0) * 1e3)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({{"ppl": float(np.exp(nll / n)), "ttft_ms": float(np.percentile(ttft, 90)),
                   "decode_tok_s": 1000 / float(np.percentile(steps, 90)),
-                  "peak_mb": round(peak - base, 1)}}))
+                  "peak_mb": round(peak() - base, 1)}}))
 """
 
 
+ROW_CACHE: Path | None = None  # set by main(): a row measured once is read back, not re-run
+
+
 def _row(python: str, code: str, timeout: int = 3600) -> dict:
+    import hashlib
+
+    key = hashlib.sha256((python + code).encode()).hexdigest()[:16]
+    cached = ROW_CACHE / f"{key}.json" if ROW_CACHE else None
+    if cached and cached.is_file():
+        return json.loads(cached.read_text())
+    result = _measure_row(python, code, timeout)
+    if cached and "error" not in result:
+        cached.write_text(json.dumps(result))
+    return result
+
+
+def _measure_row(python: str, code: str, timeout: int) -> dict:
     env = {"OMP_NUM_THREADS": "2", "PATH": "/usr/bin:/bin"}
     out = subprocess.run([python, "-c", textwrap.dedent(code)], capture_output=True, text=True,
                          timeout=timeout, env=env)  # fmt: skip
     if out.returncode:
-        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"}
+        tail = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "no message"
+        return {"error": f"exit {out.returncode}: {tail}"}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -163,12 +195,16 @@ def main() -> int:
     teacher_dir = Path(build["teacher"]["dir"])
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
+    global ROW_CACHE
+    ROW_CACHE = work / "rows"
+    ROW_CACHE.mkdir(exist_ok=True)
     tok = AutoTokenizer.from_pretrained(str(teacher_dir))
     lines = load_split(get_task("wikitext2"), "dev", args.data_dir)
     blocks_file = work / "blocks.json"
     blocks_file.write_text(json.dumps(lm_blocks(lines, tok, max_tokens=TOKENS, block=BLOCK)))
     py = sys.executable
-    fill = {"blocks": str(blocks_file), "prompt": PROMPT, "context": CONTEXT, "root": str(ROOT)}
+    fill = {"blocks": str(blocks_file), "prompt": PROMPT, "context": CONTEXT, "root": str(ROOT),
+            "memory": MEMORY}  # fmt: skip
     rows = []
 
     def add(model, method, layers, bits, mb, result, train_s=None):
