@@ -185,6 +185,11 @@ def main() -> int:
         help="also distil, like the build's smallest truncation finalist and with its settings, "
         "a randomly initialised student of the same shape and the truncated one on uncleaned text",
     )
+    ap.add_argument(
+        "--widths",
+        default="8,2",
+        help="with --claims: other KDLSQ weight widths of the student ('' for none)",
+    )
     args = ap.parse_args()
     from transformers import AutoTokenizer
 
@@ -278,7 +283,8 @@ def main() -> int:
             round(mb, 1) if mb else None,
             _row(args.peer_python, GENAI_ROW.format(folder=str(genai), **fill)))  # fmt: skip
     if args.claims:  # last: training, whose timing matters less than the rows above
-        _claim_rows(run, build, work, args.data_dir, add, py, fill)
+        widths = tuple(int(w) for w in args.widths.split(",") if w.strip())
+        _claim_rows(run, build, work, args.data_dir, add, py, fill, widths)
     claims = _claims(rows, build)
     result = {"protocol": {"perplexity": protocol(TOKENS, BLOCK), "generation":
                            f"prompt {PROMPT} random tokens, greedy to {CONTEXT} positions, TTFT "
@@ -292,7 +298,7 @@ def main() -> int:
     return 0
 
 
-def _claim_rows(run: Path, build: dict, work: Path, data_dir, add, py, fill) -> None:
+def _claim_rows(run: Path, build: dict, work: Path, data_dir, add, py, fill, widths) -> None:
     """Float rows for the paper's questions, all distilled with the build's settings from the
     same shape: truncation + KD (the build's own stage), random init + KD (the same steps), and
     truncation + KD on the uncleaned text."""
@@ -337,8 +343,9 @@ def _claim_rows(run: Path, build: dict, work: Path, data_dir, add, py, fill) -> 
         "truncation + KD without cleaning, fp32": (
             None, (str(run / "candidates" / key), replace(recipe.data, clean=False))),
     }  # fmt: skip
+    depth = int(trunc[0]["shape"].split(":")[0][1:])
     etd = next((c for c in build["candidates"] if c["init"] == "etd-impt"
-                and c["layers"] == trunc[0]["layers"]), None)  # fmt: skip
+                and c["layers"] == depth), None)  # fmt: skip
     if etd is not None:
         variants["ETD (FFN by importance) + KD, same steps, fp32"] = (
             None, (str(run / "candidates" / etd["key"]), recipe.data))  # fmt: skip
@@ -365,7 +372,7 @@ def _claim_rows(run: Path, build: dict, work: Path, data_dir, add, py, fill) -> 
     from toolchain.quantize.stage import quantize_stage
 
     floating = str(run / f"distill-{key}")
-    for bits in (8, 2):
+    for bits in widths:
         name = f"quantize-w{bits}"
         (res,) = rundir.run([quantize_stage(model_dir=floating, teacher_dir=floating, spec=spec,
                                             data_dir=data_dir, cfg=replace(recipe.quantize,

@@ -109,8 +109,9 @@ def test_truncation_of_a_decoder_every_other_layer():
         student.model.transformer.h[1].mlp.c_fc.weight, gpt2.model.transformer.h[2].mlp.c_fc.weight
     )
     assert student.forward(torch.tensor([[1, 2, 3]])).logits.shape == (1, 3, 30)
-    with pytest.raises(ConfigError, match="width extraction is not available for gpt2"):
-        init_student(gpt2, Shape.parse("L2:H16:A2:F64"), "etd-rand")
+    narrow = init_student(gpt2, Shape.parse("L2:H16:A2:F64"), "etd-rand")  # Conv1D layout
+    assert str(narrow.shape) == "L2:H16:A2:F64"
+    assert narrow.model.transformer.h[0].attn.c_attn.weight.shape == (16, 48)
 
 
 def test_init_errors():

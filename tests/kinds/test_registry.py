@@ -17,17 +17,24 @@ def test_sequence_tasks_have_an_entry():
     assert SEQUENCE.head == "sequence-classification"
     assert SEQUENCE.export_task == "text-classification"
     assert SEQUENCE.dev_scorer is DevScorer
-    assert supported_kinds() == ("classification", "regression")
+    assert supported_kinds() == ("classification", "language-modeling", "regression")
 
 
-@pytest.mark.parametrize("task", ["conll2003", "wikitext2"])
+def test_language_modelling_has_its_entry():
+    from toolchain.kinds.causal_lm import LANGUAGE_MODELING, LMDevScorer
+
+    assert kind_for(get_task("wikitext2")) is LANGUAGE_MODELING
+    assert LANGUAGE_MODELING.head == "causal-lm" and LANGUAGE_MODELING.dev_scorer is LMDevScorer
+
+
+@pytest.mark.parametrize("task", ["conll2003", "conll2000"])
 def test_a_kind_without_an_entry_is_refused_naming_the_supported_ones(task):
     spec = get_task(task)
     with pytest.raises(ConfigError) as e:
         kind_for(spec)
     msg = str(e.value)
     assert f"task '{task}' ({spec.kind})" in msg
-    assert "supported task kinds are classification, regression" in msg
+    assert "supported task kinds are classification, language-modeling, regression" in msg
 
 
 def test_a_kind_is_served_by_one_entry():
