@@ -80,7 +80,8 @@ def test_the_readme_script_builds_bundles(tmp_path, capsys):
 
 def test_an_unsupported_task_kind_is_refused_before_any_work(tmp_path):
     recipe = api.build_recipe(None, overrides={"device": "host", "task": "conll2003"})
-    with pytest.raises(ConfigError, match="supported task kinds are classification, language-modeling, regression"):
+    kinds = "supported task kinds are classification, language-modeling, regression"
+    with pytest.raises(ConfigError, match=kinds):
         api.build(recipe, tmp_path / "run", teacher_cache=tmp_path / "teachers")
     assert not (tmp_path / "run").exists() and not (tmp_path / "teachers").exists()
 
