@@ -456,16 +456,17 @@ class BuildPlan:
                 "bytes": onnx.stat().st_size,
             }
 
+        config = {"what": "optimum + ORT int8", "dev": self.spec.files.get("dev")}
+        return self._run_baseline(teacher, run, config)
+
+    def _run_baseline(self, teacher: Teacher, run, config: dict) -> dict:
+        """The baseline stage ``run``, kept beside a cached teacher (or in the run directory);
+        its metrics, or ``{"error"}`` when it fails (the bundles are still reported)."""
         cached = teacher.run is not self.run
         name = f"{teacher.stage}-ort-int8" if cached else "baseline"
         if cached and "baseline" in self.force:
             self.force.add(name)
-        stage = Stage(
-            name,
-            run,
-            config={"what": "optimum + ORT int8", "dev": self.spec.files.get("dev")},
-            inputs=(teacher.dir,),
-        )
+        stage = Stage(name, run, config=config, inputs=(teacher.dir,))
         try:
             res = self._run(stage, run=teacher.run, label="baseline")
             return {**res, "dir": str(teacher.run.stage_dir(name))}

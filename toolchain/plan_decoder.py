@@ -435,20 +435,13 @@ class DecoderBuildPlan(BuildPlan):
             return {"dev": scorer(onnx), "latency": m, "bytes": onnx.stat().st_size,
                     "label": "measured on this host (ONNX Runtime CPU)"}  # fmt: skip
 
-        cached = teacher.run is not self.run
-        name = f"{teacher.stage}-ort-int8" if cached else "baseline"
-        if cached and "baseline" in self.force:
-            self.force.add(name)
-        stage = Stage(name, run, config={"what": "optimum KV export + ORT dynamic int8",
-                                         "prompt": b.seq_len, "context": b.context_len,
-                                         "protocol": scorer.teacher()["protocol"]},
-                      inputs=(teacher.dir,))  # fmt: skip
-        try:
-            res = self._run(stage, run=teacher.run, label="baseline")
-            return {**res, "dir": str(teacher.run.stage_dir(name))}
-        except EdgecError as e:
-            log.error("baseline failed: %s", e)
-            return {"error": str(e)}
+        config = {
+            "what": "optimum KV export + ORT dynamic int8",
+            "prompt": b.seq_len,
+            "context": b.context_len,
+            "protocol": scorer.teacher()["protocol"],
+        }
+        return self._run_baseline(teacher, run, config)
 
     def _generation_latency(self, folder: Path, budget: BudgetSpec, key: str) -> dict:
         """The bundle's TTFT, decode speed and peak memory: measured in a fresh process on the
