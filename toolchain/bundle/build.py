@@ -116,11 +116,12 @@ def build_bundle(
         The manifest.
     """
     source, out = Path(source), Path(out)
-    if spec.kind not in ("classification", "regression", "language-modeling"):
+    if spec.kind not in ("classification", "regression", "token-classification",
+                         "language-modeling"):  # fmt: skip
         raise BundleError(
-            f"bundles of {spec.kind} models are not supported yet (sequence classification, "
-            "regression and language modelling are): export them with `edgec export` and run "
-            "the ONNX directly"
+            f"bundles of {spec.kind} models are not supported yet (sequence and token "
+            "classification, regression and language modelling are): export them with "
+            "`edgec export` and run the ONNX directly"
         )
     if not out.name.endswith(".edgec"):
         raise BundleError(f"the bundle name must end in .edgec, got {out.name}")
@@ -144,6 +145,8 @@ def build_bundle(
         manifest = _manifest(exported, folder, profile, target_budget, target.requested, spec)
         if spec.kind == "language-modeling":
             _add_generation(exported, folder, manifest)
+        if spec.kind == "token-classification":
+            _add_tagging(exported, manifest)
         if model_card:
             (folder / "README.md").write_text(card(manifest))
         manifest["files"] = file_table(folder)
@@ -287,6 +290,19 @@ def _add_generation(exported: Path, folder: Path, manifest: dict) -> None:
     rt["max_seq_len"] = min(context, 65536)
     rt["pad_id"] = eos[0] if eos else 0
     manifest["labels"] = []
+
+
+def _add_tagging(exported: Path, manifest: dict) -> None:
+    """A tagger's bundle: what its model reads (sub-words, each word labelled at its first
+    sub-token; or whole words with their UTF-8 bytes, a Cross-View Training tagger)."""
+    export_file = exported / "export.json"
+    export = json.loads(export_file.read_text()) if export_file.is_file() else {}
+    rt = manifest["runtime"]
+    if export.get("inputs") == "words":
+        rt.update(inputs="words", max_word_bytes=int(export.get("max_word_bytes", 16)),
+                  word_labels="one label per word")  # fmt: skip
+    else:
+        rt.update(inputs="subwords", word_labels="first sub-token of each word")
 
 
 def _version(dist: str) -> str | None:

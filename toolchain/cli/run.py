@@ -9,7 +9,10 @@
 The bundle is verified (every file's sha256, every path inside the bundle) before it runs; a .tar.gz
 is unpacked safely into a temporary folder first (its members checked before a byte is written).
 With --trust, it runs only if one of those keys signed it: hashes catch corruption, a signature
-catches tampering. One JSON line per input: {"label": ..., "scores": {label: probability}}.
+catches tampering. One JSON line per input: {"label": ..., "scores": {label: probability}}; for
+a tagger (NER, chunking) {"words": [...], "labels": [...], "spans": [{"label", "text", "start",
+"end", "words", "score"}]}, each word labelled at its first sub-token (a row may give
+{"tokens": [...]} instead of "text").
 A language-model bundle takes --prompt instead: the continuation is streamed to stdout as it is
 generated (greedy unless --temperature > 0, then --top-k/--top-p sampling, seeded by --seed),
 ending at --max-tokens, the end-of-sequence token or the first --stop string; time to first token
@@ -106,9 +109,21 @@ def _generate(bundle: Path, args, trust) -> int:
     return 0
 
 
-def run(args: argparse.Namespace) -> int:
+def _runner(bundle: Path):
+    """The runner class for the bundle's task kind (read from its manifest; verified by the
+    runner itself)."""
+    from toolchain.bundle.manifest import read_manifest
     from toolchain.bundle.runtime import BundleRunner
+    from toolchain.bundle.tagger import TaggerRunner
 
+    try:
+        kind = read_manifest(bundle)["task"]["kind"]
+    except (BundleError, KeyError, TypeError):
+        return BundleRunner  # it reports what is wrong with the bundle
+    return TaggerRunner if kind == "token-classification" else BundleRunner
+
+
+def run(args: argparse.Namespace) -> int:
     trust = TrustedKeys.load(args.trust) if args.trust else None
     if args.prompt is not None:
         _check_generation(args)
@@ -122,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="edgec-run-") as tmp:
         if bundle.is_file() and bundle.name.endswith((".tar.gz", ".tgz")):
             bundle = unpack(bundle, Path(tmp))
-        runner = BundleRunner(bundle, threads=args.threads, trust=trust)
+        runner = _runner(bundle)(bundle, threads=args.threads, trust=trust)
         for start in range(0, len(rows), 32):
             for pred in runner.predict(rows[start : start + 32]):
                 sys.stdout.write(json.dumps(pred) + "\n")

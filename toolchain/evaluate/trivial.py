@@ -146,6 +146,90 @@ class TrivialBaseline:
         )
 
 
+@dataclass(frozen=True)
+class WordTagBaseline:
+    """The trivial baseline of a tagging task: each word gets its most frequent tag in the
+    training split (ties to the earlier tag), an unseen word the most frequent tag overall (the
+    baseline of the CoNLL shared tasks; always answering the majority tag ``O`` finds no span
+    and scores 0 span F1, which no model fails to beat). Compared in span F1, bootstrapped over
+    sentences."""
+
+    table: dict  # word -> tag index
+    default: int
+
+    @classmethod
+    def fit(cls, spec: TaskSpec, train: list) -> WordTagBaseline | None:
+        counts: dict[str, Counter] = {}
+        overall: Counter = Counter()
+        for ex in train:
+            if ex.tags is None:
+                continue
+            for word, tag in zip(ex.tokens, ex.tags, strict=True):
+                counts.setdefault(word, Counter())[tag] += 1
+                overall[tag] += 1
+        if not overall:
+            return None
+        table = {w: min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0] for w, c in counts.items()}
+        return cls(table, overall.most_common(1)[0][0])
+
+    def predict(self, sentences) -> list[list[int]]:
+        return [[self.table.get(w, self.default) for w in words] for words in sentences]
+
+    def describe(self, spec: TaskSpec, labels=None) -> str:
+        return (
+            f"tags each word with its most frequent training tag ({len(self.table)} words "
+            f"known; unseen words: '{spec.labels[self.default]}'), the CoNLL baseline"
+        )
+
+    def scores(self, spec: TaskSpec, examples) -> dict:
+        from toolchain.evaluate.metrics import accuracy, span_f1
+
+        preds = self.predict([ex.tokens for ex in examples])
+        gold = [[spec.labels[t] for t in ex.tags] for ex in examples]
+        names = [[spec.labels[t] for t in p] for p in preds]
+        flat_p = [t for p in preds for t in p]
+        flat_g = [t for ex in examples for t in ex.tags]
+        return {"span_f1": span_f1(names, gold), "accuracy": accuracy(flat_p, flat_g)}
+
+    def compare(self, spec: TaskSpec, examples, preds, *, confidence=0.95, resamples=1000,
+                seed=0) -> Gain:  # fmt: skip
+        """A model's per-word tag ``preds`` (one list per sentence) against this baseline in span
+        F1, with a paired bootstrap over sentences."""
+        from toolchain.evaluate.metrics import spans
+
+        def counts(tags, gold):
+            p, g = spans(tags), spans(gold)
+            return len(p & g), len(p - g), len(g - p)
+
+        gold = [[spec.labels[t] for t in ex.tags] for ex in examples]
+        base = self.predict([ex.tokens for ex in examples])
+        model_c = np.array([counts([spec.labels[t] for t in p], g)
+                            for p, g in zip(preds, gold, strict=True)]).reshape(-1, 3)  # fmt: skip
+        base_c = np.array([counts([spec.labels[t] for t in p], g)
+                           for p, g in zip(base, gold, strict=True)]).reshape(-1, 3)  # fmt: skip
+
+        def f1(c):
+            tp, fp, fn = c.sum(0)
+            return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+        rng = np.random.default_rng(seed)
+        n = len(examples)
+        gains = np.empty(resamples)
+        for i in range(resamples):
+            idx = rng.integers(0, n, n)
+            gains[i] = f1(model_c[idx]) - f1(base_c[idx])
+        model, trivial = f1(model_c), f1(base_c)
+        return Gain(
+            metric="span_f1",
+            model=float(model),
+            trivial=float(trivial),
+            gain=float(model - trivial),
+            lower=float(np.quantile(gains, 1 - confidence)) if n else 0.0,
+            confidence=confidence,
+            n=n,
+        )
+
+
 def predictions_of(spec: TaskSpec, logits) -> np.ndarray:
     """Predicted labels (classification) or values (regression) from a model's logits."""
     logits = np.asarray(logits)
@@ -154,4 +238,4 @@ def predictions_of(spec: TaskSpec, logits) -> np.ndarray:
     return logits.argmax(-1)
 
 
-__all__ = ["Gain", "TrivialBaseline", "predictions_of"]
+__all__ = ["Gain", "TrivialBaseline", "WordTagBaseline", "predictions_of"]
