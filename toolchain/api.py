@@ -477,6 +477,8 @@ def build(
     plan_class = BuildPlan
     if lm:
         from toolchain.plan_decoder import DecoderBuildPlan as plan_class
+    elif spec.kind == "token-classification":
+        from toolchain.plan_tagging import TaggingBuildPlan as plan_class
     plan = plan_class(recipe, Path(out).resolve(), spec=spec, target=dev, kind=kind,
                       options=options)  # fmt: skip
     return plan.execute()

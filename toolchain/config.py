@@ -101,9 +101,14 @@ class DataConfig(StageConfig):
     drop_label_conflicts: bool = True
     min_chars: int = 1
     max_chars: int = 2000
+    # the semi-supervised setting: keep the labels of this share of the (cleaned) training
+    # examples, chosen at random with a fixed seed; the rest is unlabelled text (for CVT)
+    labelled_fraction: float = 1.0
 
     def __post_init__(self):
         check_range(self, "near_duplicate_threshold", lo=0.5, hi=1.0)
+        require(0 < self.labelled_fraction <= 1, "labelled_fraction",
+                f"must be in (0, 1], got {self.labelled_fraction}")  # fmt: skip
         check_range(self, "min_chars", lo=0)
         check_range(self, "max_chars", lo=1)
         require(
@@ -175,6 +180,43 @@ class GAConfig:
 
 
 STUDENT_SHAPE = re.compile(r"L(\d+):H(\d+):A(\d+):F(\d+)")
+
+
+@dataclass(frozen=True)
+class CVTConfig(StageConfig):
+    """Cross-View Training (:mod:`toolchain.cvt`): a BiLSTM tagger trained semi-supervised on
+    unlabelled text, and a candidate of `edgec build` for tagging tasks when ``enabled``."""
+
+    enabled: bool = False  # `edgec build --candidates cvt`
+    steps: int = 3000  # supervised steps (each followed by an unlabelled step)
+    batch_size: int = 32
+    unlabelled_batch_size: int = 32
+    learning_rate: float = 1e-3
+    grad_clip: float = 5.0
+    unlabelled: bool = True  # False: supervised only (the ablation)
+    unlabelled_sources: tuple[str, ...] = ("train", "text", "wikitext")
+    max_unlabelled: int | None = 60000  # sentences, a seeded sample
+    embeddings: Literal["teacher", "scratch"] = "teacher"
+    word_dim: int = 300  # with embeddings: scratch (teacher: the teacher's hidden size)
+    vocab_size: int = 20000
+    min_count: int = 2
+    hidden: int = 256
+    hidden2: int = 128
+    proj: int = 256
+    char_filters: int = 100
+    max_word_bytes: int = 16
+    dropout: float = 0.5
+    eval_every: int = 500
+    eval_samples: int | None = None  # validation sentences scored at each check (None: all)
+
+    def __post_init__(self):
+        for key in ("steps", "batch_size", "unlabelled_batch_size", "eval_every", "hidden",
+                    "hidden2", "proj", "char_filters", "word_dim"):  # fmt: skip
+            check_range(self, key, lo=1)
+        check_range(self, "learning_rate", lo=0)
+        check_range(self, "vocab_size", lo=3)
+        check_range(self, "max_word_bytes", lo=1, hi=64)
+        check_range(self, "dropout", lo=0, hi=0.95)
 
 
 @dataclass(frozen=True)
@@ -491,6 +533,7 @@ class Recipe:
     profile: ProfileConfig = field(default_factory=ProfileConfig)
     bundle: BundleConfig = field(default_factory=BundleConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
+    cvt: CVTConfig = field(default_factory=CVTConfig)
     preset: str | None = None  # the preset that filled the unset keys (set by the build)
 
     def __post_init__(self):

@@ -287,6 +287,7 @@ class BuildPlan:
             pools[b.name] = [{"arch": f["arch"], "latency_ms": _speed(f)} for f in listed]
             for f in listed:
                 finalists.setdefault(f["arch"], f)
+        extras = self._extra_finalists(teacher)
         cap = self.recipe.quality.max_distilled
         kept = cap_finalists(self.budgets, pools, cap)
         skipped = {a: f"not distilled: over quality.max_distilled ({cap})" for a in finalists
@@ -302,6 +303,15 @@ class BuildPlan:
             except EdgecError as e:  # this finalist drops out; the others still compete
                 log.error("distilling finalist %s failed: %s", arch, e)
                 scores[arch], errors[arch] = None, str(e)
+        for extra in extras:  # candidates besides the supernet's subnets (a CVT tagger)
+            arch = extra["arch"]
+            finalists[arch] = {"arch": arch, "accuracy_inherited": None}
+            scores[arch] = extra.get("score")
+            if extra.get("error"):
+                errors[arch] = extra["error"]
+            for name in extra.get("fits", ()):
+                pools.setdefault(name, []).append({"arch": arch,
+                                                   "latency_ms": extra["latency_ms"]})  # fmt: skip
         near_tie = self.recipe.quality.near_tie
         chosen = choose_per_budget(self.budgets, pools, scores, near_tie)
         out = {}
@@ -318,15 +328,46 @@ class BuildPlan:
                 for c in pool
             ]
             out[name] = {**chosen.get(name, {}), "near_tie": near_tie, "finalists": listed}
+        for extra in extras:  # where an extra candidate does not fit: why, in the record
+            for name, why in (extra.get("misses") or {}).items():
+                entry = {"arch": extra["arch"], "accuracy_inherited": None,
+                         "validation_after_distill": extra.get("score"),
+                         "latency_ms": extra.get("latency_ms"), "skipped": why}  # fmt: skip
+                out.setdefault(name, {"near_tie": near_tie, "finalists": []})
+                out[name]["finalists"].append(entry)
         return out
+
+    def _extra_finalists(self, teacher: Teacher) -> list[dict]:
+        """Candidates besides the supernet's subnets, each ``{"arch", "score" (validation, the
+        main metric), "latency_ms" (what ranks speed), "fits": [budget names]}`` and, if it
+        failed, ``"error"``; a kind's plan adds them (:mod:`toolchain.plan_tagging`)."""
+        return []
+
+    def _build_extra(self, budget, picked: dict, teacher: Teacher, scorer, quality) -> dict:
+        """The row of a budget that chose an extra candidate (see :meth:`_extra_finalists`)."""
+        raise EdgecError(f"no stages build candidate {picked['arch']!r}")
 
     def _budget(self, budget, search: SearchResult, teacher: Teacher, scorer, selection, quality):
         """Build one budget's bundle: its chosen subnet's stages (shared with budgets that chose
         the same subnet), then the bundle; a row of build.json either way."""
         choice = search.budgets[budget.name]
+        picked = selection.get(budget.name) or {}
+        if (
+            picked.get("arch")
+            and not isinstance(choice, BudgetChoice)
+            or (
+                isinstance(choice, BudgetChoice)
+                and picked.get("arch")
+                and picked["arch"] not in {f["arch"] for f in choice.finalists} | {choice.subnet}
+            )
+        ):
+            try:
+                return self._build_extra(budget, picked, teacher, scorer, quality)
+            except EdgecError as e:
+                log.error("budget %s failed: %s", budget.name, e)
+                return failed_row(budget, e)
         if not isinstance(choice, BudgetChoice):
             return unmet_row(budget, choice)
-        picked = selection.get(budget.name) or {}
         if "arch" not in picked:
             why = "no finalist fits it" if not picked.get("finalists") else "every finalist failed"
             return failed_row(budget, EdgecError(f"{why} (see the search and distill stages)"))

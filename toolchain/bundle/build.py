@@ -201,7 +201,11 @@ def _manifest(exported: Path, folder: Path, profile, target_budget, requested, s
     precision = (
         {n: f"W{e['bits']}A{qc['act_bits'] or 'float'}" for n, e in qc["modules"].items()}
         if qc
-        else {"*": "fp32"}
+        else {
+            "*": "W8A8 (ONNX Runtime dynamic INT8)"
+            if export.get("format") == "int8-dynamic"
+            else "fp32"
+        }  # fmt: skip
     )
     tok = json.loads((folder / "tokenizer.json").read_text())
     pad = (tok.get("padding") or {}) if isinstance(tok, dict) else {}

@@ -79,6 +79,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, help="random seed")
     parser.add_argument(
+        "--candidates",
+        choices=["cvt"],
+        action="append",
+        help="tagging tasks: also train this kind of model and let each budget choose it "
+        "(cvt: a Cross-View Training BiLSTM tagger; recipe key cvt.enabled)",
+    )
+    parser.add_argument(
+        "--labelled-fraction",
+        type=float,
+        metavar="F",
+        help="keep the labels of this share of the training examples (0 < F <= 1), the rest "
+        "is unlabelled text for CVT (recipe key data.labelled_fraction)",
+    )
+    parser.add_argument(
         "--target", metavar="URL", help="edgec agent on the device (http://HOST:9600)"
     )
     parser.add_argument("--token-file", metavar="F", help="token file for the agent")
@@ -118,6 +132,8 @@ def recipe_from_args(args: argparse.Namespace):
         "output": args.output,
         "profile.target": args.target,
         "profile.token_file": args.token_file,
+        "cvt.enabled": True if args.candidates and "cvt" in args.candidates else None,
+        "data.labelled_fraction": args.labelled_fraction,
     }
     for item in args.set:
         key, sep, value = item.partition("=")

@@ -42,18 +42,28 @@ class CleanReport:
     kept: int
     removed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RULES, 0))
     enabled: bool = True
+    labelled_fraction: float = 1.0
+    unlabelled: int = 0  # kept examples whose labels were set aside (``labelled_fraction``)
 
     def as_dict(self) -> dict:
-        return {
+        out = {
             "total": self.total,
             "kept": self.kept,
             "enabled": self.enabled,
             "removed": dict(self.removed),
         }
+        if self.labelled_fraction < 1:
+            out.update(labelled_fraction=self.labelled_fraction, unlabelled=self.unlabelled)
+        return out
 
     def summary(self) -> str:
         parts = ", ".join(f"{k} {v}" for k, v in self.removed.items() if v)
-        return f"cleaning kept {self.kept}/{self.total}" + (f" (removed: {parts})" if parts else "")
+        text = f"cleaning kept {self.kept}/{self.total}" + (f" (removed: {parts})" if parts else "")
+        if self.labelled_fraction < 1:
+            labelled = self.kept - self.unlabelled
+            text += (f"; labels kept on {labelled} ({self.labelled_fraction:.0%}), "
+                     f"{self.unlabelled} set aside as unlabelled")  # fmt: skip
+        return text
 
 
 def _text(ex) -> str:
@@ -78,14 +88,47 @@ def normalise(text: str) -> str:
 
 
 def clean(examples: list, cfg: DataConfig) -> tuple[list, CleanReport]:
-    """Apply the enabled rules to training examples (Example, TokenExample or text lines).
+    """Apply the enabled rules to training examples (Example, TokenExample or text lines), then
+    keep the labels of ``cfg.labelled_fraction`` of them (:func:`split_labelled`; the others
+    are left out: :func:`unlabelled_rest` gives them, without labels, to semi-supervised
+    training).
 
     Returns:
-        ``(kept examples in their original order, report)``.
+        ``(kept labelled examples in their original order, report)``.
 
     Raises:
         DataError: the rules removed every example.
     """
+    kept, report = _apply_rules(examples, cfg)
+    if cfg.labelled_fraction >= 1:
+        return kept, report
+    labelled, rest = split_labelled(kept, cfg.labelled_fraction)
+    report.labelled_fraction, report.unlabelled = cfg.labelled_fraction, len(rest)
+    return labelled, report
+
+
+def split_labelled(examples: list, fraction: float, *, seed: int = 0) -> tuple[list, list]:
+    """``(labelled, rest)``: a seeded random ``fraction`` of ``examples`` (at least one) and the
+    others, each in the original order. The same examples for the same input, whichever stage
+    asks (teacher, distillation, CVT): the comparison at a fraction is on the same labels."""
+    import random
+
+    n = len(examples)
+    k = max(1, round(n * fraction)) if n else 0
+    chosen = set(random.Random(f"labelled-{seed}").sample(range(n), k))
+    return ([ex for i, ex in enumerate(examples) if i in chosen],
+            [ex for i, ex in enumerate(examples) if i not in chosen])  # fmt: skip
+
+
+def unlabelled_rest(examples: list, cfg: DataConfig) -> list:
+    """The cleaned training examples whose labels ``cfg.labelled_fraction`` sets aside."""
+    if cfg.labelled_fraction >= 1:
+        return []
+    kept, _ = _apply_rules(examples, cfg)
+    return split_labelled(kept, cfg.labelled_fraction)[1]
+
+
+def _apply_rules(examples: list, cfg: DataConfig) -> tuple[list, CleanReport]:
     report = CleanReport(total=len(examples), kept=len(examples), enabled=cfg.clean)
     if not cfg.clean:
         return list(examples), report

@@ -59,6 +59,12 @@ class OrtRunner:
                 feeds[name] = np.full((batch, seq), value, dtype=np.int64)
             elif name == "position_ids":
                 feeds[name] = np.tile(np.arange(seq, dtype=np.int64), (batch, 1))
+            elif name in ("word_ids", "mask"):  # a word-level tagger (CVT): seq words
+                feeds[name] = np.full((batch, seq), 2 if name == "word_ids" else 1, np.int64)
+            elif name == "char_ids":  # each word's bytes: 8 of them, a typical word
+                width = inp.shape[2] if isinstance(inp.shape[2], int) else 16
+                feeds[name] = np.zeros((batch, seq, width), dtype=np.int64)
+                feeds[name][:, :, :8] = ord("a") + 1
             elif name.startswith("past_key_values"):  # prefill: an empty past
                 dtype = np.float16 if "float16" in inp.type else np.float32
                 feeds[name] = np.zeros((batch, inp.shape[1], 0, inp.shape[3]), dtype=dtype)
