@@ -24,6 +24,7 @@ from pathlib import Path
 
 from toolchain.bundle.build import build_bundle, set_latency
 from toolchain.config import (
+    CVTConfig,
     DataConfig,
     DistillConfig,
     ExportConfig,
@@ -147,6 +148,36 @@ def distill(
     return _run(stage, out, seed, force)
 
 
+def cvt(
+    out: str | Path,
+    *,
+    task: str | TaskSpec,
+    data_dir=None,
+    cfg: CVTConfig = CVTConfig(),
+    data_cfg: DataConfig = DataConfig(),
+    teacher: str | Path = "default",
+    device: str | None = None,
+    seed: int = 0,
+    force: bool = False,
+) -> Result:
+    """Train a Cross-View Training BiLSTM tagger (:mod:`toolchain.cvt`) for the tagging
+    ``task`` into ``out``: semi-supervised on ``cfg.unlabelled_sources`` unless
+    ``cfg.unlabelled`` is False; word embeddings from ``teacher``'s (``cfg.embeddings``).
+    ``edgec export`` and ``edgec bundle`` take the folder like any model."""
+    from toolchain.cvt.train import train_cvt
+    from toolchain.pipeline import Stage
+
+    spec, out = _task(task), _out(out)
+
+    def run(ctx) -> dict:
+        return train_cvt(ctx.out_dir, spec=spec, data_dir=data_dir, cfg=cfg, data_cfg=data_cfg,
+                         teacher=teacher, seed=ctx.seed, checkpoint_dir=ctx.checkpoint_dir,
+                         device=device)  # fmt: skip
+
+    config = {"cvt": cfg, "data": data_cfg, "task": spec, "teacher": str(teacher)}
+    return _run(Stage(out.name, run, config=config), out, seed, force)
+
+
 def quantize(
     model: str | Path,
     out: str | Path,
@@ -226,11 +257,36 @@ def export(
                 f"{dev.name}: pick a format (nbits, int8-qdq, ...) or run edgec on the device"
             )
     out = _out(out)
+    from toolchain.cvt.train import is_cvt
+
+    if is_cvt(model):  # a CVT tagger: float or ONNX Runtime's dynamic INT8
+        return _run(_cvt_export_stage(Path(model), out, _task(task), fmt, cfg, data_dir),
+                    out, 0, force)  # fmt: skip
     stage = export_stage(
         model_dir=str(model), fmt=fmt, spec=_task(task), data_dir=data_dir, cfg=cfg,
         name=out.name, tensorrt=tensorrt, plugin_libs=tuple(plugin_libs),
     )  # fmt: skip
     return _run(stage, out, 0, force)
+
+
+def _cvt_export_stage(model: Path, out: Path, spec: TaskSpec, fmt: str, cfg, data_dir):
+    from toolchain.cvt.export import export_cvt
+    from toolchain.pipeline import Stage
+
+    fmt = "int8-dynamic" if fmt == "auto" else fmt
+
+    def run(ctx) -> dict:
+        rows = load_split(spec, "validation", data_dir)[: cfg.parity_samples]
+        tmp = ctx.out_dir / "export"
+        record = export_cvt(model, tmp, fmt=fmt, sentences=[ex.tokens for ex in rows],
+                            labels=list(spec.labels))  # fmt: skip
+        for path in tmp.iterdir():
+            path.rename(ctx.out_dir / path.name)
+        tmp.rmdir()
+        return record
+
+    config = {"format": fmt, "parity": cfg.parity_samples}
+    return Stage(out.name, run, config=config, inputs=(model,))
 
 
 def bundle(
@@ -489,6 +545,7 @@ __all__ = [
     "build",
     "build_recipe",
     "bundle",
+    "cvt",
     "distill",
     "evaluate",
     "export",
