@@ -126,19 +126,22 @@ def shared_data() -> Path:
 TINY_WORDS = ["hello", "world", "good", "bad", "movie", "a", "the", "is", "was", "great", "awful"]
 
 
-def write_tiny_bert(folder: Path, *, classifier: bool = False, positions: int = 64) -> Path:
-    """A tiny random BERT (2 layers, hidden 32, 4 heads, FFN 64) with a word-level tokenizer,
-    saved as a Hugging Face directory: the base model, or with a sequence-classification head."""
+def write_tiny_bert(
+    folder: Path, *, classifier: bool = False, positions: int = 64, words=TINY_WORDS
+) -> Path:
+    """A tiny random BERT (2 layers, hidden 32, 4 heads, FFN 64) with a word-level tokenizer
+    (``words``), saved as a Hugging Face directory: the base model, or with a
+    sequence-classification head."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
     vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TINY_WORDS]) + "\n")
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
     BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(folder)
     torch.manual_seed(0)
     config = BertConfig(
-        vocab_size=5 + len(TINY_WORDS),
+        vocab_size=5 + len(words),
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=4,

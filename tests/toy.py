@@ -38,3 +38,43 @@ def write_toy_table(path: Path, n: int, seed: int) -> Path:
     rows = ["text\tlabel"] + [f"{e.text}\t{e.label}" for e in toy_examples(n, seed)]
     path.write_text("\n".join(rows) + "\n")
     return path
+
+
+# -- a toy NER task: names, places and companies among filler words ------------------------------
+NER_WORDS = {
+    "B-PER": ["John", "Mary", "Smith", "Anna"],
+    "B-LOC": ["Paris", "London", "Berlin"],
+    "B-ORG": ["Reuters", "Google"],
+    "O": ["the", "said", "in", "visited", "today", "and", "of", "a", "."],
+}
+NER_VOCAB = sorted({w.lower() for ws in NER_WORDS.values() for w in ws} | {"inc"})
+
+
+def toy_ner_sentence(rng: random.Random) -> list[tuple[str, str]]:
+    out = []
+    for _ in range(rng.randint(3, 8)):
+        r = rng.random()
+        if r < 0.3:
+            kind = rng.choice(["B-PER", "B-LOC"])
+            out.append((rng.choice(NER_WORDS[kind]), kind))
+        elif r < 0.4:
+            out += [(rng.choice(NER_WORDS["B-ORG"]), "B-ORG"), ("Inc", "I-ORG")]
+        else:
+            out.append((rng.choice(NER_WORDS["O"]), "O"))
+    return out
+
+
+def write_toy_conll(folder: Path, *, train: int = 300, valid: int = 40, seed: int = 0) -> Path:
+    """``folder/conll2003/{train,valid,test}.txt`` in CoNLL-2003's layout (with -DOCSTART-
+    lines), for ``--task conll2003 --data-dir folder``."""
+    rng = random.Random(seed)
+    d = folder / "conll2003"
+    d.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train.txt", train), ("valid.txt", valid), ("test.txt", valid)):
+        lines = ["-DOCSTART- -X- -X- O", ""]
+        for i in range(n):
+            if i and i % 50 == 0:
+                lines += ["-DOCSTART- -X- -X- O", ""]
+            lines += [f"{w} NNP B-NP {t}" for w, t in toy_ner_sentence(rng)] + [""]
+        (d / name).write_text("\n".join(lines))
+    return folder

@@ -194,6 +194,9 @@ class CVTConfig(StageConfig):
     learning_rate: float = 1e-3
     grad_clip: float = 5.0
     unlabelled: bool = True  # False: supervised only (the ablation)
+    # the cross-view loss starts after this share of the steps: before the primary module
+    # has learned anything its predictions are no target (they pull every view towards 'O')
+    unlabelled_after: float = 0.2
     unlabelled_sources: tuple[str, ...] = ("train", "text", "wikitext")
     max_unlabelled: int | None = 60000  # sentences, a seeded sample
     embeddings: Literal["teacher", "scratch"] = "teacher"
@@ -217,6 +220,7 @@ class CVTConfig(StageConfig):
         check_range(self, "vocab_size", lo=3)
         check_range(self, "max_word_bytes", lo=1, hi=64)
         check_range(self, "dropout", lo=0, hi=0.95)
+        check_range(self, "unlabelled_after", lo=0, hi=1)
 
 
 @dataclass(frozen=True)

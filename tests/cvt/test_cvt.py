@@ -141,3 +141,44 @@ def test_onnx_export_matches_pytorch(tmp_path):
     assert (tmp_path / "int8-dynamic" / "model.onnx").stat().st_size < (
         tmp_path / "fp32" / "model.onnx"
     ).stat().st_size
+
+
+def test_trained_cvt_bundle_runs_as_pytorch_predicts(tmp_path):
+    """A CVT tagger trained on a toy CoNLL file (with its unlabelled loss), exported, bundled
+    and run by the bundle runtime labels every word as the PyTorch model does."""
+    from toy import write_toy_conll
+
+    from toolchain.bundle.build import build_bundle
+    from toolchain.bundle.tagger import TaggerRunner
+    from toolchain.config import CVTConfig, DataConfig
+    from toolchain.cvt.export import export_cvt
+    from toolchain.cvt.train import load_cvt, predict_words, train_cvt
+    from toolchain.data.readers import load_split
+    from toolchain.data.tasks import get_task
+    from toolchain.target import DeviceTarget
+
+    spec = get_task("conll2003")
+    data = write_toy_conll(tmp_path / "data", train=120, valid=30)
+    cfg = CVTConfig(steps=60, eval_every=30, hidden=16, hidden2=8, proj=16, char_filters=8,
+                    embeddings="scratch", word_dim=16, unlabelled_sources=("train",),
+                    vocab_size=100, min_count=1, learning_rate=0.02, dropout=0.0,
+                    batch_size=16, unlabelled_batch_size=16)  # fmt: skip
+    metrics = train_cvt(tmp_path / "cvt", spec=spec, data_dir=data, cfg=cfg,
+                        data_cfg=DataConfig(labelled_fraction=0.5))  # fmt: skip
+    assert metrics["unlabelled_loss"] and metrics["labelled_sentences"] < 120
+    assert [h["step"] for h in metrics["history"]] == [30, 60]
+    assert all("unsup_loss" in h for h in metrics["history"])
+    dev = load_split(spec, "dev", data)
+    export_cvt(tmp_path / "cvt", tmp_path / "export", fmt="fp32",
+               sentences=[ex.tokens for ex in dev])  # fmt: skip
+    bundle = tmp_path / "conll2003-cvt.edgec"
+    manifest = build_bundle(tmp_path / "export", bundle, target=DeviceTarget.resolve("host"),
+                            spec=spec, tarball=False)  # fmt: skip
+    assert manifest["runtime"]["inputs"] == "words" and manifest["labels"] == list(spec.labels)
+    runner = TaggerRunner(bundle)
+    got = runner.predict([{"tokens": list(ex.tokens)} for ex in dev])
+    model, tok, _ = load_cvt(tmp_path / "cvt")
+    ref = predict_words(model, tok, [ex.tokens for ex in dev], max_word_bytes=16)
+    assert [g["labels"] for g in got] == [[spec.labels[int(k)] for k in r.argmax(-1)]
+                                          for r in ref]  # fmt: skip
+    assert sum(len(g["spans"]) for g in got) > 0  # it learned to find entities

@@ -148,6 +148,24 @@ def test_conll_sentences_and_docstart(tmp_path):
     assert out == [TokenExample(("EU", "rejects"), (3, 0)), TokenExample(("Peter",), (1,))]
 
 
+def test_docstart_between_documents_ends_a_sentence_and_is_never_a_word(tmp_path):
+    write(
+        tmp_path / "conll2003/test.txt",
+        "EU NNP B-NP B-ORG\n-DOCSTART- -X- -X- O\nPeter NNP B-NP B-PER\n\n-DOCSTART- -X- O O\n",
+    )
+    out = load_split(get_task("conll2003"), "test", tmp_path)
+    assert out == [TokenExample(("EU",), (3,)), TokenExample(("Peter",), (1,))]
+
+
+@pytest.mark.parametrize("task", ["conll2003", "conll2000"])
+def test_real_conll_has_no_docstart_example(shared_data, task):
+    spec = get_task(task)
+    for split in ("train", "dev"):
+        examples = load_split(spec, split, shared_data)
+        assert examples and all(ex.tokens for ex in examples)
+        assert not any("-DOCSTART-" in ex.tokens for ex in examples)
+
+
 def test_table_tasks_tsv_csv_jsonl(tmp_path):
     write(tmp_path / "t.csv", 'text,stars\n"good, really",5\nbad,1\nok,3\n')
     spec = infer_labels(

@@ -69,7 +69,7 @@ def unsupervised_loss(model: CVTTagger, batch: dict) -> torch.Tensor:
     for v in VIEWS:
         kl = (target * (log_target - F.log_softmax(views[v], -1))).sum(-1)  # (B, W)
         loss = loss + (kl * mask).sum() / words
-    return loss
+    return loss / len(VIEWS)
 
 
 def teacher_embeddings(teacher, vocab: list[str]) -> torch.Tensor:
@@ -222,7 +222,7 @@ def train_cvt(
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         losses["sup"].append(loss.item())
-        if use_unlabelled:
+        if use_unlabelled and state["step"] >= cfg.unlabelled_after * cfg.steps:
             unsup_iter, idx = next_batch(unsup_iter, unsup_len, cfg.unlabelled_batch_size)
             batch = collate([unlabelled[i] for i in idx], tokenizer,
                             max_word_bytes=shape.max_word_bytes)  # fmt: skip
