@@ -205,8 +205,11 @@ def _claims(rows: list[dict]) -> dict:
     with_u, without = get("cvt", 0.1), get("cvt-no-unlabelled", 0.1)
     if with_u and without:
         gain = round(with_u["f1"] - without["f1"], 4)
-        out["unlabelled_gain_at_10"] = {"gain": gain, "met": gain >= 0.01,
-                                        "goal": "the unlabelled loss adds >= 1 F1 at 10% labels"}
+        out["unlabelled_gain_at_10"] = {
+            "gain": gain,
+            "met": gain >= 0.01,
+            "goal": "the unlabelled loss adds >= 1 F1 at 10% labels",
+        }
     return out
 
 
@@ -235,7 +238,7 @@ def _markdown(r: dict) -> str:
         )
     lines += ["", "## Goals", ""]
     for task, claims in r["claims"].items():
-        for name, c in claims.items():
+        for c in claims.values():
             figures = ", ".join(f"{k} {v}" for k, v in c.items() if k not in ("goal", "met"))
             lines.append(f"- {task}: {c['goal']}: **{'met' if c['met'] else 'NOT met'}** "
                          f"({figures})")  # fmt: skip

@@ -91,9 +91,10 @@ def test_tagging_build_ships_a_bundle_whose_spans_match_pytorch(built):
     (row,) = summary["bundles"]
     assert row["built"], row
     assert summary["metric"] == "span_f1"
-    assert "span_f1" in summary["trivial"] and "most frequent training tag" in summary["trivial"][
-        "description"
-    ]
+    assert (
+        "span_f1" in summary["trivial"]
+        and "most frequent training tag" in summary["trivial"]["description"]
+    )
     finalists = summary["selection"]["easy"]["finalists"]
     assert "cvt" in {f["arch"] for f in finalists}  # CVT competed for the budget
     assert (tmp / "run" / "cvt" / "stage.json").is_file()

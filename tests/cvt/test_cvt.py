@@ -74,8 +74,12 @@ def test_padding_changes_no_prediction():
         views = model.views(**_args(tok, SENTENCES))
     assert torch.allclose(alone, batched, atol=1e-5)
     n = len(SENTENCES[1])
-    assert torch.count_nonzero(views["past"][1, n - 1] - model.aux["view_past"](
-        torch.zeros(model.shape.hidden))) == 0  # the last word's past view sees nothing
+    assert (
+        torch.count_nonzero(
+            views["past"][1, n - 1] - model.aux["view_past"](torch.zeros(model.shape.hidden))
+        )
+        == 0
+    )  # the last word's past view sees nothing
 
 
 def _args(tok, sentences) -> dict:
@@ -130,8 +134,10 @@ def test_onnx_export_matches_pytorch(tmp_path):
         "architectures": [ARCHITECTURE], "cvt_shape": model.shape.to_dict(),
         "id2label": dict(enumerate(labels))}))  # fmt: skip
     loaded, _, _ = load_cvt(folder)
-    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(),
-                                                 model.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(loaded.state_dict().values(), model.state_dict().values(), strict=True)
+    )
     for fmt in ("fp32", "int8-dynamic"):
         record = export_cvt(folder, tmp_path / fmt, fmt=fmt, sentences=SENTENCES * 3)
         assert record["inputs"] == "words"
