@@ -78,18 +78,26 @@ def test_the_readme_script_builds_bundles(tmp_path, capsys):
     assert not (run / "bundle-impossible").exists()  # no subnet fits it: reported, not built
 
 
-def test_an_unsupported_task_kind_is_refused_before_any_work(tmp_path):
-    recipe = api.build_recipe(None, overrides={"device": "host", "task": "conll2003"})
-    kinds = "supported task kinds are classification, language-modeling, regression"
+def test_an_unsupported_task_kind_is_refused_before_any_work(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    import toolchain.api as api_module
+
+    made_up = replace(api_module.get_task("sst2"), name="asr", kind="speech-recognition")
+    monkeypatch.setattr(api_module, "_task", lambda task: made_up)
+    monkeypatch.setattr(api_module, "get_task", lambda task: made_up)
+    recipe = api.build_recipe(None, overrides={"device": "host"})
+    kinds = "supported task kinds are classification, language-modeling, regression, token-c"
     with pytest.raises(ConfigError, match=kinds):
         api.build(recipe, tmp_path / "run", teacher_cache=tmp_path / "teachers")
     assert not (tmp_path / "run").exists() and not (tmp_path / "teachers").exists()
 
 
-def test_the_cli_refuses_it_too(edgec, tmp_path):
-    proc = edgec("build", "--device", "host", "--task", "conll2003", "-o", str(tmp_path / "r"))
+def test_cvt_for_a_task_that_is_not_tagging_is_refused_before_any_work(edgec, tmp_path):
+    proc = edgec("build", "--device", "host", "--task", "sst2", "--candidates", "cvt",
+                 "-o", str(tmp_path / "r"))  # fmt: skip
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert "cannot carry task 'conll2003' (token-classification)" in proc.stderr
+    assert "CVT tags words" in proc.stderr and "sst2 is a classification task" in proc.stderr
     assert not (tmp_path / "r").exists()
 
 

@@ -334,7 +334,7 @@ def _float_fields():
     classes = [*required, config.DataConfig, config.TeacherConfig, config.GAConfig,
                config.DistillConfig, config.QuantizeConfig, config.SearchConfig,
                config.ExportConfig, config.ProfileConfig, config.QualityConfig,
-               MeasurementProtocol]  # fmt: skip
+               config.CVTConfig, MeasurementProtocol]  # fmt: skip
     for cls in classes:
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):

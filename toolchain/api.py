@@ -516,6 +516,12 @@ def build(
     recipe, _ = resolve_recipe(recipe, profile=dev.profile, generation=lm)
     recipe = _absolute_paths(recipe)
     kind = kind_for(spec)  # refused here, before any work, when the kind has no entry
+    if recipe.cvt.enabled and spec.kind != "token-classification":
+        raise ConfigError(
+            f"CVT tags words: it is a candidate for tagging tasks (conll2003, conll2000), and "
+            f"{spec.name} is a {spec.kind} task; drop --candidates cvt / cvt.enabled",
+            key="cvt.enabled",
+        )
     _check_teacher(recipe.teacher, spec)
     out = out or recipe.output
     if not out:

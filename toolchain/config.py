@@ -107,6 +107,7 @@ class DataConfig(StageConfig):
 
     def __post_init__(self):
         check_range(self, "near_duplicate_threshold", lo=0.5, hi=1.0)
+        check_range(self, "labelled_fraction", lo=0, hi=1)
         require(0 < self.labelled_fraction <= 1, "labelled_fraction",
                 f"must be in (0, 1], got {self.labelled_fraction}")  # fmt: skip
         check_range(self, "min_chars", lo=0)
@@ -221,6 +222,7 @@ class CVTConfig(StageConfig):
         check_range(self, "max_word_bytes", lo=1, hi=64)
         check_range(self, "dropout", lo=0, hi=0.95)
         check_range(self, "unlabelled_after", lo=0, hi=1)
+        check_range(self, "grad_clip", lo=0)
 
 
 @dataclass(frozen=True)
