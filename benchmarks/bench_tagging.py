@@ -33,30 +33,42 @@ sys.path.insert(0, str(REPO))
 MODELS = ("teacher", "student-L3", "cvt", "cvt-no-unlabelled")
 
 
-def _train(args, task: str, fraction: float, run: Path) -> dict:
-    """Train (or find trained) the four models of (task, fraction); their folders and costs."""
+def _done(folder: Path) -> bool:
+    return (folder / "stage.json").is_file()
+
+
+def _train(args, task: str, fraction: float, run: Path) -> dict | None:
+    """Train (or find trained) the models of (task, fraction) named by ``--models``; the folders
+    and costs of all four, or None while one of them is not trained yet (another process of
+    this benchmark may be training it: each model is its own stage)."""
     from toolchain import api
     from toolchain.config import CVTConfig, DataConfig, DistillConfig, TeacherConfig
 
     data_cfg = DataConfig(labelled_fraction=fraction)
     out = {}
-    epochs = min(args.teacher_epochs / fraction, 10.0)
-    t = api.teacher("default", run / "teacher", task=task, data_dir=args.data_dir,
-                    cfg=TeacherConfig(epochs=epochs, eval_every=200,
-                                      require_above_trivial=False),
-                    data_cfg=data_cfg, seed=0)  # fmt: skip
-    out["teacher"] = {"model": t.path, "train_s": t.metrics.get("wall_s") or _wall(t.path)}
-    s = api.distill(t.path, run / "student-L3", task=task, data_dir=args.data_dir,
-                    cfg=DistillConfig(student_shape="L3:H384:A12:F1536", init="etd-impt",
-                                      steps=args.distill_steps, eval_every=200),
-                    data_cfg=data_cfg, seed=0)  # fmt: skip
-    out["student-L3"] = {"model": s.path, "train_s": _wall(s.path)}
+    wanted = set(args.models.split(","))
+    epochs = min(args.teacher_epochs / fraction, args.max_teacher_epochs)
+    if "teacher" in wanted or _done(run / "teacher"):
+        t = api.teacher("default", run / "teacher", task=task, data_dir=args.data_dir,
+                        cfg=TeacherConfig(epochs=epochs, eval_every=200,
+                                          require_above_trivial=False),
+                        data_cfg=data_cfg, seed=0)  # fmt: skip
+        out["teacher"] = {"model": t.path, "train_s": _wall(t.path)}
+    if "teacher" in out and ("student-L3" in wanted or _done(run / "student-L3")):
+        s = api.distill(out["teacher"]["model"], run / "student-L3", task=task,
+                        data_dir=args.data_dir,
+                        cfg=DistillConfig(student_shape="L3:H384:A12:F1536", init="etd-impt",
+                                          steps=args.distill_steps, eval_every=200),
+                        data_cfg=data_cfg, seed=0)  # fmt: skip
+        out["student-L3"] = {"model": s.path, "train_s": _wall(s.path)}
     for name, unlabelled in (("cvt", True), ("cvt-no-unlabelled", False)):
+        if name not in wanted and not _done(run / name):
+            continue
         c = api.cvt(run / name, task=task, data_dir=args.data_dir,
                     cfg=CVTConfig(steps=args.cvt_steps, unlabelled=unlabelled, eval_every=250),
                     data_cfg=data_cfg, teacher="default", seed=0)  # fmt: skip
         out[name] = {"model": c.path, "train_s": c.metrics.get("train_s")}
-    return out
+    return out if set(out) == set(MODELS) else None
 
 
 def _wall(folder: Path) -> float | None:
@@ -123,20 +135,31 @@ def main() -> int:
     p.add_argument("--teacher-epochs", type=float, default=1.0)
     p.add_argument("--distill-steps", type=int, default=800)
     p.add_argument("--cvt-steps", type=int, default=1500)
+    p.add_argument("--max-teacher-epochs", type=float, default=3.0,
+                   help="at a fraction of the labels the teacher trains teacher-epochs / "
+                   "fraction epochs, at most this many")  # fmt: skip
+    p.add_argument(
+        "--models",
+        default=",".join(MODELS),
+        help="train only these (the others must be trained by another run)",
+    )
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--sentences", type=int, default=200)
     p.add_argument("--runs", default=str(REPO / "runs" / "bench_tagging"))
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     args = p.parse_args()
     args.data_dir = str(Path(args.data_dir).resolve())
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     from toolchain.data.readers import load_split
     from toolchain.data.tasks import get_task
     from toolchain.kinds.token import TokenDevScorer
 
     rows, claims = [], {}
-    # the teacher gets as many steps at a fraction of the labels as the CVT taggers do: epochs
-    # over the smaller split, at most 10
     for task in args.tasks.split(","):
         spec = get_task(task)
         dev = load_split(spec, "dev", args.data_dir)
@@ -147,6 +170,10 @@ def main() -> int:
             run = Path(args.runs) / f"{task}-f{fraction:g}"
             print(f"bench_tagging: {task} at {fraction:.0%} labels -> {run}", flush=True)
             models = _train(args, task, fraction, run)
+            if models is None:
+                print(f"bench_tagging: {task} at {fraction:.0%}: not every model is trained yet",
+                      flush=True)  # fmt: skip
+                continue
             _ship(task, models, run, args.data_dir)
             scorer = TokenDevScorer(spec, models["teacher"]["model"], args.data_dir)
             timing = _timings({k: m["bundle"] for k, m in models.items()}, sample, args.rounds)
@@ -172,10 +199,13 @@ def main() -> int:
                 })  # fmt: skip
                 print(json.dumps(rows[-1]), flush=True)
         claims[task] = _claims([r for r in rows if r["task"] == task])
+    if not rows:
+        return 0
     result = {
         "rows": rows,
         "claims": claims,
-        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "runs")},
+        "settings": {k: v for k, v in vars(args).items()
+                     if k not in ("out", "runs", "models", "threads")},
         "environment": {"cores": len(os.sched_getaffinity(0)), "date": time.strftime("%Y-%m-%d"),
                         "format": "ONNX Runtime dynamic INT8, CPUExecutionProvider"},
     }  # fmt: skip
