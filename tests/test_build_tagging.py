@@ -145,7 +145,8 @@ def test_single_sentence_cli_text(built):
     assert res.returncode == 0, res.stderr
     (out,) = [json.loads(x) for x in res.stdout.splitlines()]
     assert out["words"] == ["Anna", "visited", "Paris", "."]
-    assert len(out["labels"]) == 4
+    assert len(out["labels"]) == 4 and len(out["scores"]) == 4
+    assert all(0 < p <= 1 for p in out["scores"])
 
 
 if __name__ == "__main__":

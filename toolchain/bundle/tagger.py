@@ -21,6 +21,7 @@ Example::
     runner = TaggerRunner("conll2003-host-balanced.edgec")
     runner.predict([{"text": "John Smith flew to Paris."}])
     # [{"words": [...], "labels": ["B-PER", "I-PER", "O", "O", "B-LOC", "O"],
+    #   "scores": [0.99, 0.98, ...],
     #   "spans": [{"label": "PER", "text": "John Smith", "start": 0, "end": 10,
     #              "words": [0, 2], "score": 0.97}, ...]}]
 """
@@ -201,8 +202,9 @@ class TaggerRunner:
         ]
 
     def predict(self, rows: list[dict]) -> list[dict]:
-        """One ``{"words", "labels", "spans"}`` per row (see the module docstring); ``labels``
-        has ``null`` for a word the model could not see (``unlabelled_words`` counts them)."""
+        """One ``{"words", "labels", "scores", "spans"}`` per row (see the module docstring):
+        ``scores`` is each word's probability of its label; ``labels`` and ``scores`` have
+        ``null`` for a word the model could not see (``unlabelled_words`` counts them)."""
         if not rows:
             return []
         located = self.words_of(rows)
@@ -229,6 +231,7 @@ class TaggerRunner:
             result = {
                 "words": [w for w, _, _ in sentence],
                 "labels": tags + [None] * miss,
+                "scores": [round(c, 6) for c in conf] + [None] * miss,
                 "spans": spans,
             }
             if miss:

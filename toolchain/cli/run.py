@@ -10,9 +10,9 @@ The bundle is verified (every file's sha256, every path inside the bundle) befor
 is unpacked safely into a temporary folder first (its members checked before a byte is written).
 With --trust, it runs only if one of those keys signed it: hashes catch corruption, a signature
 catches tampering. One JSON line per input: {"label": ..., "scores": {label: probability}}; for
-a tagger (NER, chunking) {"words": [...], "labels": [...], "spans": [{"label", "text", "start",
-"end", "words", "score"}]}, each word labelled at its first sub-token (a row may give
-{"tokens": [...]} instead of "text").
+a tagger (NER, chunking) {"words": [...], "labels": [...], "scores": [...], "spans": [{"label",
+"text", "start", "end", "words", "score"}]}, each word labelled at its first sub-token (a row
+may give {"tokens": [...]} instead of "text").
 A language-model bundle takes --prompt instead: the continuation is streamed to stdout as it is
 generated (greedy unless --temperature > 0, then --top-k/--top-p sampling, seeded by --seed),
 ending at --max-tokens, the end-of-sequence token or the first --stop string; time to first token
