@@ -269,6 +269,16 @@ def export(
     return _run(stage, out, 0, force)
 
 
+@dataclass
+class _ExportContext:
+    """The part of a stage context an export stage's function reads (run outside a run dir)."""
+
+    out_dir: Path
+
+    def __post_init__(self):
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+
+
 def _cvt_export_stage(model: Path, out: Path, spec: TaskSpec, fmt: str, cfg, data_dir):
     from toolchain.cvt.export import export_cvt
     from toolchain.pipeline import Stage
@@ -305,12 +315,21 @@ def bundle(
     folder or a model directory, and give it its latency: measured here when the device is this
     host, by its agent when the target has one, else left "not measured". Returns the manifest.
     """
-    dev = _device(device)
-    out = Path(out)
-    manifest = build_bundle(
-        Path(source), out, target=dev, spec=_task(task), data_dir=data_dir, budget=budget,
-        fmt=fmt, tarball=tarball, model_card=model_card,
-    )  # fmt: skip
+    import tempfile
+
+    from toolchain.cvt.train import is_cvt
+
+    dev, out, spec = _device(device), Path(out), _task(task)
+    with tempfile.TemporaryDirectory(prefix="edgec-bundle-") as tmp:
+        if is_cvt(source):  # a CVT tagger's folder: exported first (dynamic INT8 by default)
+            exported = Path(tmp) / "export"
+            _cvt_export_stage(Path(source), exported, spec, fmt or "auto", ExportConfig(),
+                              data_dir).fn(_ExportContext(exported))  # fmt: skip
+            source, fmt = exported, None
+        manifest = build_bundle(
+            Path(source), out, target=dev, spec=spec, data_dir=data_dir, budget=budget,
+            fmt=fmt, tarball=tarball, model_card=model_card,
+        )  # fmt: skip
     if not dev.measurable:
         return manifest
     proto = dev.protocol

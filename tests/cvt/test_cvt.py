@@ -188,3 +188,11 @@ def test_trained_cvt_bundle_runs_as_pytorch_predicts(tmp_path):
     assert [g["labels"] for g in got] == [[spec.labels[int(k)] for k in r.argmax(-1)]
                                           for r in ref]  # fmt: skip
     assert sum(len(g["spans"]) for g in got) > 0  # it learned to find entities
+    from toolchain import api
+
+    direct = api.bundle(tmp_path / "cvt", tmp_path / "direct.edgec", task=spec, device="host",
+                        data_dir=data, tarball=False)  # fmt: skip
+    assert direct["model"]["format"] == "int8-dynamic" and direct["runtime"]["inputs"] == "words"
+    assert direct["latency"]["status"] == "measured"
+    again = TaggerRunner(tmp_path / "direct.edgec").predict([{"tokens": list(dev[0].tokens)}])
+    assert len(again[0]["labels"]) == len(dev[0].tokens)

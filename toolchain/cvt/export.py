@@ -1,7 +1,9 @@
 """ONNX export of a CVT tagger (the primary module only; the auxiliary modules are training
-aids), float or with ONNX Runtime's dynamic INT8 (its ``DynamicQuantizeLSTM`` and integer
-MatMuls: the LSTM and prediction weights in INT8, activations quantized on the fly), checked
-against PyTorch on real sentences like every export.
+aids), float or with ONNX Runtime's dynamic INT8 of the LSTMs (``DynamicQuantizeLSTM``), the
+word-embedding table (a quantized ``Gather``) and the character CNN: those hold nearly every
+weight. The prediction module's two small MatMuls stay float: quantized (per-tensor uint8
+activations, ``MatMulInteger``) they changed 13.5 % of a small tagger's labels, against none with
+the rest quantized. Checked against PyTorch on real sentences like every export.
 
 Inputs ``word_ids`` (B, W), ``char_ids`` (B, W, bytes), ``mask`` (B, W); output ``logits``
 (B, W, labels). The folder also holds the word tokenizer and ``export.json`` (format, parity,
@@ -27,6 +29,7 @@ from toolchain.cvt.train import load_cvt, predict_words
 from toolchain.export.onnx import ExportError
 
 FORMATS = ("fp32", "int8-dynamic")
+INT8_OPS = ("LSTM", "Gather", "Conv")
 TOLERANCE = {"fp32": 1e-3, "int8-dynamic": None}  # INT8: judged by label agreement
 MIN_AGREEMENT = {"fp32": 0.999, "int8-dynamic": 0.97}
 
@@ -95,7 +98,7 @@ def export_cvt(model_dir: Path, out: Path, *, fmt: str, sentences, labels=None) 
         if fmt == "fp32":
             shutil.copyfile(tmp / "float.onnx", folder / "model.onnx")
         else:
-            to_dynamic_int8(tmp / "float.onnx", folder / "model.onnx")
+            to_dynamic_int8(tmp / "float.onnx", folder / "model.onnx", op_types=INT8_OPS)
         tokenizer.save(str(folder / "tokenizer.json"))
         sentences = [list(s) for s in sentences if s] or [["An", "example", "."]]
         check = parity(folder / "model.onnx", model, tokenizer, sentences, labels=labels,

@@ -348,13 +348,16 @@ def _as_tensor(array: np.ndarray):
     return torch.from_numpy(array)
 
 
-def to_dynamic_int8(float_onnx: str | Path, dst: str | Path) -> Path:
-    """ONNX Runtime's own dynamic INT8 quantization of the float graph (weights per channel)."""
+def to_dynamic_int8(float_onnx: str | Path, dst: str | Path, *, op_types=None) -> Path:
+    """ONNX Runtime's own dynamic INT8 quantization of the float graph (weights per channel);
+    ``op_types``: only these operators (None: every one it supports)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    kwargs = {"op_types_to_quantize": list(op_types)} if op_types else {}
     logging.disable(logging.WARNING)  # it asks for pre-processing on every call
     try:
-        quantize_dynamic(str(float_onnx), str(dst), weight_type=QuantType.QInt8, per_channel=True)
+        quantize_dynamic(str(float_onnx), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                         **kwargs)  # fmt: skip
     except Exception as e:
         raise ExportError(f"onnxruntime quantize_dynamic failed: {e}") from e
     finally:
