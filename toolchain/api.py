@@ -280,23 +280,10 @@ class _ExportContext:
 
 
 def _cvt_export_stage(model: Path, out: Path, spec: TaskSpec, fmt: str, cfg, data_dir):
-    from toolchain.cvt.export import export_cvt
-    from toolchain.pipeline import Stage
+    from toolchain.cvt.export import export_stage
 
-    fmt = "int8-dynamic" if fmt == "auto" else fmt
-
-    def run(ctx) -> dict:
-        rows = load_split(spec, "validation", data_dir)[: cfg.parity_samples]
-        tmp = ctx.out_dir / "export"
-        record = export_cvt(model, tmp, fmt=fmt, sentences=[ex.tokens for ex in rows],
-                            labels=list(spec.labels))  # fmt: skip
-        for path in tmp.iterdir():
-            path.rename(ctx.out_dir / path.name)
-        tmp.rmdir()
-        return record
-
-    config = {"format": fmt, "parity": cfg.parity_samples}
-    return Stage(out.name, run, config=config, inputs=(model,))
+    return export_stage(model, out.name, spec=spec, fmt=fmt, parity_samples=cfg.parity_samples,
+                        data_dir=data_dir)  # fmt: skip
 
 
 def bundle(

@@ -454,19 +454,7 @@ class BuildPlan:
             )  # fmt: skip
             shape = target.shape_of(Arch.parse(choice.subnet), budget, search.vocab or 30522)
             latency = target.latency_entry(folder, budget, shape, precision_of(r))
-            dev = scorer(folder / "model.onnx")
-            judged = quality.judge(dev)
-            record = {
-                "metric": quality.metric,
-                "dev": dev.get(quality.metric),
-                "teacher": quality.teacher,
-                "trivial": (dev.get("vs_trivial") or {}).get("trivial"),
-                "vs_trivial": dev.get("vs_trivial"),
-                "floor": quality.floor,
-                "floor_met": judged["floor_met"],
-                "above_trivial": judged["above_trivial"],
-            }
-            return {"manifest": set_latency(folder, latency, record), "dev": dev}
+            return scored_bundle(folder, latency, scorer, quality)
 
         return Stage(
             self.bundle_stage(budget),
@@ -516,6 +504,24 @@ class BuildPlan:
             return {"error": str(e)}
 
 
+def scored_bundle(folder: Path, latency: dict, scorer, quality: Quality) -> dict:
+    """A bundle stage's metrics: the bundle scored on the dev split and its latency and quality
+    (beside the teacher and the trivial baseline) written into its manifest."""
+    dev = scorer(folder / "model.onnx")
+    judged = quality.judge(dev)
+    record = {
+        "metric": quality.metric,
+        "dev": dev.get(quality.metric),
+        "teacher": quality.teacher,
+        "trivial": (dev.get("vs_trivial") or {}).get("trivial"),
+        "vs_trivial": dev.get("vs_trivial"),
+        "floor": quality.floor,
+        "floor_met": judged["floor_met"],
+        "above_trivial": judged["above_trivial"],
+    }
+    return {"manifest": set_latency(folder, latency, record), "dev": dev}
+
+
 def _speed(finalist: dict) -> float:
     """What ranks a finalist's speed: its measured p50 where measured, else the prediction."""
     measured = finalist.get("measured") or {}
@@ -552,4 +558,11 @@ def _as_choice(choice: BudgetChoice, arch: str) -> BudgetChoice:
     )
 
 
-__all__ = ["BuildOptions", "BuildPlan", "SubnetStages", "export_format", "precision_of"]
+__all__ = [
+    "BuildOptions",
+    "BuildPlan",
+    "SubnetStages",
+    "export_format",
+    "precision_of",
+    "scored_bundle",
+]

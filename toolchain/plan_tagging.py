@@ -19,13 +19,14 @@ the transformer).
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
-from toolchain.bundle.build import build_bundle, set_latency
+from toolchain.bundle.build import build_bundle
 from toolchain.errors import EdgecError
 from toolchain.pipeline import Stage
-from toolchain.plan import BuildPlan, Teacher
+from toolchain.plan import BuildPlan, Teacher, scored_bundle
 from toolchain.summary import budget_row, judge_latency
 
 log = logging.getLogger(__name__)
@@ -82,25 +83,15 @@ class TaggingBuildPlan(BuildPlan):
         return "fp32" if self.recipe.quantize.method == "none" else "int8-dynamic"
 
     def _cvt_export_stage(self) -> Stage:
-        from toolchain.cvt.export import export_cvt
-        from toolchain.data.readers import load_split
+        from toolchain.cvt.export import export_stage
 
-        r, spec, fmt = self.recipe, self.spec, self._cvt_format()
-        model = self.run.stage_dir(CVT)
-
-        def run(ctx) -> dict:
-            rows = load_split(spec, "validation", r.data_dir)[: r.export.parity_samples]
-            out = ctx.out_dir / "export"
-            record = export_cvt(model, out, fmt=fmt, sentences=[ex.tokens for ex in rows],
-                                labels=list(spec.labels))  # fmt: skip
-            for path in out.iterdir():
-                path.rename(ctx.out_dir / path.name)
-            out.rmdir()
-            return record
-
-        return Stage(f"export-{CVT}", run, config={"format": fmt,
-                                                   "parity": r.export.parity_samples},
-                     depends=(CVT,))  # fmt: skip
+        r = self.recipe
+        return replace(
+            export_stage(self.run.stage_dir(CVT), f"export-{CVT}", spec=self.spec,
+                         fmt=self._cvt_format(), parity_samples=r.export.parity_samples,
+                         data_dir=r.data_dir),
+            inputs=(), depends=(CVT,),
+        )  # fmt: skip
 
     def _cvt_measure_stage(self) -> Stage:
         """The CVT tagger's latency at each budget shape: a bundle of it measured on the
@@ -143,19 +134,7 @@ class TaggingBuildPlan(BuildPlan):
                          budget=budget, tarball=r.bundle.tarball,
                          model_card=r.bundle.model_card)  # fmt: skip
             latency = target.measured_latency(folder, budget.batch, budget.seq_len)
-            dev = scorer(folder / "model.onnx")
-            judged = quality.judge(dev)
-            record = {
-                "metric": quality.metric,
-                "dev": dev.get(quality.metric),
-                "teacher": quality.teacher,
-                "trivial": (dev.get("vs_trivial") or {}).get("trivial"),
-                "vs_trivial": dev.get("vs_trivial"),
-                "floor": quality.floor,
-                "floor_met": judged["floor_met"],
-                "above_trivial": judged["above_trivial"],
-            }
-            return {"manifest": set_latency(folder, latency, record), "dev": dev}
+            return scored_bundle(folder, latency, scorer, quality)
 
         stage = Stage(stage_name, run, config={"device": target.name, "budget": budget,
                                                "candidate": CVT, "agent": bool(target.agent),

@@ -118,4 +118,26 @@ def export_cvt(model_dir: Path, out: Path, *, fmt: str, sentences, labels=None) 
     return record
 
 
-__all__ = ["FORMATS", "export_cvt", "parity"]
+def export_stage(model: Path, name: str, *, spec, fmt: str, parity_samples: int, data_dir):
+    """The pipeline stage ``name`` exporting the CVT tagger in ``model`` as ``fmt`` (``auto``:
+    dynamic INT8), its parity checked on the first ``parity_samples`` validation sentences."""
+    from toolchain.data.readers import load_split
+    from toolchain.pipeline import Stage
+
+    fmt = "int8-dynamic" if fmt == "auto" else fmt
+
+    def run(ctx) -> dict:
+        rows = load_split(spec, "validation", data_dir)[:parity_samples]
+        tmp = ctx.out_dir / "export"
+        record = export_cvt(model, tmp, fmt=fmt, sentences=[ex.tokens for ex in rows],
+                            labels=list(spec.labels))  # fmt: skip
+        for path in tmp.iterdir():
+            path.rename(ctx.out_dir / path.name)
+        tmp.rmdir()
+        return record
+
+    config = {"format": fmt, "parity": parity_samples}
+    return Stage(name, run, config=config, inputs=(Path(model),))
+
+
+__all__ = ["FORMATS", "export_cvt", "export_stage", "parity"]

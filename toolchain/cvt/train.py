@@ -209,6 +209,13 @@ def train_cvt(
     def to_dev(batch):
         return {k: v.to(dev) for k, v in batch.items()}
 
+    def update(loss) -> float:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        return loss.item()
+
     t0 = time.perf_counter()
     while state["step"] < cfg.steps:
         model.train()
@@ -216,22 +223,12 @@ def train_cvt(
         batch = collate([list(labelled[i].tokens) for i in idx], tokenizer,
                         max_word_bytes=shape.max_word_bytes,
                         tags=[list(labelled[i].tags) for i in idx])  # fmt: skip
-        loss = supervised_loss(model, to_dev(batch))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        losses["sup"].append(loss.item())
+        losses["sup"].append(update(supervised_loss(model, to_dev(batch))))
         if use_unlabelled and state["step"] >= cfg.unlabelled_after * cfg.steps:
             unsup_iter, idx = next_batch(unsup_iter, unsup_len, cfg.unlabelled_batch_size)
             batch = collate([unlabelled[i] for i in idx], tokenizer,
                             max_word_bytes=shape.max_word_bytes)  # fmt: skip
-            loss = unsupervised_loss(model, to_dev(batch))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            losses["unsup"].append(loss.item())
+            losses["unsup"].append(update(unsupervised_loss(model, to_dev(batch))))
         state["step"] += 1
         step = state["step"]
         if step % cfg.eval_every == 0 or step == cfg.steps:

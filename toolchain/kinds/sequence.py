@@ -105,12 +105,18 @@ class DevScorer:
 def baseline(teacher_dir: str | Path, folder: Path) -> Path:
     """The teacher as a user of optimum would ship it: optimum's ONNX export, then ONNX Runtime's
     dynamic INT8, with the tokenizer beside it. Returns the ONNX file."""
+    return optimum_int8(teacher_dir, folder, EXPORT_TASK)
+
+
+def optimum_int8(teacher_dir: str | Path, folder: Path, task: str) -> Path:
+    """optimum's ONNX export of ``teacher_dir`` for its ``task``, then ONNX Runtime's dynamic
+    INT8, with the tokenizer beside it in ``folder``; the ONNX file."""
     from optimum.exporters.onnx import main_export
 
     from toolchain.export.lowbit import to_dynamic_int8
 
     logging.getLogger("optimum").setLevel(logging.ERROR)
-    main_export(str(teacher_dir), output=str(folder / "optimum"), task=EXPORT_TASK, opset=17)
+    main_export(str(teacher_dir), output=str(folder / "optimum"), task=task, opset=17)
     to_dynamic_int8(folder / "optimum" / "model.onnx", folder / "model.onnx")
     for name in TOKENIZER_FILES:
         if (folder / "optimum" / name).is_file():
@@ -130,4 +136,4 @@ SEQUENCE = register_kind(
     )
 )
 
-__all__ = ["SEQUENCE", "DevScorer", "baseline"]
+__all__ = ["SEQUENCE", "DevScorer", "baseline", "optimum_int8"]

@@ -14,7 +14,6 @@ scored the same way and exactly as they run.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ from toolchain.bundle.tagger import TaggerRunner
 from toolchain.data.readers import load_split
 from toolchain.data.tasks import TaskSpec
 from toolchain.kinds.registry import TaskKind, register_kind
-from toolchain.kinds.sequence import TOKENIZER_FILES
+from toolchain.kinds.sequence import optimum_int8
 from toolchain.pipeline import hash_path
 
 HEAD = "token-classification"
@@ -162,17 +161,7 @@ def tags_of(logits: np.ndarray, fallback: int) -> list[int]:
 def baseline(teacher_dir: str | Path, folder: Path) -> Path:
     """The teacher as a user of optimum would ship it: optimum's ``token-classification``
     export, then ONNX Runtime's dynamic INT8, with the tokenizer beside it."""
-    from optimum.exporters.onnx import main_export
-
-    from toolchain.export.lowbit import to_dynamic_int8
-
-    logging.getLogger("optimum").setLevel(logging.ERROR)
-    main_export(str(teacher_dir), output=str(folder / "optimum"), task=EXPORT_TASK, opset=17)
-    to_dynamic_int8(folder / "optimum" / "model.onnx", folder / "model.onnx")
-    for name in TOKENIZER_FILES:
-        if (folder / "optimum" / name).is_file():
-            (folder / name).write_bytes((folder / "optimum" / name).read_bytes())
-    return folder / "model.onnx"
+    return optimum_int8(teacher_dir, folder, EXPORT_TASK)
 
 
 TOKEN = register_kind(
