@@ -9,6 +9,10 @@ verified bundle per budget.
     kind's teacher baseline, cached with the teacher) -> build.json and the report
     (:mod:`toolchain.summary`, :mod:`toolchain.report`)
 
+A kind's plan may add finalists beside the supernet's subnets (:meth:`BuildPlan._extra_finalists`:
+the CVT tagger of :mod:`toolchain.plan_tagging`); they join the pools of the budgets they fit and
+are chosen by the same rule.
+
 KDLSQ trains the quantized student against its own float model (the distilled student): layer
 for layer the same shape, so every hidden state and attention map has its exact counterpart. With
 the fine-tuned teacher as KDLSQ's teacher instead, a 3-layer subnet's W8A8 model lost 1.7 points
