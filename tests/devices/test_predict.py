@@ -3,6 +3,7 @@ its residuals as an interval; predictor_for prefers a fitted predictor and keeps
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
@@ -130,12 +131,27 @@ def test_a_fitted_predictor_has_priority_and_is_scaled_to_another_precision(tmp_
     FittedPredictor("x86-64-host", "onnxruntime", "fp32", lat, [60.0, 1.0, 1.0], 48).save(
         tmp_path / "x86-64-host.json"
     )
-    host = get_profile("host")
+    # the host's CPU features are this machine's: fixed here, so the test does not depend on
+    # whether it runs on a CPU with int8 dot products (AVX512-VNNI) or without (AVX2 only)
+    live = get_profile("host")
+    cpu = live.hardware.cpu
+    base = tuple(f for f in cpu.features if "vnni" not in f)
+
+    def with_features(features):
+        hardware = dataclasses.replace(
+            live.hardware, cpu=dataclasses.replace(cpu, features=features)
+        )
+        return dataclasses.replace(live, hardware=hardware)  # fmt: skip
+
+    host, plain = with_features(base + ("avx512_vnni",)), with_features(base)
     shape = Shape(layers=2, hidden=128, heads=2, ffn=512, seq=128)
     fp32 = predictor_for(host, tmp_path, "fp32")(shape)
     assert fp32["source"] == "fitted" and fp32["p50_ms"] == pytest.approx(4.0)
     int8 = predictor_for(host, tmp_path, "int8")(shape)
     assert PREDICTION_KEYS <= set(int8) and int8["latency_ms"] < fp32["latency_ms"]
     assert "fp32->int8 ratio" in int8["label"]
+    # without int8 dot products the calibrated model credits INT8 with no faster arithmetic
+    no_dot = predictor_for(plain, tmp_path, "int8")(shape)
+    assert "fp32->int8 ratio" in no_dot["label"] and no_dot["latency_ms"] > int8["latency_ms"]
     calibrated = predictor_for(host, tmp_path / "none", "fp32")(shape)
     assert calibrated["source"] == "calibrated" and "CPU family" in calibrated["label"]
