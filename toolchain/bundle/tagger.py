@@ -35,6 +35,7 @@ import numpy as np
 
 from toolchain.bundle.manifest import BundleError, verify
 from toolchain.bundle.runtime import load_listed
+from toolchain.evaluate.metrics import tag_spans
 
 WORD = re.compile(r"\w+(?:['’\-]\w+)*|[^\w\s]")
 
@@ -42,20 +43,6 @@ WORD = re.compile(r"\w+(?:['’\-]\w+)*|[^\w\s]")
 def split_words(text: str) -> list[tuple[str, int, int]]:
     """``(word, start, end)`` of each word of ``text`` (white space and punctuation split)."""
     return [(m.group(), m.start(), m.end()) for m in WORD.finditer(text)]
-
-
-def tag_spans(tags: list[str]) -> list[tuple[str, int, int]]:
-    """``(type, first word, end word exclusive)`` of an IOB1/IOB2 tag sequence, in order."""
-    out, start, kind = [], None, None
-    for i, tag in enumerate([*tags, "O"]):
-        prefix, _, label = tag.partition("-")
-        opens = prefix == "B" or (prefix == "I" and label != kind)
-        if kind is not None and (tag == "O" or opens):
-            out.append((kind, start, i))
-            kind = None
-        if opens:
-            start, kind = i, label
-    return out
 
 
 def word_bytes(words: list[list[str]], width: int) -> np.ndarray:

@@ -77,18 +77,23 @@ def spearman(preds: Sequence[float], labels: Sequence[float]) -> float:
     return pearson(_ranks(np.asarray(preds, float)), _ranks(np.asarray(labels, float)))
 
 
-def spans(tags: Sequence[str]) -> set[tuple[str, int, int]]:
-    """``(type, start, end_exclusive)`` spans of an IOB1/IOB2 tag sequence."""
-    out, start, kind = set(), None, None
+def tag_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
+    """``(type, start, end_exclusive)`` spans of an IOB1/IOB2 tag sequence, in order."""
+    out, start, kind = [], None, None
     for i, tag in enumerate([*tags, "O"]):
         prefix, _, label = tag.partition("-")
         opens = prefix == "B" or (prefix == "I" and label != kind)
         if kind is not None and (tag == "O" or opens):
-            out.add((kind, start, i))
+            out.append((kind, start, i))
             kind = None
         if opens:
             start, kind = i, label
     return out
+
+
+def spans(tags: Sequence[str]) -> set[tuple[str, int, int]]:
+    """The set of :func:`tag_spans`."""
+    return set(tag_spans(tags))
 
 
 def span_f1(pred_tags: Sequence[Sequence[str]], true_tags: Sequence[Sequence[str]]) -> float:
