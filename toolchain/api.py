@@ -269,16 +269,6 @@ def export(
     return _run(stage, out, 0, force)
 
 
-@dataclass
-class _ExportContext:
-    """The part of a stage context an export stage's function reads (run outside a run dir)."""
-
-    out_dir: Path
-
-    def __post_init__(self):
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-
-
 def _cvt_export_stage(model: Path, out: Path, spec: TaskSpec, fmt: str, cfg, data_dir):
     from toolchain.cvt.export import export_stage
 
@@ -304,14 +294,21 @@ def bundle(
     """
     import tempfile
 
+    from toolchain.cvt.export import export_checked
     from toolchain.cvt.train import is_cvt
 
     dev, out, spec = _device(device), Path(out), _task(task)
     with tempfile.TemporaryDirectory(prefix="edgec-bundle-") as tmp:
         if is_cvt(source):  # a CVT tagger's folder: exported first (dynamic INT8 by default)
             exported = Path(tmp) / "export"
-            _cvt_export_stage(Path(source), exported, spec, fmt or "auto", ExportConfig(),
-                              data_dir).fn(_ExportContext(exported))  # fmt: skip
+            export_checked(
+                Path(source),
+                exported,
+                spec=spec,
+                fmt=fmt or "auto",
+                parity_samples=ExportConfig().parity_samples,
+                data_dir=data_dir,
+            )
             source, fmt = exported, None
         manifest = build_bundle(
             Path(source), out, target=dev, spec=spec, data_dir=data_dir, budget=budget,

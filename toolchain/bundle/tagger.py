@@ -35,6 +35,7 @@ import numpy as np
 
 from toolchain.bundle.manifest import BundleError, verify
 from toolchain.bundle.runtime import load_listed
+from toolchain.evaluate.loyalty import softmax
 from toolchain.evaluate.metrics import tag_spans
 
 WORD = re.compile(r"\w+(?:['’\-]\w+)*|[^\w\s]")
@@ -54,11 +55,6 @@ def word_bytes(words: list[list[str]], width: int) -> np.ndarray:
             raw = w.encode("utf-8")[:width]
             out[b, i, : len(raw)] = np.frombuffer(raw, dtype=np.uint8).astype(np.int64) + 1
     return out
-
-
-def softmax(x: np.ndarray) -> np.ndarray:
-    z = np.exp(x - x.max(-1, keepdims=True))
-    return z / z.sum(-1, keepdims=True)
 
 
 class TaggerRunner:

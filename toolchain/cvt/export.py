@@ -118,19 +118,27 @@ def export_cvt(model_dir: Path, out: Path, *, fmt: str, sentences, labels=None) 
     return record
 
 
-def export_stage(model: Path, name: str, *, spec, fmt: str, parity_samples: int, data_dir):
-    """The pipeline stage ``name`` exporting the CVT tagger in ``model`` as ``fmt`` (``auto``:
-    dynamic INT8), its parity checked on the first ``parity_samples`` validation sentences."""
+def export_checked(model: Path, out: Path, *, spec, fmt: str, parity_samples: int, data_dir):
+    """:func:`export_cvt` of ``model`` to ``out`` as ``fmt`` (``auto``: dynamic INT8), its
+    parity checked on the first ``parity_samples`` validation sentences of ``spec``."""
     from toolchain.data.readers import load_split
+
+    fmt = "int8-dynamic" if fmt == "auto" else fmt
+    rows = load_split(spec, "validation", data_dir)[:parity_samples]
+    return export_cvt(model, out, fmt=fmt, sentences=[ex.tokens for ex in rows],
+                      labels=list(spec.labels))  # fmt: skip
+
+
+def export_stage(model: Path, name: str, *, spec, fmt: str, parity_samples: int, data_dir):
+    """The pipeline stage ``name`` running :func:`export_checked`."""
     from toolchain.pipeline import Stage
 
     fmt = "int8-dynamic" if fmt == "auto" else fmt
 
     def run(ctx) -> dict:
-        rows = load_split(spec, "validation", data_dir)[:parity_samples]
         tmp = ctx.out_dir / "export"
-        record = export_cvt(model, tmp, fmt=fmt, sentences=[ex.tokens for ex in rows],
-                            labels=list(spec.labels))  # fmt: skip
+        record = export_checked(model, tmp, spec=spec, fmt=fmt, parity_samples=parity_samples,
+                                data_dir=data_dir)  # fmt: skip
         for path in tmp.iterdir():
             path.rename(ctx.out_dir / path.name)
         tmp.rmdir()
@@ -140,4 +148,4 @@ def export_stage(model: Path, name: str, *, spec, fmt: str, parity_samples: int,
     return Stage(name, run, config=config, inputs=(Path(model),))
 
 
-__all__ = ["FORMATS", "export_cvt", "export_stage", "parity"]
+__all__ = ["FORMATS", "export_checked", "export_cvt", "export_stage", "parity"]
