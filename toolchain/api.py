@@ -29,6 +29,7 @@ from toolchain.config import (
     DistillConfig,
     ExportConfig,
     ProfileConfig,
+    PruneConfig,
     QuantizeConfig,
     Recipe,
     SearchConfig,
@@ -144,6 +145,33 @@ def distill(
         teacher_dir=str(teacher), spec=_task(task), data_dir=data_dir, cfg=cfg,
         data_cfg=data_cfg, device=device, name=out.name,
         init_from=str(init_from) if init_from else None,
+    )  # fmt: skip
+    return _run(stage, out, seed, force)
+
+
+def prune(
+    teacher: str | Path,
+    out: str | Path,
+    *,
+    task: str | TaskSpec,
+    data_dir=None,
+    cfg: PruneConfig = PruneConfig(),
+    data_cfg: DataConfig = DataConfig(),
+    model: str | Path | None = None,
+    device: str | None = None,
+    seed: int = 0,
+    force: bool = False,
+) -> Result:
+    """Prune ``model`` (default: the fine-tuned ``teacher`` itself) into ``out``: structured
+    (heads and FFN neurons removed) or unstructured (magnitude; no speed-up in ONNX Runtime),
+    then fine-tuned under distillation from ``teacher``; metrics.json holds the dev score and
+    the loyalty to the teacher."""
+    from toolchain.prune.stage import prune_stage
+
+    out = _out(out)
+    stage = prune_stage(
+        teacher_dir=str(teacher), spec=_task(task), data_dir=data_dir, cfg=cfg,
+        data_cfg=data_cfg, model_dir=str(model) if model else None, device=device, name=out.name,
     )  # fmt: skip
     return _run(stage, out, seed, force)
 

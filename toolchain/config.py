@@ -226,6 +226,20 @@ class CVTConfig(StageConfig):
 
 
 @dataclass(frozen=True)
+class TheseusConfig:
+    """BERT-of-Theseus (``distill.method: theseus``): each successor layer replaces a block of
+    teacher layers with a probability that rises linearly from ``replace_start`` to 1 over the
+    replacing phase; the last ``successor_fraction`` of the steps fine-tune the successor alone."""
+
+    replace_start: float = 0.3
+    successor_fraction: float = 0.3
+
+    def __post_init__(self):
+        check_range(self, "replace_start", lo=0.0, hi=1.0)
+        check_range(self, "successor_fraction", lo=0.0, hi=1.0)
+
+
+@dataclass(frozen=True)
 class DistillConfig(StageConfig):
     """Knowledge distillation of a student from the teacher."""
 
@@ -254,6 +268,10 @@ class DistillConfig(StageConfig):
     early_stopping_patience: int = 0  # evaluations without improvement; 0 = off
     importance_samples: int = 512  # ETD-Impt: examples used to score heads and neurons
     ga: GAConfig = field(default_factory=GAConfig)
+    # kd: the student learns from the teacher's outputs; theseus: BERT-of-Theseus module
+    # replacing (task loss only, successors initialised from the teacher's layers)
+    method: Literal["kd", "theseus"] = "kd"
+    theseus: TheseusConfig = field(default_factory=TheseusConfig)
 
     def __post_init__(self):
         if self.student_shape is not None:
@@ -290,6 +308,62 @@ class DistillConfig(StageConfig):
         check_range(self, "eval_samples", lo=1)
         check_range(self, "early_stopping_patience", lo=0)
         check_range(self, "importance_samples", lo=1)
+
+
+@dataclass(frozen=True)
+class PruneConfig(StageConfig):
+    """Pruning (`edgec prune`) then KD fine-tuning against the unpruned model.
+
+    structured: attention heads and FFN neurons removed by importance (the model shrinks);
+    unstructured: the smallest encoder weights zeroed (no speed-up in ONNX Runtime)."""
+
+    method: Literal["structured", "unstructured"] = "structured"
+    sparsity: float = 0.3  # share of heads and FFN neurons, or of encoder weights, removed
+    head_sparsity: float | None = None  # structured: overrides sparsity for heads
+    ffn_sparsity: float | None = None  # structured: overrides sparsity for FFN neurons
+    importance_samples: int = 512
+    steps: int = 600  # KD fine-tuning after pruning (0: none)
+    batch_size: int = 32
+    learning_rate: float = 5e-5
+    temperature: float = 2.0
+    kd_weight: float = 0.5
+    hidden_weight: float = 1.0
+    max_seq_len: int = 128
+    eval_every: int = 200
+    eval_samples: int | None = 2000
+
+    def __post_init__(self):
+        for key in ("sparsity", "head_sparsity", "ffn_sparsity"):
+            check_range(self, key, lo=0.0, hi=0.99)
+        check_range(self, "importance_samples", lo=1)
+        check_range(self, "steps", lo=0)
+        check_range(self, "batch_size", lo=1, hi=65536)
+        check_range(self, "learning_rate", lo=1e-8, hi=1.0)
+        check_range(self, "temperature", lo=0.05, hi=100)
+        check_range(self, "kd_weight", lo=0.0, hi=1.0)
+        check_range(self, "hidden_weight", lo=0.0)
+        check_range(self, "max_seq_len", lo=8, hi=8192)
+        check_range(self, "eval_every", lo=1)
+        check_range(self, "eval_samples", lo=1)
+
+
+@dataclass(frozen=True)
+class RobustnessConfig(StageConfig):
+    """Adversarial attacks (:mod:`toolchain.evaluate.attack`) run by `edgec build` on every
+    bundle, on a fixed seeded sample of the dev split; the figures fill the manifest's
+    ``robustness``."""
+
+    enabled: bool = True
+    attacks: tuple[str, ...] = ("char", "word")
+    samples: int = 100
+    seed: int = 0
+
+    def __post_init__(self):
+        check_range(self, "samples", lo=1, hi=100000)
+        check_range(self, "seed", lo=0, hi=2**32 - 1)
+        known = ("char", "word")
+        bad = [a for a in self.attacks if a not in known]
+        require(not bad, "attacks", f"unknown attack(s) {bad}: choose from {', '.join(known)}")
 
 
 @dataclass(frozen=True)
@@ -540,6 +614,8 @@ class Recipe:
     bundle: BundleConfig = field(default_factory=BundleConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     cvt: CVTConfig = field(default_factory=CVTConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
     preset: str | None = None  # the preset that filled the unset keys (set by the build)
 
     def __post_init__(self):

@@ -23,6 +23,7 @@ VERBS = (
     "build",
     "teacher",
     "distill",
+    "prune",
     "quantize",
     "search",
     "export",

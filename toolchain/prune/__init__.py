@@ -1,0 +1,1 @@
+"""Pruning: structured (heads, FFN neurons) and unstructured (magnitude), with KD fine-tuning."""
