@@ -1,7 +1,9 @@
-"""`edgec distill`: distil a student from the teacher (KD, RAIL-KD, GA layer mapping, ETD init).
+"""`edgec distill`: distil a student from the teacher (KD, RAIL-KD, GA layer mapping, ETD init),
+or compress it by BERT-of-Theseus module replacing.
 
     edgec distill --teacher DIR --task sst2 --student-shape L3:H384:A12:F1536 \\
         --init etd-impt --mapping rail -o DIR
+    edgec distill --teacher DIR --task sst2 --method theseus --student-shape L3:H384:A12:F1536 -o DIR
 
 DIR becomes a Hugging Face directory (student, tokenizer, metrics.json with dev accuracy and
 label/probability loyalty to the teacher, stage.json). Re-running the same command does nothing;
@@ -23,6 +25,7 @@ HELP = "distil a student from the teacher (KD, RAIL-KD, GA layer mapping, ETD in
 IMPLEMENTED = True
 
 _FIELDS = (
+    "method",
     "student_shape",
     "init",
     "mapping",
@@ -53,7 +56,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="output student")
     parser.add_argument("--recipe", metavar="R.yaml", help="take distill settings from a recipe")
     d = parser.add_argument_group("distillation (defaults: the recipe's distill section)")
+    d.add_argument(
+        "--method",
+        choices=("kd", "theseus"),
+        help="kd (default) or theseus: BERT-of-Theseus module replacing (--student-shape gives "
+        "the depth; the width stays the teacher's)",
+    )
     d.add_argument("--student-shape", metavar="L3:H384:A12:F1536")
+    d.add_argument("--replace-start", type=float, dest="theseus_replace_start",
+                   help="theseus: replacement probability at step 0 (rises linearly to 1)")
+    d.add_argument("--successor-fraction", type=float, dest="theseus_successor_fraction",
+                   help="theseus: share of the steps that fine-tune the successors alone")
     d.add_argument("--init", choices=("random", "truncation", "etd-rand", "etd-impt"))
     d.add_argument(
         "--init-from",
@@ -80,6 +93,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     spec = task_from_args(args)
     overrides = {f"distill.{k}": getattr(args, k) for k in _FIELDS}
+    overrides["distill.theseus.replace_start"] = args.theseus_replace_start
+    overrides["distill.theseus.successor_fraction"] = args.theseus_successor_fraction
     overrides["seed"] = args.seed
     if args.no_clean:
         overrides["data.clean"] = False

@@ -54,7 +54,7 @@ def distill_stage(
         if not (Path(init_from) / "config.json").is_file():
             raise ConfigError(f"init_from {init_from}: not a model directory (no config.json)")
         cfg = replace(cfg, student_shape=None)
-    elif cfg.student_shape is None:
+    elif cfg.student_shape is None and cfg.method == "kd":
         raise ConfigError(
             "distillation needs a student shape (--student-shape L3:H384:A12:F1536)",
             key="distill.student_shape",
@@ -68,7 +68,16 @@ def distill_stage(
         "init_from": init_from,
     }
 
+    if cfg.method == "theseus" and init_from is not None:
+        raise ConfigError(
+            "BERT-of-Theseus starts its successors from the teacher's layers: drop --init-from",
+            key="distill.method",
+        )
+
     def run(ctx: StageContext) -> dict:
+        if cfg.method == "theseus":
+            return run_theseus(ctx, teacher_dir=teacher_dir, spec=spec, data_dir=data_dir,
+                               cfg=cfg, data_cfg=data_cfg, device=device)  # fmt: skip
         return run_distill(
             ctx,
             teacher_dir=teacher_dir,
@@ -134,6 +143,50 @@ def run_distill(
     if ga is not None:
         metrics["ga"] = ga
     if "dev" in spec.files:
+        metrics["dev"] = _dev_comparison(teacher, student, spec, data_dir, cfg)
+    (ctx.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def run_theseus(ctx: StageContext, *, teacher_dir, spec, data_dir, cfg: DistillConfig,
+                data_cfg, device) -> dict:  # fmt: skip
+    """BERT-of-Theseus (:mod:`toolchain.distill.theseus`): successors of ``student_shape``'s
+    depth (default half the teacher's), the teacher's width."""
+    from toolchain.distill.theseus import theseus
+    from toolchain.models.adapters import Shape
+    from toolchain.models.finetune import head_for, pick_device
+    from toolchain.models.loading import load_model
+
+    device = pick_device(device)
+    teacher = load_model(teacher_dir, head=head_for(spec))
+    layers = max(1, teacher.num_layers // 2)
+    if cfg.student_shape is not None:
+        shape = Shape.parse(cfg.student_shape)
+        width = (shape.hidden, shape.heads, shape.ffn)
+        if width != (teacher.hidden_size, teacher.num_heads, teacher.ffn_size):
+            raise ConfigError(
+                f"BERT-of-Theseus keeps the teacher's width (H{teacher.hidden_size} "
+                f"A{teacher.num_heads} F{teacher.ffn_size}) and changes only the depth; got "
+                f"{cfg.student_shape}",
+                key="distill.student_shape",
+            )
+        layers = shape.layers
+    train, report, validation = _load_data(spec, data_dir, data_cfg)
+    student, result = theseus(teacher, spec, train, validation, cfg, layers=layers,
+                              out_dir=ctx.out_dir, seed=ctx.seed,
+                              checkpoint_dir=ctx.checkpoint_dir, device=device)  # fmt: skip
+    metrics = {
+        "task": spec.name,
+        "teacher": teacher_dir,
+        "student_shape": str(student.shape),
+        "parameters": student.num_parameters(),
+        "init": "theseus (successor i = teacher layer i)",
+        **result,
+        "cleaning": report.as_dict(),
+    }
+    if "dev" in spec.files:
+        teacher.model.to(device)
+        student.model.to(device)
         metrics["dev"] = _dev_comparison(teacher, student, spec, data_dir, cfg)
     (ctx.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
