@@ -77,9 +77,10 @@ def test_a_theseus_run_saves_a_successor_only_model_and_scores_it(teacher, tmp_p
                          eval_every=40, early_stopping_patience=0)  # fmt: skip
     finetune(teacher, spec, toy_examples(200, 0), toy_examples(40, 1), tcfg,
              out_dir=tmp_path / "teacher")  # fmt: skip
+    schedule = TheseusConfig(replace_start=0.5, successor_fraction=0.4)
     cfg = DistillConfig(method="theseus", student_shape="L2:H32:A4:F64", steps=10, eval_every=2,
                         batch_size=8, max_seq_len=16, learning_rate=1e-3,
-                        theseus=TheseusConfig(replace_start=0.5, successor_fraction=0.4))  # fmt: skip
+                        theseus=schedule)  # fmt: skip
     stage = distill_stage(teacher_dir=str(tmp_path / "teacher"), spec=spec, data_dir=None,
                           cfg=cfg, data_cfg=DataConfig(), name="theseus")  # fmt: skip
     m = run_single(stage, tmp_path / "theseus", seed=0).record["metrics"]

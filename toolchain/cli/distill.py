@@ -3,7 +3,8 @@ or compress it by BERT-of-Theseus module replacing.
 
     edgec distill --teacher DIR --task sst2 --student-shape L3:H384:A12:F1536 \\
         --init etd-impt --mapping rail -o DIR
-    edgec distill --teacher DIR --task sst2 --method theseus --student-shape L3:H384:A12:F1536 -o DIR
+    edgec distill --teacher DIR --task sst2 --method theseus \\
+        --student-shape L3:H384:A12:F1536 -o DIR
 
 DIR becomes a Hugging Face directory (student, tokenizer, metrics.json with dev accuracy and
 label/probability loyalty to the teacher, stage.json). Re-running the same command does nothing;
@@ -63,10 +64,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the depth; the width stays the teacher's)",
     )
     d.add_argument("--student-shape", metavar="L3:H384:A12:F1536")
-    d.add_argument("--replace-start", type=float, dest="theseus_replace_start",
-                   help="theseus: replacement probability at step 0 (rises linearly to 1)")
-    d.add_argument("--successor-fraction", type=float, dest="theseus_successor_fraction",
-                   help="theseus: share of the steps that fine-tune the successors alone")
+    d.add_argument(
+        "--replace-start",
+        type=float,
+        dest="theseus_replace_start",
+        help="theseus: replacement probability at step 0 (rises linearly to 1)",
+    )
+    d.add_argument(
+        "--successor-fraction",
+        type=float,
+        dest="theseus_successor_fraction",
+        help="theseus: share of the steps that fine-tune the successors alone",
+    )
     d.add_argument("--init", choices=("random", "truncation", "etd-rand", "etd-impt"))
     d.add_argument(
         "--init-from",
