@@ -155,6 +155,14 @@ def test_build_killed_resumes_and_reports(setup):
     assert quality["metric"] == "accuracy" and quality["dev"] == easy["dev"]
     assert quality["trivial"] == summary["trivial"]["accuracy"] and quality["floor_met"]
     assert "trivial baseline" in (run / easy["bundle"] / "README.md").read_text()
+    assert quality["label_loyalty"] == easy["label_loyalty"]  # loyalty to the teacher, too
+    robust = manifest["metrics"]["robustness"]  # the attacks ran against the bundle itself
+    assert robust["n"] == 40 and "seed 0" in robust["protocol"] and "bundle" in robust["protocol"]
+    for name in ("char", "word", "suite"):
+        r = robust[name]
+        assert 0 <= r["accuracy_under_attack"] <= r["accuracy"] <= 1
+    assert robust["suite"]["accuracy_under_attack"] <= robust["char"]["accuracy_under_attack"]
+    assert "Robustness" in (run / easy["bundle"] / "README.md").read_text()
     assert (run / (easy["bundle"] + ".tar.gz")).is_file()
     assert summary["baseline_ort_int8_teacher"]["latency"]["p50_ms"] > 0
     stages = set(summary["stage_s"])

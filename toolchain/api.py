@@ -41,7 +41,7 @@ from toolchain.data.tasks import TASKS, TaskSpec, get_task
 from toolchain.defaults import default_predictors_dir, default_teacher_cache
 from toolchain.devices.budgets import resolve_recipe
 from toolchain.distill.stage import distill_stage
-from toolchain.errors import ConfigError
+from toolchain.errors import ConfigError, EdgecError
 from toolchain.models.teacher import teacher_stage
 from toolchain.pipeline import run_single
 from toolchain.presets import preset_overrides
@@ -435,6 +435,33 @@ def evaluate(
             desc=f"{spec.name} {split}",
         )  # fmt: skip
     return {"model": str(model), "task": spec.name, "split": split, **metrics}
+
+
+def attack(
+    model: str | Path,
+    *,
+    task: str | TaskSpec,
+    attacks: tuple[str, ...] = ("char", "word"),
+    n: int = 100,
+    seed: int = 0,
+    split: str = "dev",
+    data_dir=None,
+    max_seq_len: int = 128,
+    threads: int | None = None,
+) -> dict:
+    """Adversarial robustness of ``model`` (a bundle, an export folder or a model directory) on
+    a fixed sample of ``n`` examples of ``split`` drawn with ``seed``: accuracy under attack,
+    attack success rate, perturbed words and queries per example, per attack
+    (:mod:`toolchain.evaluate.attack`)."""
+    from toolchain.kinds.victims import robustness
+
+    spec = _task(task)
+    examples = load_split(spec, split, data_dir)
+    if any(ex.label is None for ex in examples):
+        raise EdgecError(f"{spec.name} {split}: unlabelled examples cannot be attacked; use dev")
+    result = robustness(model, spec, examples, attacks=tuple(attacks), n=n, seed=seed,
+                        max_len=max_seq_len, threads=threads)  # fmt: skip
+    return {"model": str(model), "task": spec.name, "split": split, **result}
 
 
 # -- the whole pipeline --------------------------------------------------------------------------

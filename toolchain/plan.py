@@ -37,11 +37,13 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from toolchain.bundle.build import build_bundle, set_latency
 from toolchain.config import BudgetSpec, Recipe
+from toolchain.data.readers import load_split
 from toolchain.data.tasks import TaskSpec
 from toolchain.devices.predict import FittedPredictor
 from toolchain.distill.stage import distill_stage
@@ -458,7 +460,7 @@ class BuildPlan:
             )  # fmt: skip
             shape = target.shape_of(Arch.parse(choice.subnet), budget, search.vocab or 30522)
             latency = target.latency_entry(folder, budget, shape, precision_of(r))
-            return scored_bundle(folder, latency, scorer, quality)
+            return scored_bundle(folder, latency, scorer, quality, self.robustness)
 
         return Stage(
             self.bundle_stage(budget),
@@ -468,9 +470,25 @@ class BuildPlan:
                 "budget": budget,
                 "agent": bool(target.agent),
                 "quality": [quality.metric, quality.teacher, quality.floor],
+                "robustness": r.robustness,
             },
             depends=(stages.export,),
         )
+
+    def robustness(self, folder: Path) -> dict | str:
+        """The recipe's attacks run against the bundle (its own ONNX Runtime session) on a fixed
+        seeded dev sample, or why not."""
+        cfg, spec = self.recipe.robustness, self.spec
+        if not cfg.enabled:
+            return "not measured (robustness.enabled: false)"
+        if spec.kind != "classification":
+            return f"not measured: the attacks flip a predicted class; {spec.kind} has none"
+        if "dev" not in spec.files:
+            return "not measured: the task has no dev split"
+        from toolchain.kinds.victims import robustness
+
+        dev = load_split(spec, "dev", self.recipe.data_dir)
+        return robustness(folder, spec, dev, attacks=cfg.attacks, n=cfg.samples, seed=cfg.seed)
 
     def _baseline(self, teacher: Teacher, scorer) -> dict:
         """The teacher as the task kind's baseline ships it (optimum + ONNX Runtime INT8 for
@@ -508,9 +526,13 @@ class BuildPlan:
             return {"error": str(e)}
 
 
-def scored_bundle(folder: Path, latency: dict, scorer, quality: Quality) -> dict:
-    """A bundle stage's metrics: the bundle scored on the dev split and its latency and quality
-    (beside the teacher and the trivial baseline) written into its manifest."""
+def scored_bundle(
+    folder: Path, latency: dict, scorer, quality: Quality, robust: Callable | None = None
+) -> dict:
+    """A bundle stage's metrics: the bundle scored on the dev split and its latency, quality
+    (beside the teacher and the trivial baseline, with its loyalty to the teacher) and
+    robustness (``robust(folder)``: the attacks' figures, or why they were not run) written into
+    its manifest."""
     dev = scorer(folder / "model.onnx")
     judged = quality.judge(dev)
     record = {
@@ -523,7 +545,12 @@ def scored_bundle(folder: Path, latency: dict, scorer, quality: Quality) -> dict
         "floor_met": judged["floor_met"],
         "above_trivial": judged["above_trivial"],
     }
-    return {"manifest": set_latency(folder, latency, record), "dev": dev}
+    for key in ("label_loyalty", "prob_loyalty", "loyalty_unit"):
+        if key in dev:
+            record[key] = dev[key]
+    robustness = robust(folder) if robust is not None else None
+    manifest = set_latency(folder, latency, record, robustness)
+    return {"manifest": manifest, "dev": dev}
 
 
 def _speed(finalist: dict) -> float:

@@ -47,6 +47,11 @@ from toolchain.report import write_report
 from toolchain.schema import to_dict as schema_dict
 
 log = logging.getLogger(__name__)
+
+NO_ATTACK = (
+    "not measured: the attacks of toolchain.evaluate.attack flip a predicted class, and a "
+    "language model has none; loyalty (next-token agreement, probability loyalty) is in quality"
+)
 HEAD = "causal-lm"
 
 
@@ -412,7 +417,7 @@ class DecoderBuildPlan(BuildPlan):
                       "trivial": dev["vs_trivial"]["trivial"],
                       "next_token_agreement": dev["next_token_agreement"],
                       "prob_loyalty": dev["prob_loyalty"], "protocol": dev["protocol"]}  # fmt: skip
-            set_latency(folder, latency, record)
+            set_latency(folder, latency, record, NO_ATTACK)
             return {"latency": latency, "dev": dev}
 
         return Stage(self.bundle_stage(budget), run,

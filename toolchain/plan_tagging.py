@@ -134,7 +134,7 @@ class TaggingBuildPlan(BuildPlan):
                          budget=budget, tarball=r.bundle.tarball,
                          model_card=r.bundle.model_card)  # fmt: skip
             latency = target.measured_latency(folder, budget.batch, budget.seq_len)
-            return scored_bundle(folder, latency, scorer, quality)
+            return scored_bundle(folder, latency, scorer, quality, self.robustness)
 
         stage = Stage(stage_name, run, config={"device": target.name, "budget": budget,
                                                "candidate": CVT, "agent": bool(target.agent),

@@ -71,6 +71,8 @@ PRESETS: dict[str, dict] = {
         "cvt.steps": 1200,
         "cvt.eval_every": 300,
         "cvt.eval_samples": 1000,
+        # both attacks on 50 dev examples: about 1.5 min per bundle on 2 cores (SST-2, MiniLM)
+        "robustness.samples": 50,
     },
     "standard": {  # the teacher: TeacherConfig's defaults (2 epochs, seq 128, batch 32)
         "teacher_finetune.time_budget_s": 1200,
@@ -110,6 +112,7 @@ PRESETS: dict[str, dict] = {
         "quantize.weight_bits": 8,
         "quantize.steps": 5000,
         "cvt.steps": 20000,
+        "robustness.samples": 500,
     },
 }
 

@@ -17,6 +17,7 @@ ISSUE_VERBS = (
     "build",
     "teacher",
     "distill",
+    "prune",  # issue 22
     "quantize",
     "search",
     "export",

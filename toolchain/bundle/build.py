@@ -160,7 +160,12 @@ def build_bundle(
     return manifest
 
 
-def set_latency(folder: str | Path, latency: dict, quality: dict | None = None) -> dict:
+def set_latency(
+    folder: str | Path,
+    latency: dict,
+    quality: dict | None = None,
+    robustness: dict | str | None = None,
+) -> dict:
     """Give a built bundle its latency figures (measured by the device's agent, or predicted for
     the device; ``latency["label"]`` says which) and, from a build, its quality beside the
     teacher and the trivial baseline in the task's main metric (``quality``): the manifest, the
@@ -174,6 +179,8 @@ def set_latency(folder: str | Path, latency: dict, quality: dict | None = None) 
     manifest["latency"] = latency
     if quality is not None:
         manifest["metrics"]["quality"] = quality
+    if robustness is not None:
+        manifest["metrics"]["robustness"] = robustness
     manifest["schema_version"] = SCHEMA_VERSION
     if (folder / "README.md").is_file():
         (folder / "README.md").write_text(card(manifest))
@@ -318,6 +325,23 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def _robustness_lines(rob) -> list[str]:
+    if not isinstance(rob, dict):
+        return [f"- Robustness: {rob}."] if rob else []
+    lines = [f"- Robustness ({rob.get('protocol', '')}):"]
+    for name in ("char", "word"):
+        s = rob.get(name)
+        if not s:
+            continue
+        success = "n/a" if s["attack_success"] is None else f"{s['attack_success']:.1%}"
+        lines.append(
+            f"  - {name} attack, {s.get('attack', '')}: accuracy {s['accuracy']:.4f} -> "
+            f"{s['accuracy_under_attack']:.4f} under attack; success rate {success}; "
+            f"{s['avg_perturbed_words']} words perturbed, {s['avg_queries']} queries per example."
+        )
+    return lines
+
+
 def card(manifest: dict) -> str:
     m, t, met, lat = manifest["model"], manifest["target"], manifest["metrics"], manifest["latency"]
     lines = [
@@ -347,6 +371,12 @@ def card(manifest: dict) -> str:
             )
             + "."
         )
+    if q and q.get("label_loyalty") is not None:
+        lines.append(
+            f"- Loyalty to the teacher on dev ({q.get('loyalty_unit', 'example')}): label "
+            f"{q['label_loyalty']:.4f}, probability {q['prob_loyalty']:.4f}."
+        )
+    lines.extend(_robustness_lines(met.get("robustness")))
     if "label_loyalty" in met:
         lines.append(
             f"- Loyalty to the {met.get('reference')}: label {met['label_loyalty']:.4f}, "

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+from dataclasses import replace
 from pathlib import Path
 
 from toolchain.config import DataConfig, DistillConfig, PruneConfig
@@ -109,13 +110,9 @@ def run_prune(
     model = load_model(model_dir, head=head_for(spec))
     if model.tokenizer is None:
         model.tokenizer = teacher.tokenizer
+    dcfg = finetune_config(cfg)
     if model.hidden_size != teacher.hidden_size or model.num_layers != teacher.num_layers:
-        dcfg = finetune_config(cfg)
-        from dataclasses import replace
-
         dcfg = replace(dcfg, mapping="none")  # a student of another shape: logit KD only
-    else:
-        dcfg = finetune_config(cfg)
     train, report, validation = _load_data(spec, data_dir, data_cfg)
     before = model.num_parameters()
     if cfg.method == "structured":
