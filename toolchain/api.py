@@ -456,12 +456,34 @@ def attack(
     from toolchain.kinds.victims import robustness
 
     spec = _task(task)
+    if spec.kind == "classification" and not spec.labels:
+        # your own data without a train file: the label names the model was trained with
+        spec = replace(spec, labels=_model_labels(Path(model)))
     examples = load_split(spec, split, data_dir)
     if any(ex.label is None for ex in examples):
         raise EdgecError(f"{spec.name} {split}: unlabelled examples cannot be attacked; use dev")
     result = robustness(model, spec, examples, attacks=tuple(attacks), n=n, seed=seed,
                         max_len=max_seq_len, threads=threads)  # fmt: skip
     return {"model": str(model), "task": spec.name, "split": split, **result}
+
+
+def _model_labels(path: Path) -> tuple[str, ...]:
+    """The class names of a model directory (config.json), a bundle (manifest.json) or an export
+    folder (the config of the model it came from)."""
+    import json
+
+    if (path / "manifest.json").is_file():
+        return tuple(json.loads((path / "manifest.json").read_text())["labels"])
+    config = path / "config.json"
+    if not config.is_file() and (path / "export.json").is_file():
+        source = json.loads((path / "export.json").read_text()).get("source", "")
+        config = Path(source) / "config.json"
+    if not config.is_file():
+        raise ConfigError(f"{path}: cannot tell its class names: give --labels A,B,...")
+    from transformers import AutoConfig
+
+    id2label = AutoConfig.from_pretrained(str(config.parent)).id2label  # defaults filled in
+    return tuple(str(id2label[k]) for k in sorted(id2label))
 
 
 # -- the whole pipeline --------------------------------------------------------------------------

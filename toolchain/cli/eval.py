@@ -98,11 +98,15 @@ def _attack(args: argparse.Namespace) -> int:
         print(
             f"  {name}: accuracy {s['accuracy']:.4f} -> under attack "
             f"{s['accuracy_under_attack']:.4f}; success rate {_pct(s['attack_success'])}, "
-            f"perturbed words {s['avg_perturbed_words']}, queries {s['avg_queries']}"
+            f"perturbed words {_opt(s['avg_perturbed_words'])}, queries {_opt(s['avg_queries'])}"
         )
         for ex in s["examples"][:1]:
             print(f"    e.g. {ex['original']!r} -> {ex['perturbed']!r}")
     return 0
+
+
+def _opt(v) -> str:
+    return "n/a" if v is None else str(v)
 
 
 def _pct(v) -> str:
