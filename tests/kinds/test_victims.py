@@ -81,3 +81,12 @@ def test_edgec_eval_attack_prints_json(edgec, model, tmp_path):
     bad = edgec("eval", str(model), "--dev-file", str(dev), "--text-column", "text",
                 "--label-column", "label", "--attack", "char", "--n", "0")  # fmt: skip
     assert bad.returncode != 0 and "--n" in bad.stderr
+
+
+def test_a_model_is_fully_loyal_to_itself(model):
+    from toolchain.evaluate.evaluate import compare
+    from toolchain.models.loading import load_model
+
+    adapter = load_model(str(model), head="sequence-classification")
+    out = compare(adapter, adapter, TOY_SPEC, toy_examples(30, 2), max_len=16)
+    assert out["label_loyalty"] == 1.0 and out["prob_loyalty"] == pytest.approx(1.0, abs=1e-6)
