@@ -132,3 +132,32 @@ def test_distill_bad_shape_is_named(edgec, teacher, tmp_path):
     )
     assert proc.returncode == 1
     assert "distill.student_shape: expected 'L<layers>:H<hidden>:A<heads>:F<ffn>'" in proc.stderr
+
+
+DATA = ("--text-column", "text", "--label-column", "label")
+
+
+def test_theseus_and_prune_from_the_command_line(edgec, teacher, tmp_path):
+    data = ("--train-file", str(tmp_path / "train.tsv"), "--dev-file", str(tmp_path / "dev.tsv"),
+            *DATA)  # fmt: skip
+    theseus = edgec("distill", "--teacher", str(teacher), *data, "--method", "theseus",
+                    "--student-shape", "L1:H32:A4:F64", "--steps", "8", "--eval-every", "4",
+                    "--replace-start", "0.5", "--successor-fraction", "0.5", "--json",
+                    "-o", str(tmp_path / "theseus"), timeout=600)  # fmt: skip
+    assert theseus.returncode == 0, theseus.stderr
+    m = json.loads(theseus.stdout)
+    assert m["method"] == "theseus" and m["student_shape"].startswith("L1:")
+    assert m["schedule"] == {"replace_start": 0.5, "replacing_steps": 4, "successor_steps": 4,
+                             "block": 2, "successor_init": "teacher layers 0..n-1"}  # fmt: skip
+    assert "label_loyalty" in m["dev"]
+
+    pruned = edgec("prune", "--teacher", str(teacher), *data, "--method", "structured",
+                   "--sparsity", "0.5", "--steps", "4", "--eval-every", "2",
+                   "--importance-samples", "32", "-o", str(tmp_path / "pruned"),
+                   timeout=600)  # fmt: skip
+    assert pruned.returncode == 0, pruned.stderr
+    assert "heads 8 -> 4, FFN 64 -> 32" in pruned.stdout
+    assert "loyalty: label" in pruned.stdout
+    bad = edgec("prune", "--teacher", str(teacher), *data, "--sparsity", "1.5",
+                "-o", str(tmp_path / "bad"))  # fmt: skip
+    assert bad.returncode == 1 and "prune.sparsity" in bad.stderr
