@@ -116,6 +116,12 @@ def run_prune(
     train, report, validation = _load_data(spec, data_dir, data_cfg)
     before = model.num_parameters()
     if cfg.method == "structured":
+        if getattr(model.config, "pruned_heads", None):
+            raise ConfigError(
+                f"{model_dir} already has pruned heads: prune the unpruned model again with a "
+                "higher sparsity instead",
+                key="prune.method",
+            )
         prune_report = _structured(model, spec, train, cfg, ctx.seed)
     else:
         from toolchain.prune.unstructured import prune_unstructured
