@@ -199,6 +199,11 @@ def _manifest(exported: Path, folder: Path, profile, target_budget, requested, s
     export_file = exported / "export.json"
     export = json.loads(export_file.read_text()) if export_file.is_file() else {}
     origin = Path(export["source"]) if "source" in export else None
+    if origin is not None and not (origin / "config.json").is_file():
+        # the model it came from has moved (or was named relative to another folder): the
+        # labels come from the task, and the per-layer precision cannot be read back
+        log.warning("%s: the source model %s is gone; labels from the task", export_file, origin)
+        origin = None
     config = json.loads((origin / "config.json").read_text()) if origin else {}
     id2label = config.get("id2label") or {}
     labels = [id2label[k] for k in sorted(id2label, key=int)] or list(spec.labels or ())

@@ -12,7 +12,8 @@ when the words run out. Examples the model already gets wrong are skipped, as Te
 - ``char``: DeepWordBug (Gao et al. 2018; TextAttack's ``DeepWordBugGao2018``). Each word gets
   four candidates: two adjacent characters swapped, one character substituted, one deleted, one
   inserted, positions and letters drawn from a seeded RNG. Constraints: stopwords and
-  already-changed words are never modified, and the total Levenshtein distance stays <= 30.
+  already-changed words are never modified (stopwords: NLTK's and TextFooler's lists), and the
+  total Levenshtein distance stays <= 30.
 - ``word``: TextFooler-style word substitution (Jin et al. 2020). Candidates are a word's 30
   nearest neighbours with cosine >= 0.5 in a word-embedding space. The perturbed text's sentence
   embedding must keep cosine >= 0.85 with the original, and stopwords and already-changed words
@@ -55,7 +56,9 @@ NEIGHBOURS = 30
 MIN_WORD_COS = 0.5
 MIN_SENTENCE_COS = 0.85
 
-# NLTK's English stopword list (TextAttack's StopwordModification uses a superset).
+# Words never modified: the union of NLTK's English stopwords and TextFooler's list, which
+# adds negations and quantifiers ("nothing", "never", "everything"): without counter-fitted
+# vectors, swapping one of those for its antonym would flip the label the attack must keep.
 STOPWORDS = frozenset(
     """a about above after again against ain all am an and any are aren aren't as at be because
     been before being below between both but by can couldn couldn't d did didn didn't do does doesn
@@ -67,7 +70,29 @@ STOPWORDS = frozenset(
     that'll the their theirs them themselves then there these they this those through to too
     under until up ve very was wasn wasn't we were weren weren't what when where which while who
     whom why will with won won't wouldn wouldn't y you you'd you'll you're you've your yours
-    yourself yourselves""".split()
+    yourself yourselves
+    """.split()
+) | frozenset(
+    """a about above across after afterwards again against ain all almost alone along already
+    also although am among amongst an and another any anyhow anyone anything anyway anywhere
+    are aren aren't around as at back been before beforehand behind being below beside besides
+    between beyond both but by can cannot could couldn couldn't d didn didn't doesn doesn't
+    don don't down due during either else elsewhere empty enough even ever everyone everything
+    everywhere except first for former formerly from hadn hadn't hasn hasn't haven haven't he
+    hence her here hereafter hereby herein hereupon hers herself him himself his how however
+    hundred i if in indeed into is isn isn't it it's its itself just latter latterly least ll
+    may me meanwhile mightn mightn't mine more moreover most mostly must mustn mustn't my
+    myself namely needn needn't neither never nevertheless next no nobody none noone nor not
+    nothing now nowhere o of off on once one only onto or other others otherwise our ours
+    ourselves out over per please s same shan shan't she she's should've shouldn shouldn't
+    somehow something sometime somewhere such t than that that'll the their theirs them
+    themselves then thence there thereafter thereby therefore therein thereupon these they
+    this those through throughout thru thus to too toward towards under unless until up upon
+    used ve was wasn wasn't we were weren weren't what whatever when whence whenever where
+    whereafter whereas whereby wherein whereupon wherever whether which while whither who
+    whoever whole whom whose why with within without won won't would wouldn wouldn't y yet you
+    you'd you'll you're you've your yours yourself yourselves
+    """.split()
 )
 
 _PIECES = re.compile(r"[A-Za-z0-9']+|[^A-Za-z0-9']+")

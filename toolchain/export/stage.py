@@ -158,7 +158,7 @@ def export_model(
     batch = _latency_batch(twin) if fmt == "auto" else None
     if measure is None:
         measure = _decoder_latency if twin.is_decoder else latency_ms
-    report: dict = {"source": str(src), "requested": fmt, "candidates": {}}
+    report: dict = {"source": str(src.resolve()), "requested": fmt, "candidates": {}}
     references = {}
     with tempfile.TemporaryDirectory(prefix="edgec-export-") as tmp:
         float_onnx = _float_export(twin, Path(tmp), cfg)
