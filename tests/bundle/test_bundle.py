@@ -168,3 +168,17 @@ def test_a_signed_bundle_runs_under_trust_and_another_key_is_refused(bundle, tmp
     refused = edgec("run", str(copy), "--trust", str(tmp_path / "theirs.pub"), "--text", "x")
     assert refused.returncode == 1 and "which is not trusted here" in refused.stderr
     assert refused.stdout == ""
+
+
+def test_an_export_whose_source_model_moved_still_bundles(bundle, tmp_path):
+    import shutil
+
+    export = Path(shutil.copytree(bundle[0].parent / "onnx", tmp_path / "onnx"))
+    report = json.loads((export / "export.json").read_text())
+    assert Path(report["source"]).is_absolute()  # recorded absolute, whatever the cwd was
+    report["source"] = str(tmp_path / "gone")
+    (export / "export.json").write_text(json.dumps(report))
+    manifest = build_bundle(export, tmp_path / "moved.edgec", target=DeviceTarget.resolve("jetson"),
+                            spec=TOY_SPEC, tarball=False)  # fmt: skip
+    assert manifest["labels"] == ["neg", "pos"]  # from the task
+    assert manifest["model"]["source"] == str(export)
