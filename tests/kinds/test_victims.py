@@ -90,3 +90,15 @@ def test_a_model_is_fully_loyal_to_itself(model):
     adapter = load_model(str(model), head="sequence-classification")
     out = compare(adapter, adapter, TOY_SPEC, toy_examples(30, 2), max_len=16)
     assert out["label_loyalty"] == 1.0 and out["prob_loyalty"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_without_the_word_resources_the_word_attack_says_why(model, monkeypatch):
+    import toolchain.kinds.victims as victims
+
+    def missing():
+        raise EdgecError("all-MiniLM-L6-v2 is not installed")
+
+    monkeypatch.setattr(victims, "word_resources", missing)
+    r = robustness(model, TOY_SPEC, toy_examples(6, 0), attacks=("char", "word"), n=4, seed=0)
+    assert r["char"]["n"] == 4 and "suite" not in r
+    assert r["word"].startswith("not measured") and "not installed" in r["word"]

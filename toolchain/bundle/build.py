@@ -338,6 +338,9 @@ def _robustness_lines(rob) -> list[str]:
         s = rob.get(name)
         if not s:
             continue
+        if isinstance(s, str):  # why this attack was not run
+            lines.append(f"  - {name} attack: {s}.")
+            continue
         success = "n/a" if s["attack_success"] is None else f"{s['attack_success']:.1%}"
         lines.append(
             f"  - {name} attack, {s.get('attack', '')}: accuracy {s['accuracy']:.4f} -> "

@@ -95,6 +95,9 @@ def _attack(args: argparse.Namespace) -> int:
         s = result.get(name)
         if not s:
             continue
+        if isinstance(s, str):
+            print(f"  {name}: {s}")
+            continue
         print(
             f"  {name}: accuracy {s['accuracy']:.4f} -> under attack "
             f"{s['accuracy_under_attack']:.4f}; success rate {_pct(s['attack_success'])}, "
