@@ -86,6 +86,7 @@ RUNTIME_REQUIRES = [
     "gguf==0.19.0",  # transformers reads GGUF decoders (SmolLM2) through gguf + accelerate
     "accelerate==1.15.0",
     "cryptography==50.0.2",  # Ed25519 bundle signatures (edgec keygen / bundle sign / --trust)
+    "datasketch==2.0.0",  # MinHash-LSH near-duplicate detection in data cleaning
 ]
 
 EXTRAS = {

@@ -7,7 +7,7 @@ Rules, applied in this order, each counted separately so their effect can be mea
 3. ``label_conflict``: the same normalised text appears with different labels (all copies go);
 4. ``exact_duplicate``: the same normalised text (and label) again (the first copy stays);
 5. ``near_duplicate``: word-shingle Jaccard similarity >= ``near_duplicate_threshold`` with a kept
-   example (MinHash-LSH candidates, verified exactly; the first copy stays).
+   example (MinHash-LSH candidates from ``datasketch``, verified exactly; the first copy stays).
 
 Only training data is cleaned; evaluation splits are never touched.
 
@@ -21,11 +21,8 @@ Example::
 from __future__ import annotations
 
 import re
-import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
-
-import numpy as np
 
 from toolchain.config import DataConfig
 from toolchain.data.readers import DataError, Example, TokenExample
@@ -179,45 +176,29 @@ def jaccard(a: set, b: set) -> float:
     return len(a & b) / len(a | b) if a or b else 1.0
 
 
-def near_duplicates(norms: list[str], threshold: float, *, bands: int = 16, rows: int = 4) -> set:
+def near_duplicates(
+    norms: list[str], threshold: float, *, bands: int = 16, rows: int = 4, seed: int = 0
+) -> set:
     """Indices of texts whose shingle Jaccard with an earlier kept text is >= ``threshold``.
 
-    MinHash signatures (bands x rows hashes) bucket candidate pairs; each candidate is verified
-    with the exact Jaccard similarity, so the result has no false positives.
+    ``datasketch``'s MinHash signatures (``bands`` x ``rows`` permutations) and MinHash-LSH
+    bucket candidate pairs. Each text is checked against the kept texts before it and, when none
+    matches, kept and indexed. Candidates are verified with the exact Jaccard similarity, so the
+    result has no false positives; LSH decides the recall (a pair at Jaccard s becomes a
+    candidate with probability 1 - (1 - s^rows)^bands: 0.9996 at s = 0.8 with the defaults).
     """
+    from datasketch import MinHash, MinHashLSH
+
     sets = [shingles(t) for t in norms]
-    sigs = _minhash(sets, bands * rows)
-    buckets: dict[tuple, list[int]] = defaultdict(list)
-    for i, sig in enumerate(sigs):
-        if sets[i]:
-            for b in range(bands):
-                buckets[(b, sig[b * rows : (b + 1) * rows].tobytes())].append(i)
+    lsh = MinHashLSH(num_perm=bands * rows, params=(bands, rows))
     dropped: set[int] = set()
-    for i in range(len(sets)):
-        if i in dropped or not sets[i]:
-            continue
-        cands = {
-            j
-            for b in range(bands)
-            for j in buckets[(b, sigs[i][b * rows : (b + 1) * rows].tobytes())]
-            if j > i
-        }
-        for j in cands:
-            if j not in dropped and jaccard(sets[i], sets[j]) >= threshold:
-                dropped.add(j)
-    return dropped
-
-
-def _minhash(sets: list[set[str]], num_hashes: int, seed: int = 0) -> np.ndarray:
-    prime = np.uint64((1 << 61) - 1)
-    rng = np.random.default_rng(seed)
-    a = rng.integers(1, 1 << 31, size=num_hashes, dtype=np.uint64)
-    b = rng.integers(0, 1 << 31, size=num_hashes, dtype=np.uint64)
-    out = np.full((len(sets), num_hashes), np.iinfo(np.uint64).max, dtype=np.uint64)
     for i, s in enumerate(sets):
         if not s:
             continue
-        h = np.array([zlib.crc32(x.encode()) for x in s], dtype=np.uint64)  # (S,)
-        # (S, num_hashes): universal hashing; values stay below 2^63, no overflow surprises.
-        out[i] = ((h[:, None] * a[None, :] + b[None, :]) % prime).min(axis=0)
-    return out
+        sig = MinHash(num_perm=bands * rows, seed=seed)
+        sig.update_batch([x.encode() for x in s])
+        if any(jaccard(sets[j], s) >= threshold for j in lsh.query(sig)):
+            dropped.add(i)
+        else:
+            lsh.insert(i, sig)
+    return dropped
