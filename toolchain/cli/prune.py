@@ -93,8 +93,10 @@ def run(args: argparse.Namespace) -> int:
     dev = m.get("dev")
     if dev:
         metric = spec.main_metric
-        print(f"  dev {metric}: pruned {dev['student'][metric]:.4f}, teacher "
-              f"{dev['teacher'][metric]:.4f}")  # fmt: skip
+        trivial = (dev.get("trivial") or {}).get(metric)
+        print(f"  dev {metric} (measured here, PyTorch): pruned {dev['student'][metric]:.4f}, "
+              f"teacher {dev['teacher'][metric]:.4f}"
+              + (f", trivial baseline {trivial:.4f}" if trivial is not None else ""))  # fmt: skip
         if "label_loyalty" in dev:
             print(f"  loyalty: label {dev['label_loyalty']:.4f}, probability "
                   f"{dev['prob_loyalty']:.4f}")  # fmt: skip

@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from toolchain.config import DataConfig, DistillConfig
+from toolchain.config import DataConfig, DistillConfig, PruneConfig
 from toolchain.data.readers import load_split
 from toolchain.data.tasks import TaskSpec
 from toolchain.errors import ConfigError
@@ -277,7 +277,7 @@ def _dev_comparison(teacher, student, spec: TaskSpec, data_dir, cfg: DistillConf
     return comparison
 
 
-def _importance(teacher, spec, train, cfg: DistillConfig, seed: int):
+def _importance(teacher, spec, train, cfg: DistillConfig | PruneConfig, seed: int):
     from toolchain.distill.importance import importance
 
     sample = random.Random(seed).sample(train, min(cfg.importance_samples, len(train)))

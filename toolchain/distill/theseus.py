@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import random
 import time
 from pathlib import Path
 
@@ -171,8 +172,6 @@ def theseus(
     enc_train = encode(spec, train, tokenizer, cfg.max_seq_len)
     val = validation
     if cfg.eval_samples and len(val) > cfg.eval_samples:
-        import random
-
         val = random.Random(seed).sample(val, cfg.eval_samples)
     enc_val = encode(spec, val, tokenizer, cfg.max_seq_len)
     opt, sched = make_optimizer(module, cfg, cfg.steps)

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 from dataclasses import replace
 from pathlib import Path
 
 from toolchain.config import DataConfig, DistillConfig, PruneConfig
+from toolchain.data.readers import load_split
 from toolchain.data.tasks import TaskSpec
 from toolchain.errors import ConfigError
+from toolchain.evaluate.trivial import TrivialBaseline
 from toolchain.models.teacher import teacher_inputs
 from toolchain.pipeline import Stage, StageContext
 
@@ -154,16 +155,19 @@ def run_prune(
     if "dev" in spec.files:
         model.model.to(device)
         metrics["dev"] = _dev_comparison(teacher, model, spec, data_dir, dcfg)
+        trivial = TrivialBaseline.fit(spec, train)
+        if trivial is not None:  # the constant answer, beside the pruned model and the teacher
+            labels = [ex.label for ex in load_split(spec, "dev", data_dir)]
+            metrics["dev"]["trivial"] = trivial.scores(spec, labels)
     (ctx.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 
 def _structured(model, spec, train, cfg: PruneConfig, seed: int) -> dict:
-    from toolchain.distill.importance import importance
+    from toolchain.distill.stage import _importance
     from toolchain.prune.structured import prune_structured
 
-    sample = random.Random(seed).sample(train, min(cfg.importance_samples, len(train)))
-    scores = importance(model, spec, sample, max_len=cfg.max_seq_len)
+    scores = _importance(model, spec, train, cfg, seed)  # importance_samples, max_seq_len
     head = cfg.sparsity if cfg.head_sparsity is None else cfg.head_sparsity
     ffn = cfg.sparsity if cfg.ffn_sparsity is None else cfg.ffn_sparsity
     return prune_structured(model, scores, head_sparsity=head, ffn_sparsity=ffn)
