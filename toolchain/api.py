@@ -412,10 +412,10 @@ def evaluate(
     from toolchain.evaluate.evaluate import evaluate as run_evaluate
     from toolchain.models.finetune import head_for, pick_device
     from toolchain.models.loading import load_model
+    from toolchain.quantize.convert import load_any
 
     spec = _task(task)
-    adapter = load_model(str(model), head=head_for(spec))
-    adapter.model.to(pick_device(device))
+    adapter = load_any(model, head=head_for(spec), device=pick_device(device))
     if spec.kind == "classification" and not spec.labels:
         # your own data without a train file: the label names the model was trained with
         id2label = adapter.model.config.id2label
@@ -480,9 +480,9 @@ def _model_labels(path: Path) -> tuple[str, ...]:
         config = Path(source) / "config.json"
     if not config.is_file():
         raise ConfigError(f"{path}: cannot tell its class names: give --labels A,B,...")
-    from transformers import AutoConfig
+    from toolchain.models.loading import read_config
 
-    id2label = AutoConfig.from_pretrained(str(config.parent)).id2label  # defaults filled in
+    id2label = read_config(config.parent).id2label  # defaults filled in
     return tuple(str(id2label[k]) for k in sorted(id2label))
 
 

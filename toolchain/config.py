@@ -512,11 +512,13 @@ class SearchConfig(StageConfig):
 class ExportConfig(StageConfig):
     """ONNX / TensorRT export with parity checks."""
 
-    format: Literal["auto", "fp32", "fp16", "int8-qdq", "nbits"] = "auto"
+    format: Literal["auto", "fp32", "fp16", "int8-dynamic", "int8-qdq", "nbits"] = "auto"
     opset: int = 17
     accuracy_level: int = 4  # MatMulNBits: 4 = int8 activations
     parity_samples: int = 256
     min_label_agreement: float = 0.995
+    # max |logit difference| allowed against PyTorch; None = each format's own (export.TOLERANCE)
+    atol: float | None = None
 
     def __post_init__(self):
         # onnxruntime 1.31 officially runs ai.onnx up to opset 26 (see shared/reference/stack.md).
@@ -528,6 +530,7 @@ class ExportConfig(StageConfig):
         )
         check_range(self, "parity_samples", lo=1)
         check_range(self, "min_label_agreement", lo=0.0, hi=1.0)
+        check_range(self, "atol", lo=0.0)
 
 
 @dataclass(frozen=True)

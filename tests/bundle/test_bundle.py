@@ -27,6 +27,7 @@ def bundle(tiny_bundle):
 def test_manifest_lists_every_file_and_measured_host_latency(bundle):
     folder, manifest = bundle
     assert set(manifest["files"]) == {
+        "config.json",
         "model.onnx",
         "tokenizer.json",
         "tokenizer_config.json",

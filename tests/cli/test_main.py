@@ -57,6 +57,102 @@ def test_every_verb_has_help(verb, capsys):
     assert cli.verb_module(verb).HELP.split(" (")[0].lower() in out.lower()
 
 
+@pytest.mark.parametrize("verb", VERBS)
+def test_help_shows_no_fragment_of_the_docstring_summary(verb, capsys):
+    """The docstring's first paragraph is the summary HELP already says; help starts after it,
+    never in the middle of its wrapped sentence."""
+    doc = cli.verb_module(verb).__doc__ or ""
+    summary = doc.partition("\n\n")[0].splitlines()
+    with pytest.raises(SystemExit):
+        main([verb, "--help"])
+    out = capsys.readouterr().out
+    for line in summary[1:]:
+        assert line.strip() not in out
+
+
+def _examples() -> list[tuple[str, str]]:
+    import re
+
+    out = []
+    for verb in VERBS:
+        doc = (cli.verb_module(verb).__doc__ or "").replace("\\\n", " ")
+        for line in doc.splitlines():
+            if line.strip().startswith("edgec "):
+                out.append((verb, line.strip()))
+    assert len(out) > 15 and all(re.match(r"edgec \w", x) for _, x in out)
+    return out
+
+
+@pytest.mark.parametrize(("verb", "example"), _examples())
+def test_every_help_example_names_real_devices_and_budgets(verb, example):
+    words = example.split()
+    for flag, value in zip(words, words[1:], strict=False):
+        if flag == "--device":
+            profile = get_profile(value)
+            budgets = [w2 for w1, w2 in zip(words, words[1:], strict=False) if w1 == "--budget"]
+            for b in budgets:
+                assert b in {x.name for x in profile.budgets}, (example, b)
+
+
+TRAINING_VERBS = ("teacher", "distill", "prune", "quantize", "eval")
+PROFILE_VERBS = ("build", "search", "profile", "bundle", "export")
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_device_means_a_target_profile_on_every_verb(verb):
+    parser = cli.build_parser().verb_parsers[verb]
+    actions = {o: a for a in parser._actions for o in a.option_strings}
+    if verb in TRAINING_VERBS:
+        assert "--device" not in actions and "--train-device" in actions
+        assert "torch device" in actions["--train-device"].help
+    if verb in PROFILE_VERBS:
+        assert "profile" in actions["--device"].help.lower()
+    if "--train-device" in actions:
+        assert actions["--train-device"].dest == "train_device"
+
+
+def test_a_torch_device_given_as_device_points_to_train_device(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["distill", "--teacher", "t", "--device", "cuda", "-o", "x"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --device cuda. Did you mean --train-device" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["biuld"], "Did you mean build?"),
+        (["export", "m", "-o", "x", "--fromat", "fp32"], "Did you mean --format?"),
+        (["export", "m", "-o", "x", "--format", "fp23"], "Did you mean fp32?"),
+        (["devices", "--jsn"], "Did you mean --json?"),
+    ],
+)
+def test_mistyped_verbs_flags_and_choices_get_a_suggestion(argv, hint, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert hint in capsys.readouterr().err
+
+
+def test_nothing_close_gets_no_suggestion(capsys):
+    with pytest.raises(SystemExit):
+        main(["devices", "--zzzzzz"])
+    assert "Did you mean" not in capsys.readouterr().err
+
+
+def test_size_and_budget_lines_say_what_holds():
+    from toolchain.cli.profile import budget_line
+    from toolchain.cli.quantize import size_vs_fp32
+
+    assert size_vs_fp32(3.2) == "3.2x smaller than fp32"
+    assert size_vs_fp32(0.7) == "1.43x larger than fp32"
+    b = {"verdict": "missed", "percentile": 90, "latency_ms": 0.58, "latency_budget_ms": 3,
+         "peak_memory_mb": 900.0, "memory_budget_mb": 800, "memory_kind": "peak RSS"}  # fmt: skip
+    assert budget_line(b) == "missed: p90 0.58 ms <= 3 ms, peak RSS 900 MB > 800 MB"
+    assert "?" not in budget_line(b)
+
+
 @pytest.mark.parametrize("verb", NOT_YET)
 def test_unimplemented_verb_says_so_and_exits_2(verb, capsys):
     assert main([verb, "--some-option", "value", "positional"]) == 2

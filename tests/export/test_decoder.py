@@ -7,6 +7,7 @@ import onnx
 import pytest
 import torch
 
+from toolchain.config import ExportConfig
 from toolchain.data.tasks import TaskSpec
 from toolchain.export.onnx import ExportError
 from toolchain.export.stage import export_model
@@ -133,3 +134,25 @@ def test_kv_cache_decode_equals_full_recomputation_and_transformers_greedy(
         max_new_tokens=8, do_sample=False, pad_token_id=0,
     )  # fmt: skip
     assert ref[0, 5:].tolist() == tokens.tolist()
+
+
+@pytest.mark.parametrize("which", (0, 1))
+def test_a_decoder_export_generates_with_optimum(gpt2_dirs, text_task, tmp_path, which):
+    """optimum's ORTModelForCausalLM runs the export (float and MatMulNBits) with its KV cache and
+    greedily generates what the PyTorch model generates."""
+    from optimum.onnxruntime import ORTModelForCausalLM
+    from transformers import AutoTokenizer
+
+    from toolchain.quantize.convert import load_any
+
+    src = gpt2_dirs[which]
+    fmt = "nbits" if which else "fp32"
+    export_model(src, tmp_path / "o", fmt=fmt, spec=text_task, cfg=ExportConfig(accuracy_level=0))
+    model = ORTModelForCausalLM.from_pretrained(str(tmp_path / "o"))
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "o"))
+    prompt = tok(["the cat sat"], return_tensors="pt")
+    got = model.generate(**prompt, max_new_tokens=8, do_sample=False)
+    reference = load_any(src, head="causal-lm").model.eval()
+    with torch.no_grad():
+        expected = reference.generate(**prompt, max_new_tokens=8, do_sample=False)
+    assert got.tolist() == expected.tolist()

@@ -36,7 +36,8 @@ from toolchain.version import __version__
 
 log = logging.getLogger(__name__)
 
-TOKENIZER_FILES = (
+HF_FILES = (
+    "config.json",  # the float family's config with the labels: optimum's ORTModelFor... load it
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
@@ -137,7 +138,7 @@ def build_bundle(
         folder = tmp / out.name
         folder.mkdir()
         shutil.copyfile(exported / "model.onnx", folder / "model.onnx")
-        for name in TOKENIZER_FILES:
+        for name in HF_FILES:
             if (exported / name).is_file():
                 shutil.copyfile(exported / name, folder / name)
         if not (folder / "tokenizer.json").is_file():

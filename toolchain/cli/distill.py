@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         cfg=recipe.distill,
         data_cfg=recipe.data,
         init_from=args.init_from,
-        device=args.device,
+        device=args.train_device,
         seed=recipe.seed,
         force=args.force,
     )

@@ -36,7 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-samples", type=int, help="score only the first N examples")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-seq-len", type=int, default=128)
-    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    parser.add_argument(
+        "--train-device",
+        help="torch device of a PyTorch MODEL: cpu, cuda or cuda:N (default: cuda when available); --device names "
+        "a target device profile on every verb",
+    )
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
     a = parser.add_argument_group("adversarial robustness")
     a.add_argument("--attack", action="append", metavar="NAME",
@@ -56,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         split=args.split,
         data_dir=args.data_dir,
         teacher=args.teacher,
-        device=args.device,
+        device=args.train_device,
         max_samples=args.max_samples,
         batch_size=args.batch_size,
         max_seq_len=args.max_seq_len,

@@ -52,6 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "libedgec_trt_plugin.so runs the MatMulNBits nodes of --format nbits (INT2)",
     )
     parser.add_argument("--parity-samples", type=int, help="dev examples compared (default 256)")
+    parser.add_argument("--opset", type=int, help="ONNX opset, 14-26 (default 17)")
+    parser.add_argument(
+        "--atol",
+        type=float,
+        help="max |logit difference| allowed against PyTorch (default: each format's own, "
+        "1e-3 for fp32 up to 1.0 for int8-dynamic)",
+    )
     parser.add_argument(
         "--device",
         help="target profile; --format auto measures on this host, so only a host profile",
@@ -69,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
         cfg = replace(cfg, accuracy_level=args.accuracy_level)
     if args.parity_samples:
         cfg = replace(cfg, parity_samples=args.parity_samples)
+    if args.opset is not None:
+        cfg = replace(cfg, opset=args.opset)
+    if args.atol is not None:
+        cfg = replace(cfg, atol=args.atol)
     out = Path(args.output).resolve()
     result = api.export(
         args.model,

@@ -10,6 +10,7 @@ failed stage (a message, never a traceback), 2 usage error or a verb not impleme
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
 import textwrap
@@ -47,6 +48,52 @@ def verb_module(verb: str) -> ModuleType:
     return importlib.import_module(f"toolchain.cli.{verb}")
 
 
+# flags that mean something else here, with what to use instead
+_RENAMED = {
+    "--device": "--train-device (--device names a target device profile; the torch device "
+    "of a training verb is --train-device)",
+}
+
+
+def suggest(flag: str, options: list[str]) -> str:
+    """' Did you mean ...?' for a mistyped or renamed flag, or ''."""
+    name = flag.split("=", 1)[0]
+    if name in _RENAMED and _RENAMED[name].split()[0] in options:
+        return f" Did you mean {_RENAMED[name]}?"
+    close = difflib.get_close_matches(name, [o for o in options if o.startswith("--")], n=2)
+    if not close:
+        return ""
+    return f" Did you mean {' or '.join(close)}?"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with suggestions for a mistyped verb, flag or choice (argparse learns that only in
+    Python 3.14, ``suggest_on_error``)."""
+
+    def error(self, message: str):
+        import re
+
+        bad = re.match(r"argument (\S+): invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if bad:
+            choices = re.findall(r"'?([^',\s]+)'?", bad.group(3))
+            close = difflib.get_close_matches(bad.group(2), choices, n=2)
+            if close:
+                message += f". Did you mean {' or '.join(close)}?"
+        unknown = re.match(r"unrecognized arguments: (.*)", message)
+        if unknown:
+            options = [o for a in self._actions for o in a.option_strings]
+            hints = [suggest(t, options) for t in unknown.group(1).split() if t.startswith("-")]
+            if any(hints):
+                message += "." + "".join(h for h in hints if h)
+        super().error(message)
+
+
+def _summary_and_details(doc: str | None) -> str:
+    """A verb module's docstring less its first paragraph (the summary, which HELP says)."""
+    _, _, rest = (doc or "").partition("\n\n")
+    return textwrap.dedent(rest).strip("\n")
+
+
 def _common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     # At the top level the defaults are set; under a verb they are SUPPRESSed so a flag given
     # before the verb is not reset by the verb's parser.
@@ -74,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         todo = "" if mod.IMPLEMENTED else "  [not implemented yet]"
         lines.append(f"  {verb:<10} {mod.HELP}{todo}")
     lines += ["", "Run `edgec VERB --help` for a verb's options."]
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="edgec",
         usage="edgec [-h] [--version] [-q] [-v] VERB [options]",
         description=textwrap.fill(DESCRIPTION, width=100),
@@ -87,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.verb_parsers = {}  # type: ignore[attr-defined]
     for verb, mod in modules.items():
         if mod.IMPLEMENTED:
-            details = textwrap.dedent((mod.__doc__ or "").partition("\n")[2]).strip("\n")
+            details = _summary_and_details(mod.__doc__)
             p = sub.add_parser(
                 verb,
                 prog=f"edgec {verb}",

@@ -148,12 +148,20 @@ def run(args: argparse.Namespace) -> int:
         if b["verdict"] == "not measured":
             print(f"  budget {b['budget']}: not measured")
             continue
-        print(
-            f"  budget {b['budget']}: {b['verdict']} (p{b['percentile']:g} {b['latency_ms']:.2f} "
-            f"ms <= {b['latency_budget_ms']:g}? {b['memory_kind']} {b['peak_memory_mb']:.0f} MB <= "
-            f"{b['memory_budget_mb']:g}?)"
-        )
+        print(f"  budget {b['budget']}: {budget_line(b)}")
     return 0
+
+
+def budget_line(b: dict) -> str:
+    """'met: p90 0.58 ms <= 3 ms, peak RSS 120 MB <= 800 MB', each side with the comparison that
+    holds (> where it fails)."""
+    lat, lat_cap = b["latency_ms"], b["latency_budget_ms"]
+    mem, mem_cap = b["peak_memory_mb"], b["memory_budget_mb"]
+    return (
+        f"{b['verdict']}: p{b['percentile']:g} {lat:.2f} ms {'<=' if lat <= lat_cap else '>'} "
+        f"{lat_cap:g} ms, {b['memory_kind']} {mem:.0f} MB {'<=' if mem <= mem_cap else '>'} "
+        f"{mem_cap:g} MB"
+    )
 
 
 def _predict(args) -> int:

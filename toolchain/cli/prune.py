@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output).resolve()
     result = api.prune(args.teacher, out, task=spec, data_dir=args.data_dir or recipe.data_dir,
                        cfg=recipe.prune, data_cfg=recipe.data, model=args.model,
-                       device=args.device, seed=recipe.seed, force=args.force)  # fmt: skip
+                       device=args.train_device, seed=recipe.seed, force=args.force)  # fmt: skip
     m = result.metrics
     if args.json:
         print(json.dumps(m, indent=2))

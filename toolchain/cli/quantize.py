@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir or recipe.data_dir,
         data_cfg=recipe.data,
         teacher=args.teacher,
-        device=args.device,
+        device=args.train_device,
         seed=recipe.seed,
         force=args.force,
     )
@@ -151,6 +151,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def size_vs_fp32(ratio: float) -> str:
+    """'3.2x smaller than fp32', or 'larger' where packing grew the model (small models, whose
+    steps and float parts outweigh what the codes save)."""
+    if ratio >= 1:
+        return f"{ratio:.1f}x smaller than fp32"
+    return f"{1 / ratio:.2f}x larger than fp32"
+
+
 def _print_summary(out: Path, status: str, m: dict, metric: str) -> None:
     state = "up to date (cached)" if status == "skipped" else "quantized"
     widths = sorted(set(m["widths"].values()))
@@ -158,7 +166,7 @@ def _print_summary(out: Path, status: str, m: dict, metric: str) -> None:
     act = f"A{m['a_bits']}" if m["a_bits"] else "A-float"
     print(
         f"{out}: {state} ({m['method']} {width}{act}, {len(m['widths'])} modules, "
-        f"{m['bytes'] / 2**20:.2f} MiB, {m['compression_vs_fp32']:.1f}x smaller than fp32)"
+        f"{m['bytes'] / 2**20:.2f} MiB, {size_vs_fp32(m['compression_vs_fp32'])})"
     )
     dev = m.get("dev")
     if dev:

@@ -2,8 +2,8 @@
 of a device.
 
     edgec search --teacher runs/teacher --task sst2 --device host -o runs/search
-    edgec search --teacher runs/teacher --task sst2 --device jetson-orin-nano \\
-        --budget interactive --predictors DIR -o runs/search-orin
+    edgec search --teacher runs/teacher --task sst2 --device jetson-orin-nano-8gb \\
+        --budget balanced --predictors DIR -o runs/search-orin
 
 DIR gets supernet/ (the trained supernet), subnets/<budget>/ (each budget's most accurate subnet
 with inherited weights, a plain Hugging Face model that `edgec distill`, `edgec quantize` and

@@ -100,7 +100,11 @@ def add_run_arguments(parser: argparse.ArgumentParser, group) -> None:
     """The options every training verb shares: seed, cleaning, device, caching, output form."""
     group.add_argument("--seed", type=int)
     group.add_argument("--no-clean", action="store_true", help="skip training-data cleaning")
-    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    parser.add_argument(
+        "--train-device",
+        help="torch device: cpu, cuda or cuda:N (default: cuda when available); --device names "
+        "a target device profile on every verb",
+    )
     parser.add_argument("--force", action="store_true", help="re-run even if the output is current")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
@@ -160,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir or recipe.data_dir,
         cfg=recipe.teacher_finetune,
         data_cfg=recipe.data,
-        device=args.device,
+        device=args.train_device,
         seed=recipe.seed,
         force=args.force,
     )

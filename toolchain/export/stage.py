@@ -169,9 +169,10 @@ def export_model(
 
                 references["q"] = load_quantized(src)
             reference = references["q"] if f == "int8-qdq" else twin
-            entry: dict = {"bytes": path.stat().st_size, "tolerance": TOLERANCE[tol_key]}
+            tol = TOLERANCE[tol_key] if cfg.atol is None else cfg.atol
+            entry: dict = {"bytes": path.stat().st_size, "tolerance": tol}
             try:
-                entry["parity"] = parity(path, reference, TOLERANCE[tol_key])
+                entry["parity"] = parity(path, reference, tol)
             except ExportError as e:
                 if fmt != "auto":
                     raise
@@ -186,10 +187,24 @@ def export_model(
         out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(Path(tmp) / f"{chosen}.onnx", out / "model.onnx")
     twin.tokenizer.save_pretrained(str(out))
+    write_hf_config(src, out)
     if tensorrt:
         report["tensorrt"] = _tensorrt(out, plugin_libs)
     (out / "export.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def write_hf_config(src: Path, out: Path) -> None:
+    """``config.json`` of the float family beside ``model.onnx`` (labels included), so that the
+    folder loads with optimum's ``ORTModelFor...`` classes and transformers' pipelines: a packed
+    checkpoint's ``quantization_config`` and remote-code map are dropped, since the ONNX model
+    already holds what was quantized."""
+    from toolchain.models.loading import packed_config_dict
+
+    raw = json.loads((src / "config.json").read_text(encoding="utf-8"))
+    config = packed_config_dict(raw)
+    config.pop("quantization_config", None)
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def _float_export(twin, tmp: Path, cfg: ExportConfig) -> Path:

@@ -21,7 +21,6 @@ Example::
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import random
 from pathlib import Path
@@ -112,16 +111,11 @@ def _torch_victim(path: Path, spec, max_len: int, batch_size: int, device) -> Vi
     from toolchain.data.encode import batches, encode
     from toolchain.evaluate.evaluate import pad_id_of
     from toolchain.models.finetune import head_for, pick_device
-    from toolchain.models.loading import load_model
+    from toolchain.quantize.convert import load_any  # a packed checkpoint: its fake-quant model
 
     dev = pick_device(device)
-    if "quantization_config" in json.loads((path / "config.json").read_text()):
-        from toolchain.quantize.convert import load_quantized  # the packed codes, fake-quant
-
-        adapter = load_quantized(path, device=dev)
-    else:
-        adapter = load_model(str(path), head=head_for(spec))
-    adapter.model.to(dev).eval()
+    adapter = load_any(path, head=head_for(spec), device=dev)
+    adapter.model.eval()
     pad = pad_id_of(adapter.tokenizer)
 
     @torch.no_grad()

@@ -282,9 +282,58 @@ def _from_pretrained_args(source: Path | str) -> tuple[str, dict[str, Any]]:
     return str(source), {"local_files_only": True}
 
 
+# A packed checkpoint of `edgec quantize` names this model_type (with its own family in
+# ``base_model_type``), so that transformers' Auto classes never load it as a float model with
+# random weights: they need ``trust_remote_code=True`` and its ``modeling_edgec.py``.
+PACKED_MODEL_TYPE = "edgec_lsq"
+
+
+def packed_config_dict(raw: dict) -> dict:
+    """The float family's config dict of a packed checkpoint's ``config.json`` (unchanged for any
+    other): ``model_type`` restored, ``auto_map`` and ``quantization_config`` dropped."""
+    if raw.get("model_type") != PACKED_MODEL_TYPE:
+        return dict(raw)
+    out = {k: v for k, v in raw.items() if k not in ("auto_map", "quantization_config")}
+    out["model_type"] = out.pop("base_model_type", None)
+    return out
+
+
+def read_config(path: str | os.PathLike):
+    """The transformers config of a local model directory, a packed checkpoint's included (its
+    float family's config, without the ``quantization_config``)."""
+    import json
+
+    from transformers import AutoConfig
+
+    path = Path(path)
+    with load_errors(path, "config"):
+        raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        if raw.get("model_type") != PACKED_MODEL_TYPE:
+            return AutoConfig.from_pretrained(str(path), local_files_only=True)
+        plain = packed_config_dict(raw)
+        return AutoConfig.for_model(plain.pop("model_type"), **plain)
+
+
+def is_packed(path: str | os.PathLike) -> bool:
+    """Whether a local directory holds a packed checkpoint of `edgec quantize`."""
+    import json
+
+    try:
+        raw = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(raw, dict) and "quantization_config" in raw
+
+
 def _load_config(location: str, kwargs: dict[str, Any], source: Path | str):
     from transformers import AutoConfig
 
+    if isinstance(source, Path) and source.is_dir() and is_packed(source):
+        raise EdgecError(
+            f"{source} is a packed (integer) checkpoint of `edgec quantize`; loading it as a "
+            "float model would drop its weights: load it with "
+            "toolchain.quantize.convert.load_quantized, or export it with `edgec export`"
+        )
     with load_errors(source, "config"):
         return AutoConfig.from_pretrained(location, **kwargs)
 

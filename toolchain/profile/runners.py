@@ -87,17 +87,16 @@ class TorchRunner:
 
     def __init__(self, model_dir: Path, *, threads: int | None = None, device: str = "cpu"):
         import torch
-        import transformers
 
         from toolchain.export.onnx import head_of
-        from toolchain.models.loading import load_errors, load_model
+        from toolchain.models.loading import read_config
+        from toolchain.quantize.convert import load_any
 
         self.name = "pytorch"
         if threads:
             torch.set_num_threads(threads)
-        with load_errors(Path(model_dir), "config"):
-            config = transformers.AutoConfig.from_pretrained(str(model_dir))
-        self.model = load_model(str(model_dir), head=head_of(config)).model.eval().to(device)
+        head = head_of(read_config(model_dir))
+        self.model = load_any(model_dir, head=head, device=device).model.eval()
         self.device = device
         self.inputs: dict = {}
 

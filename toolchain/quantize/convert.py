@@ -16,12 +16,19 @@ layout of :mod:`toolchain.lowbit.reference`), ``M.w_scale`` (float32 (N,), the L
 row), ``M.a_scale`` (float32 scalar, linear layers with quantized inputs), ``M.bias``; and every
 other parameter in float under its usual name. The export stage reads it without training code;
 :func:`load_quantized` rebuilds the fake-quant model, whose logits equal the trained one's.
+
+Its ``model_type`` is ``edgec_lsq`` (the family moves to ``base_model_type``) and ``auto_map``
+points transformers' Auto classes at the ``modeling_edgec.py`` copied beside it: transformers
+either loads the checkpoint through edgec (``trust_remote_code=True``) or refuses it, and never
+builds the float model with random Linear weights, as it does for an unknown ``quant_method``.
+Checkpoints written before (``model_type`` of the family) still load here.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import torch
@@ -29,6 +36,7 @@ from torch import nn
 
 from toolchain.errors import EdgecError
 from toolchain.lowbit import reference as lb
+from toolchain.models.loading import PACKED_MODEL_TYPE
 from toolchain.quantize.modules import QuantEmbedding, QuantLinear, quantized_modules
 
 log = logging.getLogger(__name__)
@@ -102,13 +110,39 @@ def save_quantized(adapter, path: str | Path, *, block_size: int = 32) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     tensors, qconfig = pack_model(adapter.model, block_size=block_size)
     save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
-    config = adapter.model.config.to_dict()
-    config["architectures"] = [type(adapter.model).__name__]
-    config["quantization_config"] = qconfig
+    config = packed_config(adapter.model.config.to_dict(), type(adapter.model).__name__, qconfig)
     (path / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    shutil.copyfile(Path(__file__).with_name("modeling_edgec.py"), path / "modeling_edgec.py")
     if adapter.tokenizer is not None:
         adapter.tokenizer.save_pretrained(str(path))
     return path
+
+
+_AUTO_HEADS = {
+    "ForSequenceClassification": "AutoModelForSequenceClassification",
+    "ForTokenClassification": "AutoModelForTokenClassification",
+    "ForCausalLM": "AutoModelForCausalLM",
+    "LMHeadModel": "AutoModelForCausalLM",
+}
+
+
+def packed_config(config: dict, architecture: str, qconfig: dict) -> dict:
+    """``config.json`` of a packed checkpoint: the float model's config under
+    ``model_type: edgec_lsq`` (its family kept in ``base_model_type``) with transformers'
+    ``auto_map`` onto ``modeling_edgec.py``, so that the Auto classes either load it through edgec
+    (``trust_remote_code=True``) or refuse it, never fill it with random weights."""
+    out = dict(config)
+    out["base_model_type"] = out["model_type"]
+    out["model_type"] = PACKED_MODEL_TYPE
+    out["architectures"] = [architecture]
+    out["quantization_config"] = qconfig
+    auto = {"AutoConfig": "modeling_edgec.EdgecLSQConfig"}
+    for suffix, auto_cls in _AUTO_HEADS.items():
+        if architecture.endswith(suffix):
+            head = auto_cls.removeprefix("AutoModel")
+            auto[auto_cls] = f"modeling_edgec.EdgecLSQ{head}"
+    out["auto_map"] = auto
+    return out
 
 
 def read_quantization_config(path: str | Path) -> dict:
@@ -189,13 +223,12 @@ def load_quantized(path: str | Path, *, device: str | torch.device = "cpu"):
     from safetensors.torch import load_file
 
     from toolchain.models.adapters import adapter_class
-    from toolchain.models.loading import _load_tokenizer, load_errors
+    from toolchain.models.loading import _load_tokenizer, load_errors, read_config
     from toolchain.quantize.modules import quantize_modules
 
     path = Path(path)
     qc = read_quantization_config(path)
-    with load_errors(path, "config"):
-        config = transformers.AutoConfig.from_pretrained(str(path))
+    config = read_config(path)  # the float family's, without the quantization_config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     arch = (config.architectures or [None])[0]
@@ -211,6 +244,18 @@ def load_quantized(path: str | Path, *, device: str | torch.device = "cpu"):
     model.to(device).eval()
     tokenizer = _load_tokenizer(str(path), {}, path)
     return adapter_class(config.model_type)(model, tokenizer)
+
+
+def load_any(name: str | Path, *, head: str, device: str | torch.device = "cpu"):
+    """:func:`~toolchain.models.loading.load_model` for a float model, :func:`load_quantized` (the
+    fake-quant model) for a packed checkpoint; the one loader for a model directory of any stage."""
+    from toolchain.models.loading import is_packed, load_model
+
+    if Path(name).is_dir() and is_packed(name):
+        return load_quantized(name, device=device)
+    adapter = load_model(str(name), head=head)
+    adapter.model.to(device)
+    return adapter
 
 
 @torch.no_grad()
