@@ -1,7 +1,8 @@
 """Packaging for edgec: the `toolchain` package, the device profiles, the `edgec` command, and
 (where a CUDA build of torch and nvcc are present) the `edgec_kernels` CUDA extension.
 
-Install (CPU): ``pip install torch==2.13.0 && pip install -e ".[dev]"``.
+Install (CPU): ``pip install torch==2.13.0 && pip install -e ".[train,dev]" -c constraints.txt``;
+on a device that only runs bundles: ``pip install ".[runtime]"`` (onnxruntime, numpy, tokenizers).
 CUDA kernels: ``pip install --no-build-isolation -e ".[gpu]"`` with a CUDA torch and nvcc on PATH
 (build isolation would hide the installed torch from this script).
 """
@@ -70,33 +71,47 @@ def kernel_build_plan() -> tuple[list, dict, str]:
     return [ext], {"build_ext": cpp_extension.BuildExtension}, ""
 
 
+# Compatible-release ranges (``~=X.Y``: X.Y or newer, below X+1), so edgec installs beside a
+# user's own libraries; the exact versions it was tested with are in constraints.txt, which the
+# README's install line applies (``-c constraints.txt``).
+
+# A device's install, `pip install "edgec[runtime]"`: `edgec run`, `edgec bundle verify` and
+# `edgec agent` need these and import nothing else (tests/test_setup.py checks it in a clean venv).
 RUNTIME_REQUIRES = [
-    "torch==2.13.0",
-    "transformers==4.57.6",  # optimum-onnx 0.1.0 needs transformers < 4.58
-    "optimum==2.1.0",
-    "optimum-onnx==0.1.0",
-    "onnx==1.23.2",
-    "onnxruntime==1.31.1",
-    "onnxscript==0.7.2",
-    "numpy==2.4.6",
-    "safetensors==0.8.0",
-    "pyyaml==6.0.3",
-    "tqdm==4.70.1",
-    "matplotlib==3.11.2",
-    "gguf==0.19.0",  # transformers reads GGUF decoders (SmolLM2) through gguf + accelerate
-    "accelerate==1.15.0",
-    "cryptography==50.0.2",  # Ed25519 bundle signatures (edgec keygen / bundle sign / --trust)
-    "datasketch==2.0.0",  # MinHash-LSH near-duplicate detection in data cleaning
+    "onnxruntime~=1.31",
+    "numpy~=2.4",
+    "tokenizers~=0.22",
+]
+
+# Everything else: training, search, export, reports (`pip install "edgec[train]"`).
+TRAIN_REQUIRES = [
+    "torch~=2.13",  # the README installs the CPU wheel 2.13.0 first
+    "transformers~=4.57.6",  # optimum-onnx 0.1 needs transformers < 4.58
+    "optimum~=2.1.0",
+    "optimum-onnx~=0.1.0",
+    "onnx~=1.23",
+    "onnxscript~=0.7",
+    "safetensors~=0.8",
+    "pyyaml~=6.0",
+    "tqdm~=4.70",
+    "matplotlib~=3.11",
+    "gguf~=0.19",  # transformers reads GGUF decoders (SmolLM2) through gguf + accelerate
+    "accelerate~=1.15",
+    "cryptography~=50.0",  # Ed25519 bundle signatures (edgec keygen / bundle sign / --trust)
+    "datasketch~=2.0",  # MinHash-LSH near-duplicate detection in data cleaning
 ]
 
 EXTRAS = {
-    "dev": ["pytest==9.2.0", "ruff==0.17.6", "import-linter==2.17", "hypothesis==6.170.17"],
+    "runtime": RUNTIME_REQUIRES,
+    "train": TRAIN_REQUIRES,
+    # ruff stays pinned: another release formats and lints differently
+    "dev": ["pytest~=9.2", "ruff==0.17.6", "import-linter~=2.17", "hypothesis~=6.170"],
     # CUDA execution provider for ONNX Runtime; it replaces the CPU `onnxruntime` wheel
     # (`pip uninstall onnxruntime` first: both install the same module). ninja builds the kernels.
-    "gpu": ["onnxruntime-gpu==1.31.1", "ninja==1.13.2"],
+    "gpu": ["onnxruntime-gpu~=1.31", "ninja~=1.13"],
     # On Jetson, TensorRT comes with JetPack (apt); elsewhere NVIDIA's pip wheels, which download
     # from NVIDIA's own index at install time.
-    "tensorrt": ["tensorrt-cu12==11.4.0.106"],
+    "tensorrt": ["tensorrt-cu12~=11.4"],
 }
 
 

@@ -17,21 +17,31 @@ Example::
     25.0
 """
 
-from toolchain.config import Recipe, load_recipe
-from toolchain.devices.budgets import resolve_recipe
-from toolchain.devices.profiles import get_profile, list_profiles, resolve_device
 from toolchain.errors import ConfigError, EdgecError, StageError, UnknownDeviceError
-from toolchain.pipeline import RunDir, Stage, StageContext
 from toolchain.version import __version__
+
+# the rest is imported on first use (PEP 562), so that `edgec run`, `edgec bundle verify` and
+# `edgec agent` on a device with only edgec[runtime] (onnxruntime, numpy, tokenizers) never import
+# the recipe machinery (pyyaml) nor torch
+_LAZY = {
+    "Recipe": "toolchain.config",
+    "load_recipe": "toolchain.config",
+    "resolve_recipe": "toolchain.devices.budgets",
+    "get_profile": "toolchain.devices.profiles",
+    "list_profiles": "toolchain.devices.profiles",
+    "resolve_device": "toolchain.devices.profiles",
+    "RunDir": "toolchain.pipeline",
+    "Stage": "toolchain.pipeline",
+    "StageContext": "toolchain.pipeline",
+    "build": "toolchain.api",
+}
 
 
 def __getattr__(name: str):
-    # `toolchain.build(...)`: the API module is imported on first use, so `import toolchain`
-    # stays cheap (PEP 562)
-    if name == "build":
-        from toolchain.api import build
+    if name in _LAZY:
+        import importlib
 
-        return build
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'toolchain' has no attribute {name!r}")
 
 

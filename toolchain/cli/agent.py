@@ -25,7 +25,6 @@ from toolchain.bundle.manifest import ArchiveLimits
 from toolchain.bundle.sign import TrustedKeys
 from toolchain.profile.agent import read_token, serve
 from toolchain.profile.connections import ConnectionLimits
-from toolchain.target import DeviceTarget
 
 HELP = "serve on-device measurements to edgec profile over HTTP(S) (run on the target)"
 IMPLEMENTED = True
@@ -102,7 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     device = args.device
     if device:
-        device = DeviceTarget.resolve(device).name
+        device = _profile_name(device)
     else:
         import platform
 
@@ -135,6 +134,29 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _profile_name(device: str) -> str:
+    """The profile name ``device`` (a name, alias or profile file) stands for. A device with only
+    edgec[runtime] has no pyyaml: there, names and aliases are read from the profile files'
+    ``name:``/``aliases:`` lines (toolchain.devices.names)."""
+    try:
+        import yaml  # noqa: F401
+    except ImportError:
+        from toolchain.devices.names import profile_names
+        from toolchain.errors import UnknownDeviceError
+
+        names = profile_names()
+        if device.lower() not in names:
+            known = ", ".join(sorted(set(names.values())))
+            raise UnknownDeviceError(
+                f"unknown device {device!r}: known names are {known} (a profile file needs "
+                "pyyaml: pip install pyyaml)"
+            ) from None
+        return names[device.lower()]
+    from toolchain.target import DeviceTarget
+
+    return DeviceTarget.resolve(device).name
 
 
 def _bytes(megabytes: float) -> int | float:

@@ -22,7 +22,6 @@ import argparse
 import json
 from pathlib import Path
 
-from toolchain import api
 from toolchain.bundle.manifest import verify_bundle
 from toolchain.bundle.sign import TrustedKeys, sign_bundle
 from toolchain.cli.teacher import add_task_arguments, task_from_args
@@ -68,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
         return _sign(args)
     if not args.device or not args.output:
         raise ConfigError("edgec bundle MODEL_OR_ONNX needs --device D and -o NAME.edgec")
+
+    from toolchain import api  # the training stack: not on a device with edgec[runtime] only
 
     manifest = api.bundle(
         args.source,

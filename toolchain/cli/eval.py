@@ -38,8 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-seq-len", type=int, default=128)
     parser.add_argument(
         "--train-device",
-        help="torch device of a PyTorch MODEL: cpu, cuda or cuda:N (default: cuda when available); --device names "
-        "a target device profile on every verb",
+        help="torch device of a PyTorch MODEL: cpu, cuda or cuda:N (default: cuda when "
+        "available); --device names a target device profile on every verb",
     )
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
     a = parser.add_argument_group("adversarial robustness")

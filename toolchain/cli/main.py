@@ -38,6 +38,12 @@ VERBS = (
     "report",
 )
 
+# the modules of edgec[train] (setup.py): missing on a device install
+TRAINING_STACK = frozenset(
+    {"torch", "transformers", "optimum", "onnx", "onnxscript", "safetensors", "yaml", "tqdm",
+     "matplotlib", "gguf", "accelerate", "cryptography", "datasketch"}
+)  # fmt: skip
+
 DESCRIPTION = (
     "edgec: compress a transformer (distil, quantize, search) for an edge device, export it, "
     "measure it, and ship one verified bundle per latency/memory budget."
@@ -114,8 +120,19 @@ def _common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    modules = {verb: verb_module(verb) for verb in VERBS}
+def _verb_of(argv: list[str]) -> str | None:
+    """The verb ``argv`` names (the first word that is not an option), if it is one."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word if word in VERBS else None
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every verb, or with ``only``, of that verb alone: a device with only
+    edgec[runtime] installed imports the modules of `edgec run`, `bundle` and `agent` and no
+    other verb's (theirs need the training stack)."""
+    modules = {verb: verb_module(verb) for verb in ((only,) if only else VERBS)}
     lines = ["verbs:"]
     for verb, mod in modules.items():
         todo = "" if mod.IMPLEMENTED else "  [not implemented yet]"
@@ -156,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `edgec` console script; returns the exit code."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_verb_of(argv))
     # Verbs not implemented yet accept any arguments (and then say they are not implemented).
     args, extra = parser.parse_known_args(argv)
     if args.verb is None:
@@ -178,6 +196,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except EdgecError as e:
         print(f"edgec: error: {e}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in TRAINING_STACK:
+            raise
+        print(
+            f"edgec {args.verb}: needs {e.name}, which is not installed: this looks like a "
+            "device install (edgec[runtime]: run, bundle verify, agent). Install the training "
+            'stack with: pip install "edgec[train]"',
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         print("edgec: interrupted", file=sys.stderr)

@@ -15,11 +15,10 @@ import json
 import sys
 from pathlib import Path
 
-from toolchain import api
-from toolchain.config import load_recipe
-from toolchain.data.readers import infer_labels
-from toolchain.data.tasks import get_task, table_task
 from toolchain.errors import ConfigError
+
+# the task options are shared with `edgec bundle`, which a device with only edgec[runtime] runs:
+# this module imports the recipe and data machinery where it is used, not at import time
 
 HELP = "fine-tune the teacher on a task (sequence/token classification, regression)"
 IMPLEMENTED = True
@@ -59,6 +58,9 @@ def add_task_arguments(parser: argparse.ArgumentParser) -> None:
 
 def task_from_args(args: argparse.Namespace):
     """The TaskSpec named by --task, or built from the --*-file options."""
+    from toolchain.data.readers import infer_labels
+    from toolchain.data.tasks import get_task, table_task
+
     files = {s: getattr(args, f"{s}_file") for s in ("train", "validation", "dev")}
     files = {s: f for s, f in files.items() if f}
     if args.task and files:
@@ -140,6 +142,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from toolchain import api
+    from toolchain.config import load_recipe
+
     spec = task_from_args(args)
     keys = (
         "epochs",

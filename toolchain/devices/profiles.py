@@ -29,11 +29,11 @@ from toolchain import schema
 from toolchain.config import MAX_ITERATIONS, BudgetSpec
 from toolchain.devices.facts import HOST_SOURCE, Hardware, SoftwareStack
 from toolchain.devices.host import host_hardware, host_software
+from toolchain.devices.names import profile_dirs
 from toolchain.errors import ConfigError, UnknownDeviceError
 from toolchain.schema import check_range, require
 
 PROFILE_SCHEMA_VERSION = 1
-PROFILE_PATH_ENV = "EDGEC_PROFILE_PATH"  # extra profile folders, os.pathsep-separated
 # S<n>: shared/reference/devices.md sources; E<n>: checks made by edgec developers.
 REFERENCE_TAG = re.compile(r"\b[SE]\d+[a-z]?\b")
 
@@ -243,22 +243,6 @@ class DeviceResolution:
             f"'{self.requested}' is an alias: using profile {self.profile.name} "
             f"({self.profile.description})"
         )
-
-
-def builtin_profiles_dir() -> Path:
-    """The profiles shipped with edgec: inside the installed package, or ``profiles/`` of a
-    source checkout (editable install)."""
-    package = Path(__file__).resolve().parents[1]  # toolchain/
-    installed = package / "device_profiles"
-    if installed.is_dir():
-        return installed
-    return package.parent / "profiles"
-
-
-def profile_dirs() -> tuple[Path, ...]:
-    """Folders searched for profiles: ``$EDGEC_PROFILE_PATH`` entries first, then the built-ins."""
-    extra = [Path(p) for p in os.environ.get(PROFILE_PATH_ENV, "").split(os.pathsep) if p]
-    return (*extra, builtin_profiles_dir())
 
 
 def load_profile_file(path: str | Path) -> DeviceProfile:
