@@ -66,3 +66,7 @@ class StageError(EdgecError):
 
 class NotImplementedYet(EdgecError):
     """A verb or option that is planned but not built yet."""
+
+
+class ExportError(EdgecError):
+    """An export failed or its parity check did not pass; nothing was written."""

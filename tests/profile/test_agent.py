@@ -72,6 +72,25 @@ def test_bad_requests_are_refused(agent, tiny_bundle, headers, status, message):
     assert code == status and message in body["error"]
 
 
+def test_the_agent_takes_tensorrt_and_says_where_it_is_missing(agent, tiny_bundle):
+    """`tensorrt` is a runtime the agent measures (the engine built on the device from the bundle's
+    ONNX); where tensorrt does not import, the reply says so (500), and a runtime it does not know
+    is refused (400) naming the three it takes."""
+    from toolchain.export.tensorrt import availability
+
+    request = {**QUICK, "runtime": "tensorrt"}
+    headers = {"Authorization": f"Bearer {TOKEN}", REQUEST_HEADER: json.dumps(request)}
+    code, body = _post(agent[0], _archive(tiny_bundle), headers)
+    if availability()[0]:
+        assert code == 200 and body["environment"]["runtime"] == "tensorrt"
+    else:
+        assert code == 500 and "TensorRT is not installed here" in body["error"]
+    headers[REQUEST_HEADER] = json.dumps({**QUICK, "runtime": "openvino"})
+    code, body = _post(agent[0], _archive(tiny_bundle), headers)
+    assert code == 400
+    assert "onnxruntime, onnxruntime-cuda, tensorrt" in body["error"]
+
+
 def test_tampered_and_oversize_uploads_are_refused(agent, tiny_bundle, tmp_path):
     import shutil
 

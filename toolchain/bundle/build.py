@@ -196,6 +196,22 @@ def set_latency(
     return manifest
 
 
+# a device profile's runtimes, as ONNX Runtime execution providers (best first)
+_PROVIDERS = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "onnxruntime-cuda": "CUDAExecutionProvider",
+}
+
+
+def providers_for(profile) -> list[str]:
+    """The execution providers a bundle for ``profile`` lists: TensorRT and CUDA where the device
+    has them (in the profile's order), and the CPU last, as fallback. ONNX Runtime places each node
+    on the first listed provider that can run it (MatMulNBits, an ORT contrib op, falls back to
+    CUDA or the CPU under TensorRT)."""
+    gpu = [_PROVIDERS[r] for r in profile.runtime_names if r in _PROVIDERS]
+    return [*dict.fromkeys([*gpu, "CPUExecutionProvider"])]
+
+
 def _manifest(exported: Path, folder: Path, profile, target_budget, requested, spec) -> dict:
     export_file = exported / "export.json"
     export = json.loads(export_file.read_text()) if export_file.is_file() else {}
@@ -276,7 +292,7 @@ def _manifest(exported: Path, folder: Path, profile, target_budget, requested, s
             "max_seq_len": 128,
             "pad_id": int(pad_id),
             "pad_token": pad_token,
-            "providers": ["CPUExecutionProvider"],
+            "providers": providers_for(profile),
         },
         "files": {},
     }

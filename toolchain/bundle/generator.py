@@ -41,7 +41,9 @@ class GeneratorRunner:
             :class:`~toolchain.bundle.runtime.BundleRunner`).
     """
 
-    def __init__(self, bundle: str | Path, *, threads: int | None = None, trust=None):
+    def __init__(
+        self, bundle: str | Path, *, threads: int | None = None, trust=None, providers=None
+    ):
         self.folder = Path(bundle)
         self.manifest = verify(self.folder, trust=trust)
         if self.manifest["task"]["kind"] != "language-modeling":
@@ -51,7 +53,7 @@ class GeneratorRunner:
             )
         rt = self.manifest["runtime"]
         self.config = json.loads(read_listed(self.folder, self.manifest, rt["generation_config"]))
-        self.tokenizer, self.session = load_listed(self.folder, self.manifest, threads)
+        self.tokenizer, self.session = load_listed(self.folder, self.manifest, threads, providers)
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
         names = {i.name for i in self.session.get_inputs()}

@@ -15,11 +15,48 @@ import numpy as np
 
 from toolchain.bundle.manifest import BundleError, read_listed, verify
 
+# short names `edgec run --provider` takes, and the runtime names of device profiles
+PROVIDER_NAMES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+CPU = "CPUExecutionProvider"
 
-def load_listed(folder: Path, manifest: dict, threads: int | None = None) -> tuple:
+
+def choose_providers(listed: list[str], requested: list[str] | None, available: list[str]):
+    """The execution providers a session gets, best first, ending with the CPU as fallback.
+
+    ``requested`` (``edgec run --provider``; short names allowed) must all be available in this
+    onnxruntime build; without it, the bundle's ``runtime.providers`` that this build has.
+
+    Raises:
+        BundleError: a requested provider that this onnxruntime does not have, naming the
+            package that has it.
+    """
+    if requested:
+        wanted = [PROVIDER_NAMES.get(r.lower(), r) for r in requested]
+        missing = [w for w in wanted if w not in available]
+        if missing:
+            raise BundleError(
+                f"execution provider {', '.join(missing)} is not available in this onnxruntime "
+                f"(available: {', '.join(available)}): CUDA and TensorRT need the onnxruntime-gpu "
+                "package (on Jetson, NVIDIA's onnxruntime-gpu wheel for JetPack)"
+            )
+    else:
+        wanted = [p for p in listed if p in available]
+    return [*dict.fromkeys([*wanted, CPU])]
+
+
+def load_listed(
+    folder: Path, manifest: dict, threads: int | None = None, providers: list[str] | None = None
+) -> tuple:
     """``(tokenizer, ONNX Runtime session)`` of a verified bundle, loaded from bytes read once
     and hashed again, never reopened by path: a file swapped after verify() is refused, not run
-    (bundles hold self-contained ONNX, no external data)."""
+    (bundles hold self-contained ONNX, no external data).
+
+    ``providers``: the execution providers asked for (see :func:`choose_providers`); by default
+    those the bundle lists that this onnxruntime has, the CPU last as fallback."""
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
@@ -33,8 +70,11 @@ def load_listed(folder: Path, manifest: dict, threads: int | None = None) -> tup
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
+    chosen = choose_providers(
+        list(rt.get("providers") or [CPU]), providers, ort.get_available_providers()
+    )
     try:
-        session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(model, opts, providers=chosen)
     except Exception as e:
         raise BundleError(f"{folder}: ONNX Runtime cannot load {rt['model']}: {e}") from None
     return tokenizer, session
@@ -47,11 +87,15 @@ class BundleRunner:
         bundle: the ``NAME.edgec`` folder (a ``.tar.gz`` must be unpacked first, see
             :func:`toolchain.bundle.manifest.unpack`).
         threads: ONNX Runtime intra-op threads (None: its default).
+        providers: execution providers (``cpu``, ``cuda``, ``tensorrt`` or ORT's names); by
+            default the bundle's ``runtime.providers`` that this onnxruntime has, CPU last.
         trust: a :class:`toolchain.bundle.sign.TrustedKeys`: run the bundle only if one of its
             keys signed it (None: its hashes are checked, its origin is not).
     """
 
-    def __init__(self, bundle: str | Path, *, threads: int | None = None, trust=None):
+    def __init__(
+        self, bundle: str | Path, *, threads: int | None = None, trust=None, providers=None
+    ):
         self.folder = Path(bundle)
         # every path the manifest names is a listed, hashed file inside the bundle
         self.manifest = verify(self.folder, trust=trust)
@@ -63,7 +107,7 @@ class BundleRunner:
         rt = self.manifest["runtime"]
         self.labels = list(self.manifest["labels"])
         self.max_len = int(rt["max_seq_len"])
-        self.tokenizer, self.session = load_listed(self.folder, self.manifest, threads)
+        self.tokenizer, self.session = load_listed(self.folder, self.manifest, threads, providers)
         self.tokenizer.enable_truncation(self.max_len)
         self.tokenizer.enable_padding(pad_id=int(rt["pad_id"]), pad_token=rt["pad_token"])
         self.inputs = {i.name for i in self.session.get_inputs()}

@@ -67,12 +67,14 @@ class TaggerRunner:
             :class:`~toolchain.bundle.runtime.BundleRunner`).
     """
 
-    def __init__(self, bundle: str | Path, *, threads: int | None = None, trust=None):
+    def __init__(
+        self, bundle: str | Path, *, threads: int | None = None, trust=None, providers=None
+    ):
         self.folder = Path(bundle)
         self.manifest = verify(self.folder, trust=trust)
         if self.manifest["task"]["kind"] != "token-classification":
             raise BundleError(f"{self.folder}: not a token-classification bundle")
-        tokenizer, session = load_listed(self.folder, self.manifest, threads)
+        tokenizer, session = load_listed(self.folder, self.manifest, threads, providers)
         self._setup(tokenizer, session, self.manifest["labels"], self.manifest["runtime"])
 
     @classmethod

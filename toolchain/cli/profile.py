@@ -3,6 +3,7 @@
     edgec profile sst2-host.edgec --device host
     edgec profile runs/student-onnx/model.onnx --device host --batch 1,8,32 --seq 32,128 --json
     edgec profile runs/student --device host --runtime pytorch
+    edgec profile --import-trtexec trtexec-b1s128.log --device jetson-orin-nano-8gb
 
 TARGET is a bundle, an ONNX file, an export folder or (with --runtime pytorch) a model directory.
 The target runs in a fresh process under the device profile's protocol (warm-up, timed runs,
@@ -88,6 +89,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "disturbed round (default 5)",
     )
     parser.add_argument(
+        "--import-trtexec",
+        action="append",
+        metavar="LOG",
+        help="read trtexec's output (its whole log, one per shape; repeatable) as figures "
+        "measured on --device, judged against its budgets; --batch/--seq give the shape where "
+        "the log names none",
+    )
+    parser.add_argument(
         "--target",
         dest="agent_url",
         metavar="https://HOST:9600",
@@ -104,6 +113,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.import_trtexec:
+        return _import_trtexec(args)
     if args.calibrate:
         return _calibrate(args)
     if args.predict:
@@ -150,6 +161,49 @@ def run(args: argparse.Namespace) -> int:
             continue
         print(f"  budget {b['budget']}: {budget_line(b)}")
     return 0
+
+
+def _import_trtexec(args) -> int:
+    from toolchain.profile.trtexec import import_trtexec
+
+    shape = None
+    if args.batch or args.seq:
+        if len(args.batch or [1]) != 1 or len(args.seq or [128]) != 1:
+            raise ProfileError("with --import-trtexec, --batch and --seq take one value each")
+        shape = ((args.batch or [1])[0], (args.seq or [128])[0])
+    profile = api.target(args.device).profile
+    report = import_trtexec(args.import_trtexec, profile, shape=shape)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(report["label"])
+    print("  batch  seq    p50 ms    p90 ms    p99 ms   items/s  GPU compute p50 ms  device MB")
+    for r in report["results"]:
+        gpu = (r.get("gpu_compute") or {}).get("p50_ms")
+        print(
+            f"  {r['batch']:>5} {r['seq']:>4} {r['p50_ms']:>9.3f} "
+            f"{_num(r.get('p90_ms'), '9.3f')} {_num(r.get('p99_ms'), '9.3f')} "
+            f"{_num(r.get('throughput_per_s'), '9.1f')} {_num(gpu, '19.3f')} "
+            f"{_num(r.get('device_memory_mb'), '10.0f')}"
+        )
+        if r.get("p90_note"):
+            print(f"  note: {r['p90_note']}")
+    for b in report["budgets"]:
+        if "peak_memory_mb" in b:
+            print(f"  budget {b['budget']}: {budget_line(b)}")
+        elif b["verdict"] == "not measured":
+            print(f"  budget {b['budget']}: not measured (no log at its shape)")
+        else:
+            op = "<=" if b["latency_ms"] <= b["latency_budget_ms"] else ">"
+            print(
+                f"  budget {b['budget']}: {b['verdict']}: p{b['percentile']:g} "
+                f"{b['latency_ms']:.2f} ms {op} {b['latency_budget_ms']:g} ms"
+            )
+    return 0
+
+
+def _num(value, spec: str) -> str:
+    return format(value, spec) if value is not None else format("-", f">{spec.split('.')[0]}")
 
 
 def budget_line(b: dict) -> str:

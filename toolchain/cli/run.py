@@ -49,6 +49,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--seed", type=int, help="seed of the sampling")
     parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
     parser.add_argument(
+        "--provider",
+        action="append",
+        metavar="NAME",
+        help="ONNX Runtime execution provider, best first (repeatable): cpu, cuda, tensorrt or "
+        "ORT's own names; the CPU is always added last as fallback (default: the providers the "
+        "bundle lists that this onnxruntime has)",
+    )
+    parser.add_argument(
         "--trust",
         action="append",
         metavar="KEY.pub",
@@ -90,7 +98,8 @@ def _check_generation(args) -> None:
 def _generate(bundle: Path, args, trust) -> int:
     from toolchain.bundle.generator import GeneratorRunner
 
-    runner = GeneratorRunner(bundle, threads=args.threads, trust=trust)
+    runner = GeneratorRunner(bundle, threads=args.threads, trust=trust, providers=args.provider)
+    _say_providers(runner.session)
     run = runner.generate(
         args.prompt, max_new_tokens=args.max_tokens, temperature=args.temperature,
         top_k=args.top_k, top_p=args.top_p, stop=args.stop, seed=args.seed,
@@ -107,6 +116,10 @@ def _generate(bundle: Path, args, trust) -> int:
         "(measured on this machine)\n"
     )
     return 0
+
+
+def _say_providers(session) -> None:
+    sys.stderr.write(f"edgec run: execution providers {', '.join(session.get_providers())}\n")
 
 
 def _runner(bundle: Path):
@@ -137,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="edgec-run-") as tmp:
         if bundle.is_file() and bundle.name.endswith((".tar.gz", ".tgz")):
             bundle = unpack(bundle, Path(tmp))
-        runner = _runner(bundle)(bundle, threads=args.threads, trust=trust)
+        runner = _runner(bundle)(bundle, threads=args.threads, trust=trust, providers=args.provider)
+        _say_providers(runner.session)
         for start in range(0, len(rows), 32):
             for pred in runner.predict(rows[start : start + 32]):
                 sys.stdout.write(json.dumps(pred) + "\n")

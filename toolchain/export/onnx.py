@@ -23,17 +23,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from toolchain.errors import EdgecError
+from toolchain.errors import ExportError
 
 log = logging.getLogger(__name__)
 
 OPSET = 17
 IR_VERSION = 10  # onnxruntime 1.31 reads IR <= 13
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
-
-
-class ExportError(EdgecError):
-    """An export failed or its parity check did not pass; nothing was written."""
 
 
 def head_of(config) -> str:

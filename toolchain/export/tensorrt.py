@@ -19,7 +19,7 @@ import ctypes
 import logging
 from pathlib import Path
 
-from toolchain.export.onnx import ExportError
+from toolchain.errors import ExportError  # not export.onnx: a device may have no torch
 
 log = logging.getLogger(__name__)
 

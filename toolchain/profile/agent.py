@@ -76,6 +76,9 @@ from toolchain.profile.runners import ProfileError
 log = logging.getLogger(__name__)
 
 REQUEST_HEADER = "X-Edgec-Request"
+# what the agent measures a bundle on: ONNX Runtime on the CPU or CUDA, or TensorRT (the engine is
+# built on the device from the bundle's ONNX, where tensorrt imports; elsewhere a clear refusal)
+AGENT_RUNTIMES = ("onnxruntime", "onnxruntime-cuda", "tensorrt")
 LIMITS = {
     "warmup": (0, 10_000),
     "iterations": (1, 100_000),
@@ -110,8 +113,8 @@ def validate_request(raw: str | None) -> dict:
     ):
         raise ValueError("shapes must be a list of [batch, seq] positive integers (at most 64)")
     out = {"shapes": shapes, "runtime": req.get("runtime", "onnxruntime")}
-    if out["runtime"] not in ("onnxruntime", "onnxruntime-cuda"):
-        raise ValueError("runtime must be onnxruntime or onnxruntime-cuda")
+    if out["runtime"] not in AGENT_RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(AGENT_RUNTIMES)}")
     for key, (lo, hi) in LIMITS.items():
         value = req.get(key, {"warmup": 20, "iterations": 200, "repeats": 5}.get(key))
         if value is not None and not (isinstance(value, int) and lo <= value <= hi):

@@ -269,9 +269,16 @@ def _cuda_used_mb() -> float | None:
         return None
 
 
-def runner_for(target: Path, runtime: str, *, threads: int | None = None):
+def runner_for(
+    target: Path,
+    runtime: str,
+    *,
+    threads: int | None = None,
+    max_shape: tuple[int, int] = (32, 128),
+):
     """The runner for ``target`` (an ONNX file, a bundle folder, a TensorRT engine or a model
-    directory) on ``runtime``."""
+    directory) on ``runtime``. With ``tensorrt``, an ONNX file or a bundle gets its engine built
+    here first (the device's own TensorRT, shapes up to ``max_shape`` = (batch, seq))."""
     if runtime not in RUNTIMES:
         raise ProfileError(f"unknown runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
     if runtime == "tensorrt":
@@ -280,13 +287,48 @@ def runner_for(target: Path, runtime: str, *, threads: int | None = None):
         ok, why = availability()
         if not ok:
             raise ProfileError(why)
-        return TrtRunner(engine_of(target))
+        if _has_engine(target):
+            return TrtRunner(engine_of(target))
+        return _built_engine_runner(onnx_of(target), max_shape)
     if runtime == "pytorch":
         if not (target / "config.json").is_file():
             raise ProfileError(f"pytorch runs a model directory; {target} is not one")
         return TorchRunner(target, threads=threads)
     onnx = onnx_of(target)
     return OrtRunner(onnx, threads=threads, cuda=runtime == "onnxruntime-cuda")
+
+
+def _has_engine(target: Path) -> bool:
+    return (target.is_file() and target.suffix in (".plan", ".engine")) or (
+        target.is_dir() and (target / "engine.plan").is_file()
+    )
+
+
+def _built_engine_runner(onnx: Path, max_shape: tuple[int, int]):
+    """A TrtRunner over an engine built from ``onnx`` into a temporary folder (removed with the
+    runner): how the agent measures a bundle on `tensorrt`, since engines are built on the device
+    that runs them."""
+    import tempfile
+
+    from toolchain.errors import ExportError
+    from toolchain.export.tensorrt import build_engine
+
+    tmp = tempfile.TemporaryDirectory(prefix="edgec-trt-")
+    batch, seq = max_shape
+    try:
+        build_engine(onnx, Path(tmp.name) / "engine.plan", max_batch=batch, max_seq=seq)
+    except ExportError as e:
+        tmp.cleanup()
+        hint = ""
+        if "MatMulNBits" in str(e) or "GatherBlockQuantized" in str(e):
+            hint = (
+                " (a MatMulNBits bundle runs on TensorRT only through edgec's plugin: measure it "
+                "with onnxruntime-cuda, or bundle the INT8 Q/DQ export)"
+            )
+        raise ProfileError(f"{onnx}: no TensorRT engine could be built: {e}{hint}") from None
+    runner = TrtRunner(Path(tmp.name) / "engine.plan")
+    runner._engine_dir = tmp  # kept alive as long as the runner
+    return runner
 
 
 def engine_of(target: Path) -> Path:

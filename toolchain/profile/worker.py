@@ -22,7 +22,11 @@ from toolchain.profile.runners import runner_for
 
 def profile_shapes(request: dict) -> dict:
     baseline = current_rss_mb()
-    runner = runner_for(Path(request["target"]), request["runtime"], threads=request.get("threads"))
+    largest = (max(b for b, _ in request["shapes"]), max(s for _, s in request["shapes"]))
+    runner = runner_for(
+        Path(request["target"]), request["runtime"], threads=request.get("threads"),
+        max_shape=largest,
+    )  # fmt: skip
     loaded = current_rss_mb()
     results = []
     for batch, seq in sorted(request["shapes"], key=lambda s: s[0] * s[1]):
