@@ -35,7 +35,8 @@ from toolchain.config import Recipe, load_recipe, recipe_to_yaml
 from toolchain.data.readers import infer_labels, read_file
 from toolchain.data.tasks import get_task, table_task
 from toolchain.devices.budgets import resolve_recipe
-from toolchain.devices.profiles import builtin_profiles_dir, load_profile_file
+from toolchain.devices.names import builtin_profiles_dir
+from toolchain.devices.profiles import load_profile_file
 from toolchain.errors import EdgecError
 from toolchain.presets import preset_overrides
 from toolchain.schema import safe_load

@@ -184,6 +184,7 @@ def test_build_killed_resumes_and_reports(setup):
     report = (run / "report.md").read_text()
     assert "| easy (<= 500 ms, 8192 MB) |" in report and "NOT MET" in report
     assert "dev accuracy" in report and "Trivial baseline" in report
+    _check_what_ships(run, summary, easy, manifest, report)
     html = (run / "report.html").read_text()
     again = subprocess.run(
         [sys.executable, "-m", "toolchain", "report", "run"],
@@ -194,3 +195,73 @@ def test_build_killed_resumes_and_reports(setup):
     )
     assert again.returncode == 0, again.stderr
     assert (run / "report.md").read_text() == report and (run / "report.html").read_text() == html
+
+
+def _check_what_ships(run: Path, summary: dict, easy: dict, manifest: dict, report: str) -> None:
+    """The report and the manifest describe the bundle as shipped, not as trained."""
+    from toolchain.bundle.build import shipped_summary
+
+    fmt = easy["format"]
+    qc = json.loads((Path(manifest["model"]["source"]) / "config.json").read_text()).get(
+        "quantization_config"
+    )
+    # this host's auto export picks the fastest format: whatever it is, that is what is shown
+    assert easy["bits"] == manifest["model"]["precision_summary"] == shipped_summary(fmt, qc)
+    assert easy["trained_bits"] == "W8A8"
+    if fmt in ("fp32", "fp16"):  # shipped float: no layer may claim W8A8
+        assert set(manifest["model"]["precision"].values()) == {
+            f"{fmt} (weights on the trained low-bit grid, activations float)"
+        }
+        assert easy["bits"] == f"{fmt} (trained W8A8)"
+    assert manifest["model"]["trained_precision"]
+    assert 0 < manifest["model"]["stored_bits_per_param"] < 64
+    assert manifest["runtime"]["providers"] == ["CPUExecutionProvider"]
+    row = next(line for line in report.splitlines() if line.startswith("| easy ("))
+    assert f"{fmt} / ONNX Runtime (CPU)" in row and easy["bits"] in row
+    # the model card table, stage states, commands and provenance
+    assert (
+        "| budget | device | chipset | target runtime | inference time (ms) | peak memory" in report
+    )
+    assert "- teacher: cached" in report and "- search: cached" in report
+    assert f"edgec bundle verify {easy['bundle']}" in report
+    assert summary["versions"]["edgec"] and summary["created"].endswith("Z")
+    recipe = (run / "recipe.yaml").read_text()
+    assert "came from data files given on the command line" in recipe
+    html = (run / "report.html").read_text()
+    assert "src='search/" not in html and "src='report-" not in html  # nothing linked
+    assert html.count("src='data:image/png;base64,") == 3  # shipped, search front, stages
+    assert (run / "report-pareto.png").is_file()
+
+
+@pytest.mark.slow
+def test_report_html_renders_its_plots_in_chromium(setup, tmp_path):
+    """report.html alone (copied away from its run directory) shows every plot in headless
+    Chromium (Debian's package: apt install chromium)."""
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Chromium is not installed (apt install chromium)")
+    tmp, args = setup
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(args, cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 3, done.stderr[-3000:]
+    alone = tmp_path / "elsewhere"
+    alone.mkdir()
+    page = (tmp / "run" / "report.html").read_text()
+    probe = (
+        "<script>window.addEventListener('load', () => document.body.setAttribute('data-images',"
+        " JSON.stringify([...document.images].map(i => [i.complete, i.naturalWidth]))));</script>"
+    )
+    (alone / "report.html").write_text(page.replace("</body>", probe + "</body>"))
+    dom = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
+         "--dump-dom", (alone / "report.html").as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    found = re.search(r'data-images="([^"]*)"', dom.stdout)
+    assert found, dom.stdout[:2000]
+    images = json.loads(found.group(1).replace("&quot;", '"'))
+    assert len(images) == 3 and all(ok and width > 100 for ok, width in images), images
+    assert "Model card" in dom.stdout and "Deploy and measure" in dom.stdout

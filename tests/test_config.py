@@ -302,7 +302,8 @@ def test_non_finite_and_huge_numbers_are_refused_naming_the_key(tmp_path, text, 
     ],
 )
 def test_profiles_refuse_non_finite_and_huge_numbers(tmp_path, section, key, where, value):
-    from toolchain.devices.profiles import builtin_profiles_dir, load_profile_file
+    from toolchain.devices.names import builtin_profiles_dir
+    from toolchain.devices.profiles import load_profile_file
 
     text = (builtin_profiles_dir() / "raspberry-pi-5.yaml").read_text()
     head, sep, rest = text.partition(f"\n{section}:\n")

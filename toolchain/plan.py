@@ -57,8 +57,16 @@ from toolchain.presets import TIME_BUDGET
 from toolchain.profile.calibrate import design, measure_shapes
 from toolchain.report import write_report
 from toolchain.schema import to_dict as schema_dict
-from toolchain.summary import BuildSummary, Quality, budget_row, failed_row, unmet_row
+from toolchain.summary import (
+    BuildSummary,
+    Quality,
+    budget_row,
+    device_facts,
+    failed_row,
+    unmet_row,
+)
 from toolchain.target import DeviceTarget
+from toolchain.version import stack_versions
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +152,7 @@ class BuildPlan:
         self.budgets: tuple[BudgetSpec, ...] = tuple(recipe.budgets)
         self.force = set(options.force)
         self.stage_s: dict[str, float] = {}
+        self.stage_status: dict[str, str] = {}
         self.run = RunDir(self.out)
 
     # -- running stages -----------------------------------------------------------------------
@@ -156,9 +165,27 @@ class BuildPlan:
         cached = res.status == "skipped"  # the time this build spent: ~0 for a cached stage
         if not (cached and label in self.stage_s):  # a stage shared by budgets: its first visit
             self.stage_s[label] = round(took if cached else res.record.get("wall_s", took), 1)
+            self.stage_status[label] = "cached" if cached else "ran"
         state = "cached" if cached else f"done in {took:.0f} s"
         print(f"edgec build: {label}: {state}", flush=True)
         return res.record["metrics"] or {}
+
+    def _write_recipe(self) -> str:
+        """The effective recipe (defaults filled in) as ``recipe.yaml`` beside build.json: what
+        `edgec build --recipe` takes to repeat this build."""
+        from toolchain.config import recipe_to_yaml
+
+        path = self.out / "recipe.yaml"
+        header = f"# the effective recipe of {self.out.name}\n"
+        if self.spec.name != self.recipe.task:  # a table task: named by its files, not the recipe
+            header += (
+                f"# its task, {self.spec.name}, came from data files given on the command line "
+                "(--train-file/--dev-file ...): give them again\n"
+            )
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(recipe_to_yaml(self.recipe, header=header))
+        tmp.replace(path)
+        return path.name
 
     def execute(self) -> dict:
         """Run every stage (skipping those already done) and write build.json and the report."""
@@ -198,6 +225,11 @@ class BuildPlan:
             quality={**schema_dict(r.quality), "teacher_gate": teacher.metrics.get("gate")},
             preset={"name": r.preset, "time_budget": TIME_BUDGET.get(r.preset or "")},
             selection=selection,
+            stage_status=self.stage_status,
+            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            versions=stack_versions(),
+            recipe_file=self._write_recipe(),
+            device_facts=device_facts(self.target.profile),
         )
         summary.write(self.out / "build.json")
         write_report(self.out)

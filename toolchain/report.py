@@ -4,11 +4,17 @@ RUN_DIR`` regenerates the same files.
 
 First what every score is judged against: the task's main metric (named in every column), the
 trivial baseline, the teacher (and its gate against the trivial baseline), the floor, the preset.
-Per bundle: architecture, bits, size, dev score and its distance to the teacher, label/probability
-loyalty, latency (measured on X, or predicted for Y with its interval), peak memory, and the
-verdict ("met (measured on X)", "met (predicted for Y)", "NOT MET: why"); how each budget chose
-among its distilled finalists and which budgets share a model; plots of the Pareto front with the
-budgets drawn and of the time per stage; the teacher as optimum + ONNX Runtime INT8 would ship it.
+Per bundle, what ships: architecture, export format, runtime and execution providers, precision as
+shipped (and as trained where they differ), stored bits per parameter, size, dev score and its
+distance to the teacher, label/probability loyalty, latency (measured on X, or predicted for Y
+with its interval), peak memory, and the verdict ("met (measured on X)", "met (predicted for Y)",
+"NOT MET: why"); a model-card table in AI Hub's columns (device, chipset, target runtime,
+inference time, peak memory, precision); how each budget chose among its distilled finalists; the
+teacher as optimum + ONNX Runtime INT8 would ship it; plots of the shipped bundles against the
+budgets, the teacher and that INT8 baseline (measured and predicted drawn differently), of the
+search's front and of the time per stage; which stages ran and which were cached; the commands to
+deploy and to measure on the device; when, with which versions and with which recipe it was built.
+The HTML embeds its images, so the page alone is the whole report.
 
 Example::
 
@@ -56,13 +62,37 @@ def _p90(b: dict) -> str:
     return _fmt(b.get("p90_ms"), ".2f")
 
 
+_EP = {"TensorrtExecutionProvider": "TensorRT", "CUDAExecutionProvider": "CUDA",
+       "CPUExecutionProvider": "CPU"}  # fmt: skip
+
+
+def _providers(b: dict) -> str:
+    return ", ".join(_EP.get(p, p) for p in b.get("providers") or ["CPUExecutionProvider"])
+
+
+def _format_runtime(b: dict) -> str:
+    """'int8-qdq / ONNX Runtime (TensorRT, CUDA, CPU)': the export format and where it runs."""
+    runtime = {"onnxruntime": "ONNX Runtime"}.get(b.get("runtime") or "", b.get("runtime"))
+    return f"{b.get('format') or '?'} / {runtime or 'ONNX Runtime'} ({_providers(b)})"
+
+
+def _precision(b: dict) -> str:
+    """The precision as shipped, and as trained where that differs."""
+    shipped, trained = str(b.get("bits") or "-"), b.get("trained_bits")
+    if trained and trained not in shipped and "trained" not in shipped:
+        return f"{shipped} (trained {trained})"
+    return shipped
+
+
 def rows(summary: dict) -> tuple[list[str], list[list[str]]]:
     """The per-bundle table: header and rows of text."""
     metric = _metric(summary)
     header = [
         "budget",
         "subnet",
-        "bits",
+        "format / runtime",
+        "precision shipped",
+        "bits/param",
         "MB",
         f"dev {metric}",
         "vs teacher",
@@ -92,7 +122,9 @@ def rows(summary: dict) -> tuple[list[str], list[list[str]]]:
             [
                 budget,
                 subnet,
-                str(b.get("bits")),
+                _format_runtime(b),
+                _precision(b),
+                _fmt(b.get("stored_bits_per_param"), ".2f"),
                 _fmt(b["bytes"] / 2**20, ".2f"),
                 _fmt(b.get("dev", b.get("dev_accuracy"))),
                 _fmt(b.get("vs_teacher"), "+.4f"),
@@ -192,23 +224,210 @@ def _comparison(summary: dict) -> list[str]:
     return lines
 
 
-def plot_stage_times(stage_s: dict, path: Path) -> bool:
+def _pyplot():
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def plot_stage_times(stage_s: dict, path: Path, status: dict | None = None) -> bool:
+    """Seconds per stage; a stage cached from an earlier pass is grey and says so."""
+    plt = _pyplot()
+    if plt is None:
         return False
-    names = list(stage_s)
+    status = status or {}
+    names = list(stage_s)[::-1]
+    colors = ["lightgrey" if status.get(n) == "cached" else "tab:blue" for n in names]
+    labels = [f"{n} (cached)" if status.get(n) == "cached" else n for n in names]
     fig, ax = plt.subplots(figsize=(6.4, 0.3 * len(names) + 1.2), dpi=110)
-    ax.barh(names[::-1], [stage_s[n] for n in names][::-1], color="tab:blue")
-    ax.set_xlabel("seconds (this run; a cached stage shows the time it took when it ran)")
+    ax.barh(labels, [stage_s[n] for n in names], color=colors)
+    ax.set_xlabel(
+        "seconds this pass (blue: ran; grey: cached, done by an earlier pass)"
+        if status
+        else "seconds (this pass; a cached stage shows ~0)"
+    )
     ax.tick_params(labelsize=7)
     fig.tight_layout()
     fig.savefig(path, metadata={"Software": None})
     plt.close(fig)
     return True
+
+
+def plot_shipped(summary: dict, path: Path) -> bool:
+    """The Pareto view of what ships: each built bundle's dev score against its latency at the
+    budget's percentile (filled: measured; hollow with its interval: predicted), the budgets as
+    dashed verticals, the teacher and the trivial baseline as horizontals, and the teacher through
+    optimum + ONNX Runtime INT8 as a point where it was measured on the build's device (a line
+    otherwise: its latency is from another machine)."""
+    plt = _pyplot()
+    built = [b for b in summary["bundles"] if b.get("built") and b.get("p90_ms") is not None]
+    if plt is None or not built:
+        return False
+    metric = _metric(summary)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    seen: dict[tuple, list[str]] = {}
+    for b in built:
+        seen.setdefault((b["p90_ms"], b.get("dev")), []).append(b["budget"])
+    for (x, y), names in seen.items():
+        b = next(r for r in built if r["budget"] == names[0])
+        if y is None:
+            continue
+        if b.get("measured"):
+            ax.plot(x, y, "o", color="tab:blue", ms=8)
+        else:
+            lo, hi = b.get("p90_lo_ms"), b.get("p90_hi_ms")
+            xerr = [[x - lo if lo is not None else 0], [hi - x if hi is not None else 0]]
+            ax.errorbar(x, y, xerr=xerr, fmt="s", mfc="white", color="tab:orange", ms=8,
+                        capsize=3)  # fmt: skip
+        ax.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(6, 6),
+                    fontsize=7)  # fmt: skip
+    xs = [b["budget_ms"] for b in summary["bundles"]] + [b["p90_ms"] for b in built]
+    if min(xs) > 0 and max(xs) / min(xs) > 20:  # budgets far apart: a log axis shows them all
+        ax.set_xscale("log")
+    for b in summary["bundles"]:
+        ax.axvline(b["budget_ms"], ls="--", lw=0.8, color="grey")
+        ax.text(b["budget_ms"], 0.02, f" {b['budget']}", rotation=90, fontsize=7, va="bottom",
+                color="grey", transform=ax.get_xaxis_transform())  # fmt: skip
+    teacher = ((summary.get("teacher") or {}).get("dev") or {}).get(metric)
+    if teacher is not None:
+        ax.axhline(teacher, color="tab:green", lw=1, label=f"teacher (PyTorch fp32) {teacher:.3f}")
+    trivial = (summary.get("trivial") or {}).get(metric)
+    if trivial is not None:
+        ax.axhline(trivial, color="tab:red", ls=":", lw=1, label=f"trivial baseline {trivial:.3f}")
+    base = summary.get("baseline_ort_int8_teacher") or {}
+    base_dev = (base.get("dev") or {}).get(metric)
+    if base_dev is not None and base.get("latency"):
+        here = (base.get("label") or "").startswith(f"measured on {summary['device']}")
+        if here:
+            ax.plot(base["latency"]["p90_ms"], base_dev, "D", color="tab:purple",
+                    label=f"teacher, optimum + ORT INT8 {base_dev:.3f}")  # fmt: skip
+        else:
+            ax.axhline(base_dev, color="tab:purple", ls="-.", lw=1,
+                       label=f"teacher, optimum + ORT INT8 {base_dev:.3f} (latency from another "
+                       "machine: not placed)")  # fmt: skip
+    ax.plot([], [], "o", color="tab:blue", label="bundle, measured")
+    ax.plot([], [], "s", mfc="white", color="tab:orange", label="bundle, predicted (interval)")
+    ax.set_xlabel(f"p90 latency, ms, on {summary['device']} (budgets dashed)")
+    ax.set_ylabel(f"dev {metric}")
+    ax.set_title("What ships: each bundle against the budgets", fontsize=9)
+    ax.legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+    return True
+
+
+def card_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """The model-card table AI Hub users know: device, chipset, target runtime, inference time,
+    peak memory, precision; one row per built bundle, each figure marked measured or
+    predicted."""
+    facts = summary.get("device_facts") or {}
+    header = ["budget", "device", "chipset", "target runtime", "inference time (ms)",
+              "peak memory (MB)", "precision"]  # fmt: skip
+    out = []
+    for b in summary["bundles"]:
+        if not b.get("built"):
+            continue
+        how = "measured" if b.get("measured") else "predicted"
+        pct = b.get("budget_percentile", 90)
+        out.append([
+            b["budget"],
+            summary["device"],
+            facts.get("chipset", "-"),
+            _format_runtime(b),
+            f"{_fmt(b.get('p90_ms'), '.2f')} (p{pct:g}, {how})",
+            f"{_fmt(b.get('peak_memory_mb'), '.0f')} ({how})" if b.get("peak_memory_mb") else "-",
+            _precision(b),
+        ])  # fmt: skip
+    return header, out
+
+
+def stage_lines(summary: dict) -> list[str]:
+    """Each stage with what happened to it in this pass."""
+    status = summary.get("stage_status") or {}
+    out = []
+    for name, secs in (summary.get("stage_s") or {}).items():
+        state = status.get(name)
+        what = {"cached": "cached (done by an earlier pass; not re-run)", "ran": "ran"}.get(
+            state, "not recorded"
+        )
+        out.append(f"- {name}: {what}, {secs:g} s this pass")
+    return out
+
+
+def _inputs_of(onnx_path: Path) -> list[str]:
+    try:
+        import onnx
+
+        graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    except Exception:  # a missing or unreadable model: the usual BERT inputs
+        return ["input_ids", "attention_mask", "token_type_ids"]
+    inits = {i.name for i in graph.initializer}
+    return [i.name for i in graph.input if i.name not in inits]
+
+
+def commands(summary: dict, run_dir: Path) -> list[str]:
+    """Shell lines to check, run and measure each bundle on the device (paths from the run
+    directory)."""
+    device = summary["device"]
+    facts = summary.get("device_facts") or {}
+    lines = []
+    for b in summary["bundles"]:
+        if not b.get("built"):
+            continue
+        path = b["bundle"]
+        lines += [f"# {b['budget']}", f"edgec bundle verify {path}",
+                  f"edgec run {path} --text 'an example input'"]  # fmt: skip
+        if facts.get("kind") == "host-cpu" or device.startswith("x86-64-host"):
+            lines.append(f"edgec profile {path} --device host")
+            continue
+        lines += [
+            'pip install "edgec[runtime]"   # on the device: onnxruntime, numpy, tokenizers',
+            f"edgec agent --device {device} --token-file TOKEN   # on the device",
+            f"edgec profile {path} --device {device} --target http://DEVICE:9600 --token-file "
+            "TOKEN",
+        ]
+        if "tensorrt" in (facts.get("runtimes") or []):
+            batch, seq = b.get("budget_shape") or (1, 128)
+            shapes = ",".join(
+                f"{n}:{batch}x{seq}" for n in _inputs_of(run_dir / path / "model.onnx")
+            )
+            lines += [
+                f"trtexec --onnx={path}/model.onnx --shapes={shapes} --int8 --fp16 "
+                "--percentile=90,95,99 > trtexec.log   # on the device",
+                f"edgec profile --import-trtexec trtexec.log --device {device}",
+            ]
+    return lines
+
+
+def provenance(summary: dict, run_dir: Path) -> tuple[list[str], str | None]:
+    """(lines on when and with what this build ran, the effective recipe's text)."""
+    lines = [f"- Built {summary.get('created') or 'at an unrecorded time'} (UTC), this pass "
+             f"{summary.get('wall_s')} s."]  # fmt: skip
+    versions = summary.get("versions") or {}
+    if versions:
+        lines.append(
+            "- Versions: " + ", ".join(f"{k} {v or 'absent'}" for k, v in versions.items())
+        )
+    else:
+        lines.append("- Versions: not recorded by this build (an older edgec)")
+    recipe = None
+    if summary.get("recipe_file") and (run_dir / summary["recipe_file"]).is_file():
+        recipe = (run_dir / summary["recipe_file"]).read_text()
+        lines.append(f"- Recipe: {summary['recipe_file']} (repeat with `edgec build --recipe "
+                     f"{summary['recipe_file']}`)")  # fmt: skip
+    return lines, recipe
+
+
+def _data_uri(path: Path) -> str:
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
 # -- a decoder LM's build ------------------------------------------------------------------
@@ -285,50 +504,74 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
         (run_dir / "report.html").write_text(page)
         return run_dir / "report.md", run_dir / "report.html"
     header, table = rows(summary)
-    stage_png = run_dir / "report-stages.png"
-    has_stage_png = plot_stage_times(summary.get("stage_s") or {}, stage_png)
-    pareto = run_dir / "search" / "pareto.png"
+    card_header, card = card_table(summary)
+    stage_png, shipped_png = run_dir / "report-stages.png", run_dir / "report-pareto.png"
+    plots = []  # (file, caption)
+    if plot_shipped(summary, shipped_png):
+        plots.append((shipped_png, "What ships: dev score against p90 latency, budgets dashed "
+                      "(filled: measured; hollow: predicted, with its interval)"))  # fmt: skip
+    search_png = run_dir / "search" / "pareto.png"
+    if search_png.is_file():
+        plots.append((search_png, "The search's front: accuracy with inherited weights (before "
+                      "distillation) against predicted latency; not what ships"))  # fmt: skip
+    if plot_stage_times(summary.get("stage_s") or {}, stage_png, summary.get("stage_status")):
+        plots.append((stage_png, "Time per stage in this pass (grey: cached)"))
+    run_lines = commands(summary, run_dir)
+    prov, recipe = provenance(summary, run_dir)
     title = f"edgec build: {summary['task']} for {summary['device']}"
-    md = [f"# {title}", ""]
-    md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    md += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in table]
-    md[2:2] = [*_context(summary), ""]
+
+    def md_table(head, body):
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        return lines + ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in body]
+
+    md = [f"# {title}", "", *_context(summary), "", *md_table(header, table)]
+    md += ["", "## Model card", "", *md_table(card_header, card)]
     md += ["", "## How each budget chose", "", *_selection(summary), ""]
     md += ["## Compared with the teacher", "", *_comparison(summary), ""]
     md += ["## Plots", ""]
-    if pareto.is_file():
-        md.append(
-            "![Pareto front: accuracy with inherited weights vs predicted latency, budgets "
-            "dashed](search/pareto.png)"
-        )
-    if has_stage_png:
-        md.append("![time per stage](report-stages.png)")
+    md += [f"![{cap}]({f.relative_to(run_dir).as_posix()})" for f, cap in plots]
+    md += ["", "## Stages", "", *stage_lines(summary)]
+    md += ["", "## Deploy and measure", "", "From the run directory:", "", "```bash", *run_lines,
+           "```"]  # fmt: skip
+    md += ["", "## Provenance", "", *prov]
+    if recipe:
+        md += ["", "```yaml", recipe.rstrip(), "```"]
     md += ["", f"Search space: {summary.get('search', {}).get('space')}.", ""]
-    md.append(f"Build wall time: {summary.get('wall_s')} s (this pass).")
     (run_dir / "report.md").write_text("\n".join(md) + "\n")
 
     e = html.escape
+
+    def html_table(head, body):
+        return ("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>"
+                + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>"
+                          for r in body) + "</table>")  # fmt: skip
+
+    def items(lines):
+        return "<ul>" + "".join(f"<li>{e(x.strip(' -'))}</li>" for x in lines) + "</ul>"
+
     page = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{e(title)}</title>",
-        "<style>body{font-family:sans-serif;max-width:72em;margin:2em auto}"
+        "<style>body{font-family:sans-serif;max-width:80em;margin:2em auto}"
         "table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;"
-        "padding:3px 6px}</style></head><body>",
-        f"<h1>{e(title)}</h1><ul>",
-        *[f"<li>{e(line.strip(' -'))}</li>" for line in _context(summary)],
-        "</ul><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>",
-    ]
-    page += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in table]
-    page += ["</table><h2>How each budget chose</h2><ul>"]
-    page += [f"<li>{e(line.strip(' -'))}</li>" for line in _selection(summary)]
-    page += ["</ul><h2>Compared with the teacher</h2><ul>"]
-    page += [f"<li>{e(line.strip(' -'))}</li>" for line in _comparison(summary)]
-    page += ["</ul><h2>Plots</h2>"]
-    if pareto.is_file():
-        page.append("<img src='search/pareto.png' alt='Pareto front'>")
-    if has_stage_png:
-        page.append("<img src='report-stages.png' alt='time per stage'>")
-    page.append(f"<p>Search space: {e(str(summary.get('search', {}).get('space')))}.</p>")
-    page.append("</body></html>")
+        "padding:3px 6px}pre{background:#f6f6f6;padding:.5em;overflow-x:auto}</style>"
+        "</head><body>",
+        f"<h1>{e(title)}</h1>", items(_context(summary)), html_table(header, table),
+        "<h2>Model card</h2>", html_table(card_header, card),
+        "<h2>How each budget chose</h2>", items(_selection(summary)),
+        "<h2>Compared with the teacher</h2>", items(_comparison(summary)),
+        "<h2>Plots</h2>",
+        # embedded, so the page alone is the whole report
+        *[f"<figure><img src='{_data_uri(f)}' alt='{e(cap)}'><figcaption>{e(cap)}</figcaption>"
+          "</figure>" for f, cap in plots],
+        "<h2>Stages</h2>", items(stage_lines(summary)),
+        "<h2>Deploy and measure</h2><p>From the run directory:</p>",
+        f"<pre>{e(chr(10).join(run_lines))}</pre>",
+        "<h2>Provenance</h2>", items(prov),
+        f"<details><summary>{e(summary.get('recipe_file') or 'recipe')}</summary>"
+        f"<pre>{e(recipe)}</pre></details>" if recipe else "",
+        f"<p>Search space: {e(str(summary.get('search', {}).get('space')))}.</p>",
+        "</body></html>",
+    ]  # fmt: skip
     (run_dir / "report.html").write_text("\n".join(page) + "\n")
     return run_dir / "report.md", run_dir / "report.html"

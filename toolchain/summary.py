@@ -127,6 +127,10 @@ def budget_row(
     subnet was chosen among the distilled finalists (and which budgets share it)."""
     verify(folder)  # every file re-hashed before the build calls the bundle done
     lat = bundled["manifest"].get("latency") or {}
+    model, runtime = (
+        bundled["manifest"].get("model") or {},
+        bundled["manifest"].get("runtime") or {},
+    )
     dev = bundled.get("dev") or {}
     judged = judge_latency(budget, lat)
     row = {
@@ -134,13 +138,19 @@ def budget_row(
         "budget_ms": budget.latency_ms,
         "budget_percentile": budget.percentile,
         "budget_mb": budget.memory_mb,
+        "budget_shape": [budget.batch, budget.seq_len],
         "built": True,
         "bundle": str(folder.relative_to(out)),
         "subnet": choice.subnet,
         "shape": choice.shape,
         "params": choice.params,
         "format": export.get("format"),
-        "bits": bits_of(quant),
+        # what ships (the bundle's manifest), and what was trained
+        "bits": model.get("precision_summary") or bits_of(quant),
+        "trained_bits": bits_of(quant),
+        "runtime": runtime.get("name", "onnxruntime"),
+        "providers": runtime.get("providers") or ["CPUExecutionProvider"],
+        "stored_bits_per_param": model.get("stored_bits_per_param"),
         "bytes": (folder / "model.onnx").stat().st_size,
         "metric": quality.metric,
         "dev": dev.get(quality.metric),
@@ -205,6 +215,11 @@ class BuildSummary:
     quality: dict | None = None  # the recipe's floor, near-tie, confidence
     preset: dict | None = None  # {"name", "time_budget"}
     selection: dict | None = None  # the finalists' scores after distillation, per budget
+    stage_status: dict | None = None  # per stage: "ran" in this pass, or "cached" (done before)
+    created: str | None = None  # when this pass finished (UTC, ISO 8601)
+    versions: dict | None = None  # edgec, Python and the libraries, as they were for this build
+    recipe_file: str | None = None  # the effective recipe, beside build.json
+    device_facts: dict | None = None  # the profile's kind, chipset and runtimes
 
     def to_dict(self) -> dict:
         return {
@@ -225,7 +240,12 @@ class BuildSummary:
             "bundles": self.bundles,
             "selection": self.selection,
             "stage_s": self.stage_s,
+            "stage_status": self.stage_status,
             "wall_s": self.wall_s,
+            "created": self.created,
+            "versions": self.versions,
+            "recipe_file": self.recipe_file,
+            "device_facts": self.device_facts,
         }
 
     def write(self, path: Path) -> None:
@@ -235,8 +255,21 @@ class BuildSummary:
         tmp.replace(path)
 
 
+def device_facts(profile) -> dict:
+    """What a model card says of the device: its kind, chipset (the GPU and the CPU the profile
+    names) and runtimes."""
+    return {
+        "name": profile.name,
+        "description": profile.description,
+        "kind": profile.kind,
+        "chipset": profile.chipset,
+        "runtimes": list(profile.runtime_names),
+    }
+
+
 __all__ = [
     "BuildSummary",
+    "device_facts",
     "Quality",
     "bits_of",
     "budget_row",

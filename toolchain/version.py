@@ -2,3 +2,22 @@
 package's re-exports)."""
 
 __version__ = "0.1.0"
+
+
+STACK = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "numpy",
+         "tokenizers")  # fmt: skip
+
+
+def stack_versions() -> dict[str, str | None]:
+    """The versions of edgec, Python and the libraries a build's figures depend on (None: not
+    installed)."""
+    import importlib.metadata
+    import platform
+
+    out: dict[str, str | None] = {"edgec": __version__, "python": platform.python_version()}
+    for dist in STACK:
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = None
+    return out

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from toolchain.devices import profiles as devices
+from toolchain.devices.names import builtin_profiles_dir, profile_names
 from toolchain.devices.profiles import (
-    builtin_profiles_dir,
     get_profile,
     list_profiles,
     load_profile_file,
@@ -186,7 +186,7 @@ def test_profile_path_env_adds_and_overrides(tmp_path, monkeypatch):
         .replace("name: raspberry-pi-5\n", "name: my-board\n")
         .replace("aliases: [rpi5, pi5]", "aliases: [board]")
     )
-    monkeypatch.setenv(devices.PROFILE_PATH_ENV, str(tmp_path))
+    monkeypatch.setenv("EDGEC_PROFILE_PATH", str(tmp_path))
     assert get_profile("raspberry-pi-5").budgets[0].latency_ms == 5.1  # earlier folder wins
     assert resolve_device("board").profile.name == "my-board"
     assert len(list_profiles()) == len(EXPECTED) + 1
@@ -194,6 +194,16 @@ def test_profile_path_env_adds_and_overrides(tmp_path, monkeypatch):
 
 def test_duplicate_alias_across_profiles_refused(tmp_path, monkeypatch):
     _variant(tmp_path, "aliases: [rpi5, pi5]", "aliases: [jetson]")
-    monkeypatch.setenv(devices.PROFILE_PATH_ENV, str(tmp_path))
+    monkeypatch.setenv("EDGEC_PROFILE_PATH", str(tmp_path))
     with pytest.raises(ConfigError, match="alias 'jetson' is already used"):
         list_profiles()
+
+
+def test_names_read_without_pyyaml_agree_with_the_full_loader():
+    """`edgec agent` on a device with edgec[runtime] only (no pyyaml) reads profile names and
+    aliases line by line (devices/names.py): the same as the YAML loader's, for every profile."""
+    expected = {}
+    for p in list_profiles():
+        for label in (p.name, *p.aliases):
+            expected[label.lower()] = p.name
+    assert profile_names() == expected

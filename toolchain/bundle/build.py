@@ -196,6 +196,64 @@ def set_latency(
     return manifest
 
 
+def trained_precision(qc: dict) -> dict[str, str]:
+    """Per layer, the precision the model was trained at (its packed checkpoint)."""
+    act = qc.get("act_bits")
+    return {n: f"W{e['bits']}A{act or 'float'}" for n, e in qc["modules"].items()}
+
+
+def shipped_precision(fmt: str, qc: dict | None, accuracy_level: int = 4) -> dict[str, str]:
+    """Per layer, the precision model.onnx holds: what the export format made of the trained
+    precision (an fp32 export of a W4A8 model ships fp32 weights on the W4 grid and float
+    activations; INT8 Q/DQ stores 2-4-bit codes in INT8; MatMulNBits keeps them, with INT8 or
+    float activations inside the kernel)."""
+    if fmt in ("fp32", "fp16") or not qc:
+        if fmt == "int8-dynamic":
+            return {"*": "W8A8 (ONNX Runtime dynamic INT8)"}
+        note = " (weights on the trained low-bit grid, activations float)" if qc else ""
+        return {"*": f"{fmt}{note}"}
+    if fmt == "int8-dynamic":
+        return {"*": "W8A8 (ONNX Runtime dynamic INT8)"}
+    out = {}
+    for name, e in qc["modules"].items():
+        bits, linear = e["bits"], e["kind"] == "linear"
+        if fmt == "int8-qdq":
+            codes = f", {bits}-bit codes" if bits < 8 else ""
+            out[name] = f"W8A8 (INT8 Q/DQ{codes})" if linear else f"W8 (INT8 table{codes})"
+        elif fmt == "nbits":
+            act = "A8 in the kernel" if accuracy_level else "A float"
+            stored = max(bits, 4) if not linear else bits
+            out[name] = (
+                f"W{bits} {act} (MatMulNBits)"
+                if linear
+                else f"W{stored} (GatherBlockQuantized{', 2-bit codes in 4' if bits < 4 else ''})"
+            )
+        else:
+            out[name] = fmt
+    return out
+
+
+def shipped_summary(fmt: str, qc: dict | None, accuracy_level: int = 4) -> str:
+    """One line of :func:`shipped_precision`: 'W4A8 MatMulNBits', 'W8A8 Q/DQ', 'fp32 (trained
+    W4A8)', 'W8A8 dynamic', 'fp32'."""
+    trained = ""
+    if qc:
+        widths = sorted({e["bits"] for e in qc["modules"].values()})
+        trained = f"W{'/'.join(map(str, widths))}A{qc.get('act_bits') or 'float'}"
+    if fmt == "int8-dynamic":
+        return "W8A8 dynamic (ONNX Runtime)"
+    if fmt in ("fp32", "fp16") or not qc:
+        return f"{fmt} (trained {trained})" if trained else fmt
+    if fmt == "int8-qdq":
+        return "W8A8 INT8 Q/DQ" + (
+            f" ({trained} codes)" if trained and "W8A" not in trained else ""
+        )
+    if fmt == "nbits":
+        act = "A8" if accuracy_level else "A-float"
+        return f"{trained.split('A')[0]}{act} MatMulNBits"
+    return fmt
+
+
 # a device profile's runtimes, as ONNX Runtime execution providers (best first)
 _PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
@@ -227,15 +285,10 @@ def _manifest(exported: Path, folder: Path, profile, target_budget, requested, s
     if spec.labels and len(spec.labels) == len(labels):
         labels = list(spec.labels)
     qc = config.get("quantization_config")
-    precision = (
-        {n: f"W{e['bits']}A{qc['act_bits'] or 'float'}" for n, e in qc["modules"].items()}
-        if qc
-        else {
-            "*": "W8A8 (ONNX Runtime dynamic INT8)"
-            if export.get("format") == "int8-dynamic"
-            else "fp32"
-        }  # fmt: skip
-    )
+    fmt = export.get("format", "unknown")
+    precision = shipped_precision(fmt, qc, export.get("accuracy_level", 4))
+    params = export.get("params")
+    onnx_bytes = (folder / "model.onnx").stat().st_size
     tok = json.loads((folder / "tokenizer.json").read_text())
     pad = (tok.get("padding") or {}) if isinstance(tok, dict) else {}
     pad_token = pad.get("pad_token") or "[PAD]"
@@ -246,13 +299,21 @@ def _manifest(exported: Path, folder: Path, profile, target_budget, requested, s
         "model": {
             "architecture": (config.get("architectures") or ["unknown"])[0],
             "source": str(origin) if origin else str(exported),
-            "format": export.get("format", "unknown"),
-            "precision": precision,
+            "format": fmt,
+            "precision": precision,  # per layer, as shipped in model.onnx
+            "precision_summary": shipped_summary(fmt, qc, export.get("accuracy_level", 4)),
+            **({"trained_precision": trained_precision(qc)} if qc else {}),
+            **(
+                {"params": params, "stored_bits_per_param": round(8 * onnx_bytes / params, 2)}
+                if params
+                else {}
+            ),
         },
         "task": {"name": spec.name, "kind": spec.kind},
         "labels": labels,
         "target": {
             "device": profile.name,
+            "chipset": profile.chipset,
             "requested": requested,
             "budget": {
                 "name": target_budget.name,
@@ -287,6 +348,7 @@ def _manifest(exported: Path, folder: Path, profile, target_budget, requested, s
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
         "runtime": {
+            "name": "onnxruntime",
             "model": "model.onnx",
             "tokenizer": "tokenizer.json",
             "max_seq_len": 128,
@@ -367,6 +429,35 @@ def _robustness_lines(rob) -> list[str]:
     return lines
 
 
+_EP = {"TensorrtExecutionProvider": "TensorRT", "CUDAExecutionProvider": "CUDA",
+       "CPUExecutionProvider": "CPU"}  # fmt: skip
+
+
+def card_table(manifest: dict) -> list[str]:
+    """The model card's table in the columns AI Hub users know: device, chipset, target runtime,
+    inference time, peak memory, precision (each figure says measured or predicted, or that it
+    was not measured)."""
+    m, t, lat, rt = manifest["model"], manifest["target"], manifest["latency"], manifest["runtime"]
+    eps = ", ".join(_EP.get(p, p) for p in rt.get("providers") or ["CPUExecutionProvider"])
+    status = lat.get("status", "not measured")
+    if lat.get("p90_ms") is not None:
+        time_ = f"{lat['p90_ms']} ms (p90, {status})"
+    elif lat.get("ttft_ms") is not None:
+        time_ = f"{lat['ttft_ms']} ms to first token (p90, {status})"
+    else:
+        time_ = "not measured"
+    memory = lat.get("peak_rss_mb") or lat.get("memory_hi_mb")
+    memory = f"{memory:.0f} MB ({status})" if isinstance(memory, (int, float)) else "not measured"
+    runtime = f"ONNX Runtime ({eps}), {m.get('format', '?')}"
+    precision = m.get("precision_summary") or m.get("format", "?")
+    return [
+        "| device | chipset | target runtime | inference time | peak memory | precision |",
+        "|---|---|---|---|---|---|",
+        f"| {t['device']} | {t.get('chipset', '-')} | {runtime} | {time_} | {memory} | "
+        f"{precision} |",
+    ]
+
+
 def card(manifest: dict) -> str:
     m, t, met, lat = manifest["model"], manifest["target"], manifest["metrics"], manifest["latency"]
     lines = [
@@ -378,6 +469,7 @@ def card(manifest: dict) -> str:
         else "- Generates text with its KV cache (`edgec run BUNDLE --prompt ...`; settings in "
         "generation_config.json).",
     ]
+    lines += ["", *card_table(manifest), ""]
     if "dev" in met:
         dev = ", ".join(f"{k} {v:.4f}" for k, v in met["dev"].items() if isinstance(v, float))
         lines.append(f"- Dev: {dev} (reference {met.get('reference', '-')}).")

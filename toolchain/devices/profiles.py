@@ -216,6 +216,14 @@ class DeviceProfile:
     def runtime_names(self) -> tuple[str, ...]:
         return tuple(r.name for r in self.runtimes)
 
+    @property
+    def chipset(self) -> str:
+        """What a model card calls the chipset: the GPU and the CPU the profile names, else its
+        description."""
+        hw = self.hardware
+        parts = [x.model for x in (hw.gpu, hw.cpu) if x is not None and getattr(x, "model", None)]
+        return " + ".join(parts) if hw is not None and parts else self.description
+
     def memory_summary(self) -> str:
         """``8 GB LPDDR5, 68 GB/s`` (or what is known)."""
         if self.hardware is None:

@@ -183,6 +183,12 @@ def export_model(
             log.info("%s: %s", f, entry)
         chosen = _choose(report["candidates"], fmt)
         report["format"] = chosen
+        # what ships: the parameters of the model exported, and the kernel's activation mode
+        report["params"] = sum(
+            p.numel() for p in {id(p): p for p in twin.model.parameters()}.values()
+        )
+        if chosen == "nbits":
+            report["accuracy_level"] = cfg.accuracy_level
         report.update({k: v for k, v in report["candidates"][chosen].items()})
         out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(Path(tmp) / f"{chosen}.onnx", out / "model.onnx")
