@@ -202,12 +202,13 @@ def tiny_gpt2(tmp_path):
 def tiny_bundle(tmp_path_factory):
     """A tiny sentiment classifier exported to fp32 and bundled for this host:
     ``(bundle folder, manifest)``; the ``.tar.gz`` lies beside the folder."""
+    from dataclasses import replace
+
     import torch
-    from toy import write_toy_table
+    from toy import TOY_SPEC, write_toy_table
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
     from toolchain import api
-    from toolchain.data.tasks import TaskSpec
     from toolchain.export.stage import export_model
     from toolchain.models.adapters import adapter_for
 
@@ -229,16 +230,7 @@ def tiny_bundle(tmp_path_factory):
     model = BertForSequenceClassification(config).eval()
     adapter_for(model, tok).save(tmp / "model")
     write_toy_table(tmp / "dev.tsv", 32, 1)
-    spec = TaskSpec(
-        name="toy",
-        kind="classification",
-        folder="",
-        format="tsv",
-        files={"dev": str(tmp / "dev.tsv")},
-        text_columns=("text",),
-        label_column="label",
-        labels=("neg", "pos"),
-    )
+    spec = replace(TOY_SPEC, files={"dev": str(tmp / "dev.tsv")})
     export_model(tmp / "model", tmp / "onnx", fmt="fp32", spec=spec)
     manifest = api.bundle(tmp / "onnx", tmp / "toy.edgec", device="host", task=spec)
     return tmp / "toy.edgec", manifest

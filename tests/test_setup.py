@@ -89,16 +89,18 @@ def test_the_readme_installs_the_tested_versions():
     assert '-e ".[train,dev]" -c constraints.txt' in readme
 
 
+def _copy_repo(dst: Path) -> Path:
+    """The source tree without git, venvs, build outputs or runs (so the copy stays clean)."""
+    ignore = shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", "runs"
+    )
+    shutil.copytree(REPO, dst, ignore=ignore)
+    return dst
+
+
 def test_wheel_contains_profiles_and_entry_point(tmp_path):
     # Build from a copy so the source tree gets no build/ or egg-info folders.
-    src = tmp_path / "src"
-    shutil.copytree(
-        REPO,
-        src,
-        ignore=shutil.ignore_patterns(
-            ".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", "runs"
-        ),
-    )
+    src = _copy_repo(tmp_path / "src")
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(src)],
         capture_output=True,
@@ -127,14 +129,7 @@ def test_runtime_extra_in_a_clean_venv_runs_bundles_verifies_and_serves(tmp_path
 
     from toolchain.profile.agent import profile_remote
 
-    src = tmp_path / "src"
-    shutil.copytree(
-        REPO,
-        src,
-        ignore=shutil.ignore_patterns(
-            ".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", "runs"
-        ),
-    )
+    src = _copy_repo(tmp_path / "src")
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     py = str(env_dir / "bin" / "python")

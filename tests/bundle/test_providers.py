@@ -70,15 +70,8 @@ def test_edgec_run_provider(edgec, tiny_bundle):
 
 
 def _toy_spec(folder):
-    from toolchain.data.tasks import TaskSpec
+    from dataclasses import replace
 
-    return TaskSpec(
-        name="toy",
-        kind="classification",
-        folder="",
-        format="tsv",
-        files={"dev": str(folder / "dev.tsv")},
-        text_columns=("text",),
-        label_column="label",
-        labels=("neg", "pos"),
-    )
+    from toy import TOY_SPEC
+
+    return replace(TOY_SPEC, files={"dev": str(folder / "dev.tsv")})

@@ -27,6 +27,7 @@ import re
 from pathlib import Path
 
 from toolchain.errors import EdgecError
+from toolchain.profile.local import budget_verdicts
 
 _STAT = re.compile(r"(min|max|mean|median|percentile\((\d+(?:\.\d+)?)%\))\s*=\s*([\d.eE+-]+)\s*ms")
 _SHAPE = re.compile(r"--(?:shapes|optShapes)=(\S+)")
@@ -137,34 +138,6 @@ def import_trtexec(paths: list[str | Path], profile, *, shape=None) -> dict:
             "tensorrt": next((x["tensorrt"] for x in parsed if x["tensorrt"]), None),
         },
         "results": results,
-        "budgets": verdicts(profile.budgets, results),
+        # memory is judged only where the log reported it; otherwise the verdict says so
+        "budgets": budget_verdicts(profile.budgets, results),
     }
-
-
-def verdicts(budgets, results: list[dict]) -> list[dict]:
-    """Each budget met or missed at its batch and sequence length; memory is judged only where
-    the log reported it (otherwise the verdict says it was not measured)."""
-    by_shape = {(r["batch"], r["seq"]): r for r in results}
-    out = []
-    for b in budgets:
-        r = by_shape.get((b.batch, b.seq_len))
-        if r is None:
-            out.append({"budget": b.name, "verdict": "not measured"})
-            continue
-        latency = r.get(f"p{b.percentile:g}_ms") or r.get("p99_ms")
-        lat_ok = latency <= b.latency_ms
-        entry = {
-            "budget": b.name,
-            "latency_ms": latency,
-            "latency_budget_ms": b.latency_ms,
-            "percentile": b.percentile,
-            "memory_budget_mb": b.memory_mb,
-        }
-        if "device_memory_mb" in r:
-            entry.update(peak_memory_mb=r["device_memory_mb"], memory_kind="device")
-            met = lat_ok and r["device_memory_mb"] <= b.memory_mb
-            entry["verdict"] = "met" if met else "missed"
-        else:
-            entry["verdict"] = "latency met, memory not measured" if lat_ok else "missed (latency)"
-        out.append(entry)
-    return out
