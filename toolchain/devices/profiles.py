@@ -29,7 +29,11 @@ from toolchain import schema
 from toolchain.config import MAX_ITERATIONS, BudgetSpec
 from toolchain.devices.facts import HOST_SOURCE, Hardware, SoftwareStack
 from toolchain.devices.host import host_hardware, host_software
-from toolchain.devices.names import profile_dirs
+from toolchain.devices.names import (  # noqa: F401  (re-exported: where profiles live)
+    PROFILE_PATH_ENV,
+    builtin_profiles_dir,
+    profile_dirs,
+)
 from toolchain.errors import ConfigError, UnknownDeviceError
 from toolchain.schema import check_range, require
 
