@@ -199,6 +199,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _drain(self, size: int, *, seconds: float = 2.0, most: int = 64 << 20) -> None:
+        """After refusing a body unread: close the connection, but first read and drop what the
+        client is still sending (briefly, boundedly), so that it reads the refusal instead of a
+        reset ("broken pipe") from closing a socket with unread data (a lingering close)."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.wfile.flush()
+            self.request.settimeout(seconds)
+            deadline, left = time.monotonic() + seconds, min(size, most)
+            while left > 0 and time.monotonic() < deadline:
+                chunk = self.request.recv(min(left, 1 << 16))
+                if not chunk:
+                    break
+                left -= len(chunk)
+
     def _authorized(self) -> bool:
         header = self.headers.get("Authorization", "")
         if not header.startswith("Bearer "):
@@ -256,6 +271,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if size > self.server.max_upload:
             self._reply(413, {"error": f"upload of {size} bytes exceeds {self.server.max_upload}"})
+            self._drain(size)
             return
         try:
             request = validate_request(self.headers.get(REQUEST_HEADER))
