@@ -73,7 +73,11 @@ def one(task: str, packed: Path, data_dir: str, tmp: Path) -> dict:
         AutoModelForSequenceClassification.from_pretrained(str(current))
         row["transformers_plain"] = "LOADED (wrong)"
     except ValueError as e:
-        row["transformers_plain"] = "refused: " + str(e).split(".")[0][-80:]
+        asks = "trust_remote_code=True" in str(e)
+        row["transformers_plain"] = (
+            "refused, asks for trust_remote_code=True" if asks else ("refused: " + str(e)[:120])
+        )
+        row["transformers_plain_error"] = " ".join(str(e).split())
     start = time.perf_counter()
     hf = AutoModelForSequenceClassification.from_pretrained(str(current), trust_remote_code=True)
     got = _logits(hf.eval(), tok, texts)
