@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 import torch
@@ -175,6 +176,32 @@ def test_teacher_stage_cleans_trains_scores_and_caches(tiny_bert_dir, tmp_path):
     assert m["dev"]["accuracy"] > 0.9 and m["dev"]["n"] == 50
     assert (first.path / "metrics.json").is_file() and (first.path / "config.json").is_file()
     assert second.status == "skipped"
+
+
+def test_the_teacher_stage_is_reproducible_from_its_seed(tiny_bert_dir, tmp_path):
+    """The new classification head is drawn from the stage's seed, not from whatever the
+    process's random state happens to be: two runs with one seed give the same weights."""
+    from safetensors.torch import load_file
+
+    from toolchain.models.teacher import teacher_stage
+    from toolchain.pipeline import RunDir
+
+    write_toy_table(tmp_path / "train.tsv", 120, 0)
+    spec = replace(TOY_SPEC, files={"train": str(tmp_path / "train.tsv"),
+                                    "dev": str(tmp_path / "train.tsv")})  # fmt: skip
+    weights = []
+    for i in range(2):
+        torch.rand(1000 * (i + 1))  # a different global random state before each run
+        stage = teacher_stage(
+            model=str(tiny_bert_dir), spec=spec, data_dir=None,
+            cfg=cfg(max_steps=4, require_above_trivial=False), data_cfg=DataConfig(),
+            name="teacher",
+        )  # fmt: skip
+        with RunDir(tmp_path / f"run{i}") as run:
+            (res,) = run.run([stage], seed=3)
+        weights.append(load_file(str(res.path / "model.safetensors")))
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
 def test_device_selection():

@@ -79,9 +79,10 @@ def teacher_stage(
 def run_teacher(ctx: StageContext, *, model, spec, data_dir, cfg, data_cfg, device) -> dict:
     from toolchain.data.clean import clean
     from toolchain.evaluate.evaluate import evaluate
-    from toolchain.models.finetune import finetune, head_for
+    from toolchain.models.finetune import finetune, head_for, seed_everything
     from toolchain.models.loading import load_model
 
+    seed_everything(ctx.seed)  # the new classification head is drawn from the stage's seed
     train = load_split(spec, "train", data_dir)
     validation = load_split(spec, "validation", data_dir)
     train, report = clean(train, data_cfg)
