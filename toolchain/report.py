@@ -27,6 +27,7 @@ import html
 import json
 from pathlib import Path
 
+from toolchain.bundle.build import provider_names
 from toolchain.errors import EdgecError
 
 
@@ -62,18 +63,11 @@ def _p90(b: dict) -> str:
     return _fmt(b.get("p90_ms"), ".2f")
 
 
-_EP = {"TensorrtExecutionProvider": "TensorRT", "CUDAExecutionProvider": "CUDA",
-       "CPUExecutionProvider": "CPU"}  # fmt: skip
-
-
-def _providers(b: dict) -> str:
-    return ", ".join(_EP.get(p, p) for p in b.get("providers") or ["CPUExecutionProvider"])
-
-
 def _format_runtime(b: dict) -> str:
     """'int8-qdq / ONNX Runtime (TensorRT, CUDA, CPU)': the export format and where it runs."""
     runtime = {"onnxruntime": "ONNX Runtime"}.get(b.get("runtime") or "", b.get("runtime"))
-    return f"{b.get('format') or '?'} / {runtime or 'ONNX Runtime'} ({_providers(b)})"
+    providers = provider_names(b.get("providers"))
+    return f"{b.get('format') or '?'} / {runtime or 'ONNX Runtime'} ({providers})"
 
 
 def _precision(b: dict) -> str:

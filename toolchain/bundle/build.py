@@ -32,7 +32,7 @@ from toolchain.bundle.manifest import (
     write_manifest,
 )
 from toolchain.export import device_format
-from toolchain.version import __version__
+from toolchain.version import __version__, dist_version
 
 log = logging.getLogger(__name__)
 
@@ -207,13 +207,11 @@ def shipped_precision(fmt: str, qc: dict | None, accuracy_level: int = 4) -> dic
     precision (an fp32 export of a W4A8 model ships fp32 weights on the W4 grid and float
     activations; INT8 Q/DQ stores 2-4-bit codes in INT8; MatMulNBits keeps them, with INT8 or
     float activations inside the kernel)."""
-    if fmt in ("fp32", "fp16") or not qc:
-        if fmt == "int8-dynamic":
-            return {"*": "W8A8 (ONNX Runtime dynamic INT8)"}
-        note = " (weights on the trained low-bit grid, activations float)" if qc else ""
-        return {"*": f"{fmt}{note}"}
     if fmt == "int8-dynamic":
         return {"*": "W8A8 (ONNX Runtime dynamic INT8)"}
+    if fmt in ("fp32", "fp16") or not qc:
+        note = " (weights on the trained low-bit grid, activations float)" if qc else ""
+        return {"*": f"{fmt}{note}"}
     out = {}
     for name, e in qc["modules"].items():
         bits, linear = e["bits"], e["kind"] == "linear"
@@ -344,7 +342,7 @@ def _manifest(exported: Path, folder: Path, profile, target_budget, requested, s
             "edgec": __version__,
             "export": export.get("candidates"),
             "python": platform.python_version(),
-            "onnxruntime": _version("onnxruntime"),
+            "onnxruntime": dist_version("onnxruntime"),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
         "runtime": {
@@ -400,15 +398,6 @@ def _add_tagging(exported: Path, manifest: dict) -> None:
         rt.update(inputs="subwords", word_labels="first sub-token of each word")
 
 
-def _version(dist: str) -> str | None:
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def _robustness_lines(rob) -> list[str]:
     if not isinstance(rob, dict):
         return [f"- Robustness: {rob}."] if rob else []
@@ -433,12 +422,17 @@ _EP = {"TensorrtExecutionProvider": "TensorRT", "CUDAExecutionProvider": "CUDA",
        "CPUExecutionProvider": "CPU"}  # fmt: skip
 
 
+def provider_names(providers: list[str] | None) -> str:
+    """'TensorRT, CUDA, CPU': execution providers by their short names, best first."""
+    return ", ".join(_EP.get(p, p) for p in providers or ["CPUExecutionProvider"])
+
+
 def card_table(manifest: dict) -> list[str]:
     """The model card's table in the columns AI Hub users know: device, chipset, target runtime,
     inference time, peak memory, precision (each figure says measured or predicted, or that it
     was not measured)."""
     m, t, lat, rt = manifest["model"], manifest["target"], manifest["latency"], manifest["runtime"]
-    eps = ", ".join(_EP.get(p, p) for p in rt.get("providers") or ["CPUExecutionProvider"])
+    eps = provider_names(rt.get("providers"))
     status = lat.get("status", "not measured")
     if lat.get("p90_ms") is not None:
         time_ = f"{lat['p90_ms']} ms (p90, {status})"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
+import re
 import sys
 import textwrap
 from types import ModuleType
@@ -77,8 +78,6 @@ class Parser(argparse.ArgumentParser):
     Python 3.14, ``suggest_on_error``)."""
 
     def error(self, message: str):
-        import re
-
         bad = re.match(r"argument (\S+): invalid choice: '([^']*)' \(choose from (.*)\)", message)
         if bad:
             choices = re.findall(r"'?([^',\s]+)'?", bad.group(3))

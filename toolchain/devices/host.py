@@ -6,12 +6,12 @@ estimated: a fact that cannot be read (e.g. memory bandwidth) stays ``None``.
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import platform
 from pathlib import Path
 
 from toolchain.devices.facts import HOST_SOURCE, CpuFacts, Hardware, MemoryFacts, SoftwareStack
+from toolchain.version import dist_version
 
 # ISA extensions that change which kernels are fast for transformer inference.
 _INTERESTING_FLAGS = (
@@ -94,13 +94,6 @@ def host_hardware() -> Hardware:
     return Hardware(cpu=cpu, memory=mem)
 
 
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def host_software() -> SoftwareStack:
     """Installed runtime versions, read from package metadata (nothing is imported)."""
     return SoftwareStack(
@@ -108,6 +101,8 @@ def host_software() -> SoftwareStack:
         source=f"{HOST_SOURCE} (platform, package metadata)",
         os=f"{platform.system()} {platform.release()}",
         python=platform.python_version(),
-        onnxruntime=_version("onnxruntime") or _version("onnxruntime-gpu"),
-        tensorrt=_version("tensorrt") or _version("tensorrt-cu12") or _version("tensorrt-cu13"),
+        onnxruntime=dist_version("onnxruntime") or dist_version("onnxruntime-gpu"),
+        tensorrt=dist_version("tensorrt")
+        or dist_version("tensorrt-cu12")
+        or dist_version("tensorrt-cu13"),
     )

@@ -205,11 +205,9 @@ def write_hf_config(src: Path, out: Path) -> None:
     folder loads with optimum's ``ORTModelFor...`` classes and transformers' pipelines: a packed
     checkpoint's ``quantization_config`` and remote-code map are dropped, since the ONNX model
     already holds what was quantized."""
-    from toolchain.models.loading import packed_config_dict
+    from toolchain.models.loading import float_config_dict
 
-    raw = json.loads((src / "config.json").read_text(encoding="utf-8"))
-    config = packed_config_dict(raw)
-    config.pop("quantization_config", None)
+    config = float_config_dict(json.loads((src / "config.json").read_text(encoding="utf-8")))
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 

@@ -288,13 +288,14 @@ def _from_pretrained_args(source: Path | str) -> tuple[str, dict[str, Any]]:
 PACKED_MODEL_TYPE = "edgec_lsq"
 
 
-def packed_config_dict(raw: dict) -> dict:
-    """The float family's config dict of a packed checkpoint's ``config.json`` (unchanged for any
-    other): ``model_type`` restored, ``auto_map`` and ``quantization_config`` dropped."""
-    if raw.get("model_type") != PACKED_MODEL_TYPE:
-        return dict(raw)
-    out = {k: v for k, v in raw.items() if k not in ("auto_map", "quantization_config")}
-    out["model_type"] = out.pop("base_model_type", None)
+def float_config_dict(raw: dict) -> dict:
+    """The float family's config dict of a ``config.json``: a packed checkpoint's without its
+    ``quantization_config``, and for the current format with its ``model_type`` restored and
+    without the remote-code ``auto_map``; any other config unchanged."""
+    out = {k: v for k, v in raw.items() if k != "quantization_config"}
+    if raw.get("model_type") == PACKED_MODEL_TYPE:
+        out.pop("auto_map", None)
+        out["model_type"] = out.pop("base_model_type", None)
     return out
 
 
@@ -308,9 +309,9 @@ def read_config(path: str | os.PathLike):
     path = Path(path)
     with load_errors(path, "config"):
         raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
-        if raw.get("model_type") != PACKED_MODEL_TYPE:
+        if "quantization_config" not in raw:
             return AutoConfig.from_pretrained(str(path), local_files_only=True)
-        plain = packed_config_dict(raw)
+        plain = float_config_dict(raw)
         return AutoConfig.for_model(plain.pop("model_type"), **plain)
 
 

@@ -229,8 +229,6 @@ def load_quantized(path: str | Path, *, device: str | torch.device = "cpu"):
     path = Path(path)
     qc = read_quantization_config(path)
     config = read_config(path)  # the float family's, without the quantization_config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
     arch = (config.architectures or [None])[0]
     model_cls = getattr(transformers, arch or "", None)
     if model_cls is None:
