@@ -66,6 +66,11 @@ def one(task: str, packed: Path, data_dir: str, tmp: Path) -> dict:
     ours = load_quantized(packed)
     current = save_quantized(ours, tmp / "packed", block_size=ours_block(packed))
     row: dict = {"task": task, "metric": spec.main_metric, "n": len(dev), "source": str(packed)}
+    from toolchain.evaluate.trivial import TrivialBaseline
+
+    trivial = TrivialBaseline.fit(spec, load_split(spec, "train", data_dir))
+    row["trivial"] = trivial.scores(spec, labels)[spec.main_metric]
+    row["trivial_answers"] = trivial.describe(spec, labels)
     tok = AutoTokenizer.from_pretrained(str(current))
     reference = _logits(ours.model.eval(), ours.tokenizer, texts)
     row["edgec_load_quantized"] = _score(spec, reference, labels)
@@ -137,17 +142,21 @@ def main() -> None:
     lines = [
         "# Loading edgec outputs with transformers and optimum (whole dev split)",
         "",
-        f"Command: `{data['command']}`; {env['cpu']}, {env['cores']} cores.",
+        f"Command: `{data['command']}`; {env['cpu']}, {env['cores']} cores. Every score is "
+        "measured on this host over the whole dev split (ONNX Runtime on the CPU; the Jetson "
+        "bundle ran here on its CPU fallback), beside the trivial baseline (the best constant "
+        "answer).",
         "",
-        "| task | metric | n | edgec load_quantized | transformers, plain | transformers, "
-        "trust_remote_code (max logit diff) | optimum, MatMulNBits export | optimum, INT8 Q/DQ "
+        "| task | metric | n | trivial baseline | edgec load_quantized | transformers, plain | "
+        "transformers, trust_remote_code (max logit diff) | optimum, MatMulNBits export | optimum, INT8 Q/DQ "
         "export | optimum, Jetson bundle (agreement with edgec run) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         rc, b = r["transformers_remote_code"], r["optimum_bundle"]
         lines.append(
-            f"| {r['task']} | {r['metric']} | {r['n']} | {r['edgec_load_quantized']:.4f} | "
+            f"| {r['task']} | {r['metric']} | {r['n']} | {r['trivial']:.4f} | "
+            f"{r['edgec_load_quantized']:.4f} | "
             f"{r['transformers_plain']} | {rc['score']:.4f} ({rc['max_abs_logit_diff']:.2g}) | "
             f"{r['optimum_nbits']['score']:.4f} | {r['optimum_int8-qdq']['score']:.4f} | "
             f"{b['score']:.4f} ({b['label_agreement_vs_edgec_run']:.4f}) |"
