@@ -148,7 +148,8 @@ def main() -> None:
         "answer).",
         "",
         "| task | metric | n | trivial baseline | edgec load_quantized | transformers, plain | "
-        "transformers, trust_remote_code (max logit diff) | optimum, MatMulNBits export | optimum, INT8 Q/DQ "
+        "transformers, trust_remote_code (max logit diff) | optimum, MatMulNBits export | "
+        "optimum, INT8 Q/DQ "
         "export | optimum, Jetson bundle (agreement with edgec run) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
