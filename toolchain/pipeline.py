@@ -12,6 +12,13 @@ folder are removed when the run directory is closed.
 Training stages may keep checkpoints in ``ctx.checkpoint_dir``: it survives a failure or a kill
 (so the next attempt resumes inside the stage) and is deleted once the stage completes.
 
+Under torchrun (:mod:`toolchain.distributed`) every rank walks the same stages; rank 0 alone
+locks the run directory, decides what is up to date and writes outputs and records. A stage
+marked ``distributed`` (a training stage) runs on every rank, the others writing into a scratch
+folder that is deleted and reading checkpoints from the shared ``ctx.checkpoint_dir``; any other
+stage runs on rank 0 while the others wait for its record. A killed rank's run resumes like a
+killed process's: re-launched, every rank reloads the stage's last checkpoint.
+
 Example::
 
     def train(ctx: StageContext) -> dict:
@@ -35,6 +42,7 @@ import os
 import platform
 import shutil
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -42,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from toolchain import distributed as dist
 from toolchain.errors import EdgecError, StageError
 from toolchain.version import __version__
 
@@ -77,6 +86,8 @@ class Stage:
         config: a stage config dataclass or any JSON-able value; part of the record's identity.
         depends: names of earlier stages whose outputs this stage reads.
         inputs: external files or folders (a model directory, a data file) hashed into the record.
+        distributed: under torchrun, ``fn`` runs on every rank (a data-parallel training stage);
+            otherwise on rank 0 alone. Either way only rank 0's outputs are kept.
     """
 
     name: str
@@ -84,6 +95,7 @@ class Stage:
     config: Any = None
     depends: tuple[str, ...] = ()
     inputs: tuple[Path, ...] = ()
+    distributed: bool = False
 
 
 @dataclass(frozen=True)
@@ -199,9 +211,12 @@ class RunDir:
                 (``edgec teacher -o DIR``) use DIR's parent without claiming it whole.
         """
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
         self._state = state_prefix
         self._lock_path = self.path / f"{state_prefix}.lock"
+        self._lock_file = None
+        if not dist.is_main():  # rank 0 holds the lock and writes; the other ranks only read
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
         while True:  # the lock file is removed on close: lock it, then check it is still there
             self._lock_file = self._lock_path.open("a+")
             try:
@@ -223,7 +238,7 @@ class RunDir:
 
     def close(self) -> None:
         """Release the lock; remove the lock file and an empty checkpoint folder."""
-        if not self._lock_file.closed:
+        if self._lock_file is not None and not self._lock_file.closed:
             ckpts = self.path / f"{self._state}.checkpoints"
             try:
                 ckpts.rmdir()  # only when empty: a failed stage's checkpoints stay for resume
@@ -309,34 +324,68 @@ class RunDir:
         results = []
         tainted: set[str] = set()  # stages re-run because their outputs changed on disk
         for stage in stages:
-            ihash = self.input_hash(stage, seed)
-            record = self.record(stage.name)
-            after = sorted(tainted & set(stage.depends))
-            if after:
-                log.warning(
-                    "stage %s: re-running, it comes after %s, whose outputs had changed on disk",
-                    stage.name,
-                    ", ".join(after),
+            # rank 0 decides (the others would race its writes) and tells the others
+            ihash, skip = dist.on_main(lambda s=stage: self._decide(s, seed, force, tainted))
+            if skip:
+                record = self.record(stage.name)
+                results.append(
+                    StageResult(stage.name, "skipped", self.stage_dir(stage.name), record)
                 )
-                tainted.add(stage.name)
-            elif stage.name not in force and record and record.get("input_hash") == ihash:
-                changed = self._changed_outputs(stage.name, record)
-                if not changed:
-                    log.info("stage %s: up to date, skipped", stage.name)
-                    results.append(
-                        StageResult(stage.name, "skipped", self.stage_dir(stage.name), record)
-                    )
-                    continue
-                log.warning(
-                    "stage %s: %s changed on disk since its record (sha256); re-running it and "
-                    "every stage that depends on it",
-                    stage.name,
-                    changed,
-                )
-                tainted.add(stage.name)
-            record = self._run_one(stage, ihash, seed)
+                continue
+            if stage.distributed and not dist.is_main():
+                self._run_scratch(stage, ihash, seed)
+            record = dist.on_main(
+                lambda s=stage, h=ihash: self._run_one(s, h, seed), alone=not stage.distributed
+            )
             results.append(StageResult(stage.name, "ran", self.stage_dir(stage.name), record))
         return results
+
+    def _decide(self, stage: Stage, seed: int, force: set, tainted: set) -> tuple[str, bool]:
+        """``(input hash, whether the stage is up to date)``; adds a re-run stage whose outputs
+        changed on disk (or that depends on one) to ``tainted``."""
+        ihash = self.input_hash(stage, seed)
+        record = self.record(stage.name)
+        after = sorted(tainted & set(stage.depends))
+        if after:
+            log.warning(
+                "stage %s: re-running, it comes after %s, whose outputs had changed on disk",
+                stage.name,
+                ", ".join(after),
+            )
+            tainted.add(stage.name)
+        elif stage.name not in force and record and record.get("input_hash") == ihash:
+            changed = self._changed_outputs(stage.name, record)
+            if not changed:
+                log.info("stage %s: up to date, skipped", stage.name)
+                return ihash, True
+            log.warning(
+                "stage %s: %s changed on disk since its record (sha256); re-running it and "
+                "every stage that depends on it",
+                stage.name,
+                changed,
+            )
+            tainted.add(stage.name)
+        return ihash, False
+
+    def _run_scratch(self, stage: Stage, ihash: str, seed: int) -> None:
+        """A distributed stage on a rank other than 0: it trains with the others and writes into
+        a scratch folder that is deleted; checkpoints are read from rank 0's folder."""
+        tmp = Path(tempfile.mkdtemp(prefix=f"edgec-{stage.name}-rank{dist.rank()}-"))
+        ctx = StageContext(
+            name=stage.name,
+            run_dir=self.path,
+            out_dir=tmp,
+            checkpoint_dir=self.checkpoint_dir(stage.name, ihash),
+            config=stage.config,
+            seed=seed,
+            inputs={dep: self.stage_dir(dep) for dep in stage.depends},
+        )
+        try:
+            stage.fn(ctx)
+        except EdgecError as e:
+            raise StageError(f"stage '{stage.name}' failed on rank {dist.rank()}: {e}") from e
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def _check_graph(self, stages: Sequence[Stage]) -> None:
         seen: set[str] = set()
@@ -402,6 +451,8 @@ class RunDir:
                 "versions": _versions(),
                 "host": platform.node(),
             }
+            if stage.distributed and dist.active():
+                record["ranks"] = dist.describe()
             record["output_hash"] = hashlib.sha256(
                 json.dumps(record["outputs"], sort_keys=True).encode()
             ).hexdigest()

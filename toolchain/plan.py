@@ -41,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from toolchain import distributed as dist
 from toolchain.bundle.build import build_bundle, set_latency
 from toolchain.config import BudgetSpec, Recipe
 from toolchain.data.readers import load_split
@@ -206,6 +207,9 @@ class BuildPlan:
         quality = Quality(metric, (teacher.metrics.get("dev") or {}).get(metric),
                           r.quality.accuracy_floor)  # fmt: skip
         rows = [self._budget(b, search, teacher, scorer, selection, quality) for b in self.budgets]
+        baseline = self._baseline(teacher, scorer)
+        if not dist.is_main():  # under torchrun the other ranks only trained with rank 0
+            return {}
         summary = BuildSummary(
             task=self.spec.name,
             device=self.target.name,
@@ -215,7 +219,7 @@ class BuildPlan:
                 "dir": str(teacher.dir),
                 "dev": teacher.metrics.get("dev") or {},
             },
-            baseline=self._baseline(teacher, scorer),
+            baseline=baseline,
             search=search,
             bundles=rows,
             stage_s=self.stage_s,

@@ -35,6 +35,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from toolchain import distributed as dist
 from toolchain.config import BudgetSpec
 from toolchain.devices.generation import decoder_shape, predict_generation
 from toolchain.devices.latency import model_for
@@ -183,8 +184,9 @@ class DecoderBuildPlan(BuildPlan):
             "stage_s": self.stage_s,
             "wall_s": round(time.perf_counter() - started, 1),
         }
-        (self.out / "build.json").write_text(json.dumps(_jsonable(summary), indent=2) + "\n")
-        write_report(self.out)
+        if dist.is_main():  # under torchrun the other ranks only trained with it
+            (self.out / "build.json").write_text(json.dumps(_jsonable(summary), indent=2) + "\n")
+            write_report(self.out)
         return summary
 
     # -- teacher ------------------------------------------------------------------------------

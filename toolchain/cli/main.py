@@ -5,6 +5,11 @@ implemented, ``add_arguments(parser)`` and ``run(args) -> exit code``. Heavy imp
 ``run`` so that ``edgec --help`` is instant. Exit codes: 0 success, 1 error in the input or a
 failed stage (a message, never a traceback), 2 usage error or a verb not implemented yet,
 130 interrupted.
+
+The training verbs take ``--nproc N``: the command is handed to torchrun
+(``python -m torch.distributed.run --standalone --nproc-per-node N -m toolchain ...``), whose
+processes join one process group (:mod:`toolchain.distributed`); launched by torchrun directly
+(several nodes), they join the group torchrun set up. Ranks other than 0 print nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
+import os
 import re
+import subprocess
 import sys
 import textwrap
 from types import ModuleType
@@ -38,6 +45,9 @@ VERBS = (
     "eval",
     "report",
 )
+
+# the verbs that train, data-parallel under torchrun (``--nproc N``)
+DISTRIBUTED_VERBS = ("build", "teacher", "distill", "prune", "quantize", "search")
 
 # the modules of edgec[train] (setup.py): missing on a device install
 TRAINING_STACK = frozenset(
@@ -166,8 +176,70 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                 description=f"{mod.HELP}.\n\nNot implemented yet. Planned form:\n  {mod.PLANNED}",
             )
         _common_options(p, top=False)
+        if verb in DISTRIBUTED_VERBS and mod.IMPLEMENTED:
+            _distributed_options(p)
         parser.verb_parsers[verb] = p  # type: ignore[attr-defined]
     return parser
+
+
+def _distributed_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data-parallel training (torchrun)")
+    group.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train data-parallel on N processes of this machine, launched by torchrun (gloo on "
+        "CPU, NCCL with one GPU each); same global batch and schedule as one process",
+    )
+    group.add_argument(
+        "--max-restarts",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with --nproc: let torchrun restart all processes up to K times when one dies; they "
+        "resume from the last checkpoint (default 0: fail, and a re-run resumes)",
+    )
+
+
+def _without(argv: list[str], flags: tuple[str, ...]) -> list[str]:
+    """``argv`` less ``flags`` and their values (``--flag V`` or ``--flag=V``)."""
+    out, skip = [], False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in flags:
+            skip = True
+        elif not word.startswith(tuple(f + "=" for f in flags)):
+            out.append(word)
+    return out
+
+
+def launch(argv: list[str], nproc: int, max_restarts: int = 0) -> int:
+    """Run ``edgec ARGV`` on ``nproc`` processes through torchrun; its exit code."""
+    if nproc < 1:
+        raise EdgecError(f"--nproc {nproc}: give 1 or more processes")
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        "--nproc-per-node", str(nproc), "--max-restarts", str(max_restarts),
+        "-m", "toolchain", *_without(argv, ("--nproc", "--max-restarts")),
+    ]  # fmt: skip
+    print(f"edgec: training on {nproc} processes: {' '.join(command[1:])}", file=sys.stderr)
+    return subprocess.call(command)
+
+
+def _join_ranks(verb: str) -> None:
+    """Under torchrun: join the process group; ranks other than 0 go quiet."""
+    from toolchain import distributed as dist
+
+    if verb not in DISTRIBUTED_VERBS:
+        raise EdgecError(
+            f"edgec {verb} does not train: run it without torchrun (data-parallel verbs: "
+            f"{', '.join(DISTRIBUTED_VERBS)})"
+        )
+    dist.init()
+    if not dist.is_main():
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,18 +255,24 @@ def main(argv: list[str] | None = None) -> int:
     if extra and mod.IMPLEMENTED:
         parser.verb_parsers[args.verb].error(f"unrecognized arguments: {' '.join(extra)}")
 
-    setup_logging(verbosity=args.verbose, quiet=args.quiet)
+    rank = os.environ.get("RANK", "0") if "WORLD_SIZE" in os.environ else "0"
+    setup_logging(verbosity=args.verbose, quiet=args.quiet or rank != "0")
     try:
         if not mod.IMPLEMENTED:
             raise NotImplementedYet(
                 f"edgec {args.verb}: not implemented yet (planned: {mod.PLANNED})"
             )
+        if getattr(args, "nproc", 1) != 1 and "WORLD_SIZE" not in os.environ:
+            return launch(argv, args.nproc, args.max_restarts)
+        if "WORLD_SIZE" in os.environ and "RANK" in os.environ:
+            _join_ranks(args.verb)
         return int(mod.run(args) or 0)
     except NotImplementedYet as e:
         print(str(e), file=sys.stderr)
         return 2
     except EdgecError as e:
-        print(f"edgec: error: {e}", file=sys.stderr)
+        where = f" (rank {rank})" if rank != "0" else ""
+        print(f"edgec: error{where}: {e}", file=sys.stderr)
         return 1
     except ModuleNotFoundError as e:
         if (e.name or "").split(".")[0] not in TRAINING_STACK:

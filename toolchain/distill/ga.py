@@ -63,7 +63,9 @@ class GAState:
     rng_state: list | None = None
 
     def save(self, path: Path | None) -> None:
-        if path is None:
+        from toolchain import distributed as dist
+
+        if path is None or not dist.is_main():  # every rank holds the same state
             return
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(self)))

@@ -92,7 +92,9 @@ def distill_stage(
     inputs = teacher_inputs(teacher_dir, spec, data_dir)
     if init_from is not None:
         inputs = (*inputs, Path(init_from))
-    return Stage(name, run, config=config, inputs=inputs)
+    # distillation (any mapping, GA included) trains on every rank under torchrun; Theseus's
+    # own loop runs on rank 0 alone
+    return Stage(name, run, config=config, inputs=inputs, distributed=cfg.method != "theseus")
 
 
 def run_distill(

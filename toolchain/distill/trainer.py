@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from toolchain import distributed as dist
 from toolchain.config import DistillConfig
 from toolchain.data.encode import IGNORE, batches, encode
 from toolchain.data.tasks import TaskSpec
@@ -143,7 +144,9 @@ def distill(
 ) -> dict:
     """Distil ``teacher`` into ``student`` on ``train``; keep the best on ``validation``; save the
     student (with the teacher's tokenizer) to ``out_dir`` unless ``save`` is False (the caller
-    then writes it its own way, as quantization does).
+    then writes it its own way, as quantization does). Under torchrun, every rank trains on its
+    share of each global batch, and rank 0 alone evaluates (shared with the others) and writes
+    (:mod:`toolchain.distributed`); every rank returns the same result and best weights.
 
     Returns:
         ``best_validation``, ``best_step``, ``steps``, ``history`` (validation score per
@@ -172,7 +175,7 @@ def distill(
     if run.best is not None:
         run.module.load_state_dict(run.best)
     student.tokenizer = tokenizer
-    if save:
+    if save and dist.is_main():
         student.save(out_dir)
     return _summary(run, start, genome)
 
@@ -297,6 +300,7 @@ def _train(run: _DistillRun) -> None:
             micro += 1
             if micro % cfg.grad_accumulation and k + 1 < n_micro:
                 continue
+            dist.average_gradients(run.module.parameters())
             torch.nn.utils.clip_grad_norm_(run.module.parameters(), 1.0)
             run.opt.step()
             run.sched.step()
@@ -310,9 +314,10 @@ def _train(run: _DistillRun) -> None:
 
 
 def _backward(run: _DistillRun, batch: dict) -> dict[str, torch.Tensor]:
-    """Forward teacher and student on one micro-batch and backpropagate its share of the loss;
-    returns the unweighted loss terms (logged at the next evaluation)."""
+    """Forward teacher and student on this rank's share of one micro-batch and backpropagate its
+    share of the loss; returns the unweighted loss terms (logged at the next evaluation)."""
     run.module.train()
+    batch, weight = dist.shard(batch)
     batch = {key: v.to(run.device) for key, v in batch.items()}
     mapping = run.mapper() if run.cfg.mapping != "none" else []
     with autocast_for(run.device):
@@ -320,7 +325,7 @@ def _backward(run: _DistillRun, batch: dict) -> dict[str, torch.Tensor]:
             t_out = run.teacher.forward(**_inputs(batch), output_attentions=run.need_attn)
         s_out = run.student.forward(**_inputs(batch), output_attentions=run.need_attn)
         terms = kd_losses(run.spec, run.cfg, mapping, s_out, t_out, batch, run.module)
-        loss = weighted(terms, run.cfg) / run.cfg.grad_accumulation
+        loss = weighted(terms, run.cfg) * (weight / run.cfg.grad_accumulation)
     if not torch.isfinite(loss):
         raise EdgecError(
             f"distillation loss became {loss.item()} at step {run.state.step}; "
@@ -333,15 +338,18 @@ def _backward(run: _DistillRun, batch: dict) -> dict[str, torch.Tensor]:
 def _evaluate_and_keep(run: _DistillRun, terms: dict[str, torch.Tensor]) -> bool:
     """Evaluate, keep the weights if best so far, checkpoint; True when early stopping says stop."""
     state, metric = run.state, run.spec.main_metric
-    value = _evaluate(
-        run.student.model,
-        run.spec,
-        run.val,
-        run.enc_val,
-        run.pad_id,
-        run.device,
-        state,
-        {k: round(v.item(), 5) for k, v in terms.items()},
+    losses = {k: round(v.item(), 5) for k, v in terms.items()}
+    # rank 0 evaluates; every rank records the same result and keeps the same best weights
+    value = dist.on_main(
+        lambda: _evaluate(run.student.model, run.spec, run.val, run.enc_val, run.pad_id, run.device)
+    )
+    state.history.append({"step": state.step, "losses": losses, **value})
+    log.info(
+        "step %d: %s, validation %s %.4f",
+        state.step,
+        ", ".join(f"{k} {v:.4f}" for k, v in losses.items()),
+        metric,
+        value[metric],
     )
     if improved(metric, value[metric], state.best):
         state.best, state.best_step, state.bad_evals = value[metric], state.step, 0
@@ -369,6 +377,7 @@ def _summary(run: _DistillRun, start: float, genome: list[int] | None) -> dict:
         "train_examples": len(run.enc_train),
         "wall_s": round(time.perf_counter() - start, 1),
         "device": str(run.device),
+        **dist.describe(),
         "mapping": cfg.mapping if cfg.mapping != "ga" else list(genome or []),
     }
 
@@ -395,15 +404,6 @@ def _inputs(batch: dict) -> dict:
     return {k: v for k, v in batch.items() if k != "labels"}
 
 
-def _evaluate(model, spec, val, enc_val, pad_id, device, state, terms) -> dict:
+def _evaluate(model, spec, val, enc_val, pad_id, device) -> dict:
     pred = predict(model, spec, enc_val, pad_id=pad_id, device=device, desc="validation")
-    result = score(spec, val, enc_val, pred)
-    state.history.append({"step": state.step, "losses": terms, **result})
-    log.info(
-        "step %d: %s, validation %s %.4f",
-        state.step,
-        ", ".join(f"{k} {v:.4f}" for k, v in terms.items()),
-        spec.main_metric,
-        result[spec.main_metric],
-    )
-    return result
+    return score(spec, val, enc_val, pred)

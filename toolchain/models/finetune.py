@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from toolchain import distributed as dist
 from toolchain.config import TeacherConfig
 from toolchain.data.encode import batches, encode, lm_labels
 from toolchain.data.tasks import TaskSpec
@@ -33,7 +34,9 @@ CHECKPOINT = "finetune.pt"
 
 
 def pick_device(name: str | None = None) -> torch.device:
-    """``name`` ("cpu", "cuda", "cuda:1"), else CUDA when available, else CPU."""
+    """``name`` ("cpu", "cuda", "cuda:1"), else CUDA when available, else CPU; with several
+    ranks on GPUs, this rank's GPU (:func:`toolchain.distributed.device`)."""
+    name = dist.device(name)
     if name:
         if name.startswith("cuda") and not torch.cuda.is_available():
             raise EdgecError(f"--device {name}: no CUDA GPU is visible to torch")
@@ -114,7 +117,9 @@ def finetune(
     device: torch.device | str | None = None,
 ) -> dict:
     """Fine-tune ``adapter.model`` on ``train``, select on ``validation``, save the best to
-    ``out_dir`` (a Hugging Face directory with the tokenizer).
+    ``out_dir`` (a Hugging Face directory with the tokenizer). Under torchrun, every rank
+    trains on its share of each global batch and rank 0 alone saves
+    (:mod:`toolchain.distributed`).
 
     Returns:
         Metrics: ``best_validation`` (the task's metrics at the best step), ``best_step``,
@@ -141,7 +146,8 @@ def finetune(
     _train(run)
     if run.best_weights is not None:
         model.load_state_dict(run.best_weights)
-    adapter.save(out_dir)
+    if dist.is_main():
+        adapter.save(out_dir)
     best_eval = next((h for h in run.state.history if h["step"] == run.state.best_step), {})
     return {
         "best_validation": {k: v for k, v in best_eval.items() if k not in ("step", "loss")},
@@ -150,6 +156,7 @@ def finetune(
         "train_examples": len(run.enc_train),
         "wall_s": round(time.perf_counter() - start, 1),
         "device": str(device),
+        **dist.describe(),
         "history": run.state.history,
     }
 
@@ -252,8 +259,10 @@ def _train(run: _FinetuneRun) -> None:
 
 
 def _step(run: _FinetuneRun, batch: dict) -> torch.Tensor:
-    """One optimizer step on ``batch``; returns its loss (before the update)."""
+    """One optimizer step on ``batch`` (this rank's share of it); returns its loss (before the
+    update)."""
     run.model.train()
+    batch, weight = dist.shard(batch)
     batch = lm_labels({key: v.to(run.device) for key, v in batch.items()})
     with autocast_for(run.device):
         loss = run.model(**batch).loss
@@ -261,7 +270,8 @@ def _step(run: _FinetuneRun, batch: dict) -> torch.Tensor:
         raise EdgecError(
             f"loss became {loss.item()} at step {run.state.step}; lower the learning rate"
         )
-    loss.backward()
+    (loss * weight).backward()
+    dist.average_gradients(run.model.parameters())
     torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
     run.opt.step()
     run.sched.step()
@@ -272,17 +282,13 @@ def _step(run: _FinetuneRun, batch: dict) -> torch.Tensor:
 def _evaluate_and_keep(run: _FinetuneRun, loss: float) -> bool:
     """Evaluate, keep the weights if best so far, checkpoint; True when early stopping says stop."""
     state, metric = run.state, run.spec.main_metric
-    value = _evaluate(
-        run.model,
-        run.spec,
-        run.validation,
-        run.enc_val,
-        run.pad_id,
-        run.device,
-        metric,
-        state,
-        loss,
+    # rank 0 evaluates; every rank records the same result and keeps the same best weights
+    result = dist.on_main(
+        lambda: _evaluate(run.model, run.spec, run.validation, run.enc_val, run.pad_id, run.device)
     )
+    state.history.append({"step": state.step, "loss": round(loss, 5), **result})
+    log.info("step %d: loss %.4f, validation %s %.4f", state.step, loss, metric, result[metric])
+    value = result[metric]
     if improved(metric, value, state.best):
         state.best, state.best_step, state.bad_evals = value, state.step, 0
         run.best_weights = {k: v.detach().cpu().clone() for k, v in run.model.state_dict().items()}
@@ -301,12 +307,9 @@ def _evaluate_and_keep(run: _FinetuneRun, loss: float) -> bool:
     return False
 
 
-def _evaluate(model, spec, validation, enc_val, pad_id, device, metric, state, loss) -> float:
+def _evaluate(model, spec, validation, enc_val, pad_id, device) -> dict:
     pred = predict(model, spec, enc_val, pad_id=pad_id, device=device, desc="validation")
-    result = score(spec, validation, enc_val, pred)
-    state.history.append({"step": state.step, "loss": round(loss, 5), **result})
-    log.info("step %d: loss %.4f, validation %s %.4f", state.step, loss, metric, result[metric])
-    return result[metric]
+    return score(spec, validation, enc_val, pred)
 
 
 def autocast_for(device: torch.device):
@@ -317,8 +320,9 @@ def autocast_for(device: torch.device):
 
 
 def save_checkpoint(ckpt: Path | None, model, opt, sched, state: TrainState, best) -> None:
-    """Write model, optimizer, scheduler, progress and best weights (temp file, then rename)."""
-    if ckpt is None:
+    """Write model, optimizer, scheduler, progress and best weights (temp file, then rename);
+    rank 0 alone writes (the other ranks hold the same state)."""
+    if ckpt is None or not dist.is_main():
         return
     tmp = ckpt.with_suffix(".tmp")
     torch.save(

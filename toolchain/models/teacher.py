@@ -16,6 +16,7 @@ import json
 import logging
 from pathlib import Path
 
+from toolchain import distributed as dist
 from toolchain.config import DataConfig, TeacherConfig
 from toolchain.data.readers import load_split, resolve_data_dir, split_path
 from toolchain.data.tasks import TaskSpec
@@ -73,7 +74,9 @@ def teacher_stage(
             device=device,
         )
 
-    return Stage(name, run, config=config, inputs=teacher_inputs(model, spec, data_dir))
+    return Stage(
+        name, run, config=config, inputs=teacher_inputs(model, spec, data_dir), distributed=True
+    )
 
 
 def run_teacher(ctx: StageContext, *, model, spec, data_dir, cfg, data_cfg, device) -> dict:
@@ -96,7 +99,7 @@ def run_teacher(ctx: StageContext, *, model, spec, data_dir, cfg, data_cfg, devi
     )
 
     def train_round(r: int) -> dict:
-        if r:
+        if r and dist.is_main():
             (ctx.checkpoint_dir / f"round-{r}").mkdir(parents=True, exist_ok=True)
         return finetune(
             adapter,

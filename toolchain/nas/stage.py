@@ -30,6 +30,7 @@ import random
 import time
 from pathlib import Path
 
+from toolchain import distributed as dist
 from toolchain.config import BudgetSpec, DataConfig, SearchConfig
 from toolchain.data.clean import clean
 from toolchain.data.readers import load_split
@@ -89,13 +90,14 @@ def search_stage(
             cfg=cfg,
             seed=ctx.seed,
         )
-        return run_search(
+        result = run_search(
             ctx, teacher_dir=teacher_dir, spec=spec, data_dir=data_dir, target=target,
             budgets=chosen, cfg=cfg, data_cfg=data_cfg, torch_device=torch_device,
             supernet_cache=cache,
-        ).to_metrics()  # fmt: skip
+        )  # fmt: skip
+        return result.to_metrics() if result is not None else None
 
-    return Stage(name, run, config=config, inputs=inputs)
+    return Stage(name, run, config=config, inputs=inputs, distributed=True)
 
 
 def run_search(
@@ -110,9 +112,10 @@ def run_search(
     data_cfg: DataConfig,
     torch_device,
     supernet_cache: Path | None = None,
-) -> SearchResult:
+) -> SearchResult | None:
     """Train (or load) the supernet, search every budget, write the subnets and the Pareto
-    output into ``ctx.out_dir``."""
+    output into ``ctx.out_dir``. Under torchrun every rank trains the supernet and rank 0 alone
+    searches (None on the other ranks)."""
     from toolchain.models.finetune import head_for, pick_device
     from toolchain.models.loading import load_model
 
@@ -126,6 +129,8 @@ def run_search(
         teacher, spec, train, val, cfg, seed=ctx.seed, device=device,
         checkpoint=ctx.checkpoint_dir / "supernet.pt", cache_dir=supernet_cache,
     )  # fmt: skip
+    if not dist.is_main():  # the training is shared; rank 0 alone searches and measures
+        return None
     net.supernet.save(ctx.out_dir / "supernet", extra={"steps": net.trained["steps"]})
     vocab = teacher.vocab_size
 

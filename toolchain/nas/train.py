@@ -5,7 +5,9 @@ with the sandwich rule of BigNAS/OFA: the largest, the smallest, then random one
 logit KD plus NAS-BERT's block-wise term: every kept layer's output learns the output of the
 teacher layer it stands for (the teacher's states restricted to the subnet's leading hidden
 dimensions, which are the teacher's most important ones). Gradients of all the subnets are
-accumulated into the shared weights, then one optimizer step.
+accumulated into the shared weights, then one optimizer step. Under torchrun every rank runs
+the same sandwich on its share of the global batch and the gradients are averaged
+(:mod:`toolchain.distributed`); rank 0 alone writes checkpoints.
 
 Checkpoints (weights, optimizer, schedule, step, RNG and the current search space) are written
 every ``checkpoint_every`` steps; a run that finds one resumes from it.
@@ -32,6 +34,7 @@ from typing import Any
 
 import torch
 
+from toolchain import distributed as dist
 from toolchain.config import SearchConfig
 from toolchain.data.encode import batches, encode
 from toolchain.data.tasks import TaskSpec
@@ -177,6 +180,7 @@ def _train_step(
 ) -> float:
     """One optimizer step over the sandwich subnets; returns their mean loss."""
     supernet = run.supernet
+    batch, weight = dist.shard(batch)
     batch = {key: v.to(device) for key, v in batch.items()}
     inputs = {key: v for key, v in batch.items() if key != "labels"}
     with torch.no_grad(), autocast_for(torch.device(device)):
@@ -191,8 +195,9 @@ def _train_step(
                 f"(subnet {arch}); lower the learning rate"
             )
         # gradients of all the subnets accumulate into the shared weights
-        (loss / cfg.sandwich).backward()
+        (loss * (weight / cfg.sandwich)).backward()
         total += loss.item() / cfg.sandwich
+    dist.average_gradients(supernet.model.parameters())
     torch.nn.utils.clip_grad_norm_(supernet.model.parameters(), 1.0)
     run.opt.step()
     run.sched.step()
@@ -221,7 +226,7 @@ def _end_step(
 
 
 def _save(path: Path | None, supernet, opt, sched, state: dict) -> None:
-    if path is None:
+    if path is None or not dist.is_main():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

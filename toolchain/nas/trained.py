@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from toolchain import distributed as dist
 from toolchain.config import DataConfig, SearchConfig
 from toolchain.data.tasks import TaskSpec
 from toolchain.distill.importance import importance
@@ -113,7 +114,7 @@ def prepare_supernet(
     )
     pruning = trained.pop("events", {}).get(str(first))
     net = TrainedSupernet(supernet, scorer, trained, pruning, round(time.perf_counter() - t0, 1))
-    if cache_dir is not None:
+    if cache_dir is not None and dist.is_main():
         _store(net, cache_dir)
     return net
 
@@ -126,12 +127,15 @@ def _pruning(scorer: SubnetScorer, cfg: SearchConfig, seed: int, first: int) -> 
     def prune(net) -> dict:
         # cost in MACs, not the device's latency: wider is dearer on every device, and a
         # device-free supernet serves builds for every device (see cache_folder)
-        space, report = prune_space(
-            net.space,
-            scorer,
-            lambda a: a.macs(cfg.max_seq_len),
-            margin=cfg.prune_margin,
-            seed=seed,
+        # rank 0 scores the choices; every rank trains on in the same pruned space
+        space, report = dist.on_main(
+            lambda: prune_space(
+                net.space,
+                scorer,
+                lambda a: a.macs(cfg.max_seq_len),
+                margin=cfg.prune_margin,
+                seed=seed,
+            )
         )
         scorer.cache.clear()  # the weights move on: first-round scores go stale
         log.info("search space pruned after step %d: %s", first, space.describe())

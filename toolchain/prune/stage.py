@@ -76,7 +76,7 @@ def prune_stage(
     inputs = teacher_inputs(teacher_dir, spec, data_dir)
     if model_dir is not None:
         inputs = (*inputs, Path(model_dir))
-    return Stage(name, run, config=config, inputs=inputs)
+    return Stage(name, run, config=config, inputs=inputs, distributed=True)
 
 
 def finetune_config(cfg: PruneConfig) -> DistillConfig:

@@ -75,7 +75,9 @@ def quantize_stage(
             device=device,
         )
 
-    return Stage(name, run, config=config, inputs=tuple(dict.fromkeys(inputs)))
+    # KDLSQ trains on every rank under torchrun; PTQ methods run on rank 0 alone
+    return Stage(name, run, config=config, inputs=tuple(dict.fromkeys(inputs)),
+                 distributed=cfg.method == "kdlsq")  # fmt: skip
 
 
 def quantize(
