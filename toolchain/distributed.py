@@ -131,7 +131,9 @@ def init(timeout_s: float | None = None) -> bool:
     chosen = backend()
     if "nccl" in chosen:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    dist.init_process_group(backend=chosen, timeout=timeout)
+    dist.init_process_group(backend=chosen, timeout=timeout, store=_store(timeout),
+                            rank=int(os.environ["RANK"]),
+                            world_size=int(os.environ["WORLD_SIZE"]))  # fmt: skip
     # barriers and shared objects go through gloo: an NCCL barrier would hold a GPU stream and
     # trip NCCL's own watchdog while rank 0 runs a long stage alone
     _state["control"] = dist.new_group(backend="gloo", timeout=timeout)
@@ -143,6 +145,24 @@ def init(timeout_s: float | None = None) -> bool:
         os.environ.get("LOCAL_RANK", 0),
     )
     return world_size() > 1
+
+
+def _store(timeout: datetime.timedelta):
+    """The rendezvous store torchrun points at (``MASTER_ADDR``/``MASTER_PORT``), under a prefix
+    of its own per restart: after torchrun restarts the ranks (``--max-restarts``) the store can
+    still hold the dead ranks' gloo addresses, and ranks that read them cannot connect."""
+    dist = _dist()
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(
+        host_name=os.environ["MASTER_ADDR"],
+        port=int(os.environ["MASTER_PORT"]),
+        world_size=int(os.environ["WORLD_SIZE"]),
+        is_master=not agent_store and int(os.environ["RANK"]) == 0,
+        timeout=timeout,
+        multi_tenant=True,
+    )
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"edgec/attempt-{attempt}", store)
 
 
 def shutdown() -> None:
