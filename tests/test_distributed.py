@@ -105,6 +105,11 @@ def test_two_gloo_ranks_distil_with_rail_kd_and_accumulation_like_one_process(wo
 
 @pytest.mark.slow
 def test_two_gloo_ranks_train_kdlsq_and_the_supernet_like_one_process(work):
+    # the device's budgets are measured at 128 tokens: a teacher with room for them
+    write_tiny_bert(work / "tiny", classifier=True, positions=160)
+    config = json.loads((work / "tiny" / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (work / "tiny" / "config.json").write_text(json.dumps(config))
     teacher = ("teacher", "--model", "tiny", *TABLE, "--max-steps", "48", "--eval-every", "8",
                "--batch-size", "16", "--lr", "3e-3")  # fmt: skip
     edgec(work, *teacher, "-o", "teacher")
@@ -113,6 +118,11 @@ def test_two_gloo_ranks_train_kdlsq_and_the_supernet_like_one_process(work):
                 "--batch-size", "16")  # fmt: skip
     edgec(work, *quantize, "-o", "q1")
     edgec(work, *quantize, "-o", "q2", "--nproc", "2")
+    search = ("search", "--teacher", "teacher", *TABLE, "--device", "jetson", "--steps", "8",
+              "--batch-size", "16", "--population", "6", "--generations", "2")  # fmt: skip
+    edgec(work, *search, "-o", "s1")
+    edgec(work, *search, "-o", "s2", "--nproc", "2")
+    assert max_diff(work / "s1" / "supernet", work / "s2" / "supernet") < WEIGHT_ATOL
     x, y = (
         load_file(work / "q1" / "model.safetensors"),
         load_file(work / "q2" / "model.safetensors"),
