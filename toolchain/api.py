@@ -19,6 +19,7 @@ way)::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -85,20 +86,22 @@ def _out(out: str | Path) -> Path:
 def target(
     device: str,
     *,
-    agent_url: str | None = None,
+    agent_url: str | Sequence[str] | None = None,
     token_file: str | None = None,
     predictors: str | Path | None = DEFAULT,
     overrides: ProfileConfig | None = None,
     ca_cert: str | None = None,
+    pool: str | Path | None = None,
 ) -> DeviceTarget:
-    """The device ``device`` (a profile name, alias or YAML path) resolved once, with its agent
-    (``agent_url``, ``token_file``, and ``ca_cert`` to trust for an https:// agent), its
+    """The device ``device`` (a profile name, alias or YAML path) resolved once, with its agents
+    (``agent_url``: one URL or several, sharing ``token_file`` and ``ca_cert`` to trust for an
+    https:// agent; ``pool``: a pool file, whose agents of other devices are left out), its
     predictors folder (default: the shared one) and the recipe's protocol ``overrides``
-    (warm-up, iterations, repeats, threads)."""
+    (warm-up, iterations, repeats, threads). Several agents measure several things at once."""
     folder = default_predictors_dir() if predictors == DEFAULT else predictors
     return DeviceTarget.resolve(
         device, agent_url=agent_url, token_file=token_file, predictors_dir=folder,
-        overrides=overrides, ca_cert=ca_cert,
+        overrides=overrides, ca_cert=ca_cert, pool_file=pool,
     )  # fmt: skip
 
 
@@ -588,8 +591,9 @@ def build(
     from toolchain.plan import BuildOptions, BuildPlan
 
     dev = target(
-        recipe.device, agent_url=recipe.profile.target, token_file=recipe.profile.token_file,
+        recipe.device, agent_url=recipe.profile.targets, token_file=recipe.profile.token_file,
         predictors=predictors, overrides=recipe.profile, ca_cert=recipe.profile.ca_cert,
+        pool=recipe.profile.pool,
     )  # fmt: skip
     spec = _task(task or recipe.task)
     lm = spec.kind == "language-modeling"

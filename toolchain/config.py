@@ -537,26 +537,48 @@ class ExportConfig(StageConfig):
 class ProfileConfig(StageConfig):
     """Latency and memory measurement (protocol fields override the device profile's)."""
 
-    target: str | None = None  # http://HOST:9600 of an `edgec agent`; None = this host or predicted
-    token_file: str | None = None
+    # http://HOST:9600 of an `edgec agent` on the device, or a list of them (a pool: candidates
+    # measured at once, one per agent); None = this host or predicted
+    target: str | tuple[str, ...] | None = None
+    token_file: str | None = None  # shared by every agent of `target`
     ca_cert: str | None = None  # PEM certificate to trust for an https:// agent (self-signed)
+    pool: str | None = None  # a file of agents, each with its token (toolchain.profile.poolfile)
     warmup: int | None = None
     iterations: int | None = None
     repeats: int | None = None
     threads: int | None = None
 
     def __post_init__(self):
-        if self.target is not None:
-            require(
-                bool(re.match(r"https?://[^/\s]+", self.target)),
-                "target",
-                f"expected a URL such as http://HOST:9600, got {self.target!r}",
-            )
+        require(
+            self.target != (),
+            "target",
+            "an empty list: give one agent URL or more (http://HOST:9600), or leave it out",
+        )
+        for url in self.targets:
+            check_agent_url(url, "target")
+        repeated = sorted({u for u in self.targets if self.targets.count(u) > 1})
+        require(not repeated, "target", f"an agent given twice: {', '.join(repeated)}")
         # measurement arrays hold every iteration: bounded so a typo cannot exhaust memory
         check_range(self, "warmup", lo=0, hi=MAX_ITERATIONS)
         check_range(self, "repeats", lo=0, hi=1000)
         check_range(self, "iterations", lo=1, hi=MAX_ITERATIONS)
         check_range(self, "threads", lo=1, hi=1024)
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The agent URLs of ``target``: none, one, or a pool's."""
+        if self.target is None:
+            return ()
+        return (self.target,) if isinstance(self.target, str) else tuple(self.target)
+
+
+def check_agent_url(url: str, key: str) -> None:
+    """ConfigError(key=key) unless ``url`` is an agent's http:// or https:// URL."""
+    require(
+        bool(re.match(r"https?://[^/\s]+", url)),
+        key,
+        f"expected a URL such as http://HOST:9600, got {url!r}",
+    )
 
 
 @dataclass(frozen=True)

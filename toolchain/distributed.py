@@ -245,6 +245,17 @@ def shard(batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], floa
     return {k: v[lo:hi] for k, v in batch.items()}, weight
 
 
+def mean(values: dict[str, float]) -> dict[str, float]:
+    """Each value averaged over the ranks (the same keys on every rank): what a logged loss of
+    this rank's shares is over the global batches."""
+    if not active() or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+    _dist().all_reduce(t, group=_state["control"])
+    return {k: float(v) / world_size() for k, v in zip(keys, t.tolist(), strict=True)}
+
+
 def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
     """Sum every gradient over the ranks and divide by N: one all-reduce per dtype and device.
 
@@ -294,6 +305,7 @@ __all__ = [
     "is_main",
     "launched",
     "local_rank",
+    "mean",
     "on_main",
     "rank",
     "share",

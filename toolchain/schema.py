@@ -197,6 +197,19 @@ def from_yaml_text(cls: type, text: str, *, file: str = "<string>", overrides: d
     return _Loader(file).build(cls, node, "", overrides or {})
 
 
+def list_from_yaml_text(cls: type, text: str, *, file: str, lines: bool = True) -> tuple:
+    """Load YAML ``text`` holding a list of mappings, each into dataclass ``cls``; an error names
+    the item (``[1].url``). ``lines``: False where ``text`` is not what the user wrote (a JSON
+    file dumped as YAML), so no line is named."""
+    node = load_yaml_node(text, file=file)
+    if not isinstance(node, yaml.SequenceNode):
+        got = "an empty file" if node is None else _kind(node)
+        line = node.start_mark.line + 1 if node is not None and lines else None
+        raise ConfigError(f"expected a list of {_describe(cls)}, got {got}", file=file, line=line)
+    loader = _Loader(file, lines=lines)
+    return tuple(loader.build(cls, item, f"[{i}]", {}) for i, item in enumerate(node.value))
+
+
 def from_dict(cls: type, data: dict, *, file: str = "<dict>") -> Any:
     """Load a plain dict (e.g. parsed JSON) into dataclass ``cls``, with the same checks."""
     node = load_yaml_node(yaml.safe_dump(data), file=file)

@@ -1,12 +1,15 @@
 """The device a build is for, resolved once from what the user typed (``--device``, and
-``--target``/``--token-file`` for an agent on it), and the one place that decides how a latency is
-obtained there: measured on this host (when the device is this host), measured by the device's
-`edgec agent`, or predicted (a fitted predictor, else the calibrated model of
-:mod:`toolchain.devices.latency`, with its interval), each labelled so.
+``--target``/``--token-file`` or ``--pool`` for agents on it), and the one place that decides how a
+latency is obtained there: measured on this host (when the device is this host), measured by the
+device's `edgec agent` (or a pool of them, :mod:`toolchain.profile.pool`), or predicted (a fitted
+predictor, else the calibrated model of :mod:`toolchain.devices.latency`, with its interval), each
+labelled so.
 
 Every stage that needs the device receives a :class:`DeviceTarget`; nothing else resolves a device
 name. The search sees it only through two calls (``latency_for`` / ``shape_of`` to predict, and
-``measure_candidate`` to measure), so :mod:`toolchain.nas` imports nothing above itself.
+``measure_candidates`` to measure), so :mod:`toolchain.nas` imports nothing above itself. Several
+things to measure go through :meth:`DeviceTarget.measure_many`: at once over a pool's agents, one
+after another on this host (two measurements here at once would disturb each other's timings).
 
 Example::
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,26 +38,17 @@ from toolchain.devices.profiles import (
 )
 from toolchain.errors import ConfigError
 from toolchain.export.timing import SHIPPED_FORMAT, timing_onnx
-from toolchain.profile.agent import profile_remote, read_token
+from toolchain.profile.agent import read_token
 from toolchain.profile.connections import client_tls
 from toolchain.profile.local import budget_verdicts, run_worker
+from toolchain.profile.pool import Agent, AgentPool
+from toolchain.profile.poolfile import agents_for_device, read_pool_file
 from toolchain.profile.runners import ProfileError
 
 MEASURED_HERE = "measured here"
 MEASURED_BY_AGENT = "measured by the agent"
 PREDICTED = "predicted"
 LATENCY_KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "peak_rss_mb")
-
-
-@dataclass(frozen=True)
-class Agent:
-    """An `edgec agent` on the device: its URL and token (read once from ``token_file``), and
-    for an https:// agent the certificate to trust (None: the system's trust store)."""
-
-    url: str
-    token: str = field(repr=False)
-    token_file: str
-    ca_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,7 +59,8 @@ class DeviceTarget:
         profile: the resolved profile.
         requested: what the user typed (an alias, a name, or a profile path).
         is_host: the device is this machine (latencies are measured here).
-        agent: the device's agent, when one was given (latencies are measured there).
+        pool: the device's agents, when any were given (latencies are measured there, several
+            things at once, one per agent); which are down is shared by every copy of the target.
         predictors_dir: folder of fitted predictors (``<device>.json``); None: the calibrated
             model.
         protocol: the profile's measurement protocol with the recipe's ``profile`` overrides.
@@ -73,7 +69,7 @@ class DeviceTarget:
     profile: DeviceProfile
     requested: str
     is_host: bool
-    agent: Agent | None = None
+    pool: AgentPool | None = None
     predictors_dir: Path | None = None
     protocol: MeasurementProtocol = field(default_factory=MeasurementProtocol)
     via_alias: bool = False
@@ -84,35 +80,46 @@ class DeviceTarget:
         cls,
         device: str,
         *,
-        agent_url: str | None = None,
+        agent_url: str | Sequence[str] | None = None,
         token_file: str | None = None,
         predictors_dir: str | Path | None = None,
         overrides: ProfileConfig | None = None,
         ca_cert: str | None = None,
+        pool_file: str | Path | None = None,
     ) -> DeviceTarget:
-        """Resolve ``device`` (name, alias or profile path) once, with its agent and predictors.
+        """Resolve ``device`` (name, alias or profile path) once, with its agents and predictors.
+
+        Args:
+            agent_url: one agent's URL, or several (a pool), all with ``token_file`` and
+                ``ca_cert``.
+            pool_file: a pool file (:mod:`toolchain.profile.poolfile`); its agents of another
+                device are left out, logged.
 
         Raises:
             UnknownDeviceError: the closest known names listed.
-            ConfigError: an agent URL without a token file, a CA certificate without an agent.
+            ConfigError: an agent URL without a token file, a CA certificate without an agent, an
+                agent given twice, a bad pool file or one without an agent of this device.
         """
         resolution = resolve_device(device)
         host = resolve_device("host").profile
-        agent = None
-        if ca_cert and not agent_url:
+        urls = [agent_url] if isinstance(agent_url, str) else list(agent_url or ())
+        if ca_cert and not urls:
             raise ConfigError("--ca-cert goes with an https:// --target (the agent's certificate)")
-        if agent_url:
-            if not token_file:
-                raise ConfigError("--target needs --token-file F (the agent's token)")
-            client_tls(agent_url, ca_cert)  # a CA file for an http:// URL is refused here
-            if ca_cert:  # used later, from whatever working directory: resolved against the user's
-                ca_cert = str(Path(ca_cert).expanduser().resolve())
-            agent = Agent(agent_url, read_token(token_file), str(token_file), ca_cert)
+        if urls and not token_file:
+            raise ConfigError("--target needs --token-file F (the agent's token)")
+        agents = [_agent(url, token_file, ca_cert) for url in urls]
+        if pool_file:
+            entries = agents_for_device(read_pool_file(pool_file), resolution.profile.name,
+                                        pool_file)  # fmt: skip
+            agents += [_agent(e.url, e.token_file, e.ca_cert) for e in entries]
+        given = [a.url.rstrip("/") for a in agents]
+        if twice := sorted({u for u in given if given.count(u) > 1}):
+            raise ConfigError(f"an agent given twice (--target, --pool): {', '.join(twice)}")
         return cls(
             profile=resolution.profile,
             requested=device,
             is_host=resolution.profile.name == host.name,
-            agent=agent,
+            pool=AgentPool(agents) if agents else None,
             predictors_dir=Path(predictors_dir).resolve() if predictors_dir else None,
             protocol=_protocol(resolution.profile.protocol, overrides),
             via_alias=resolution.via_alias,
@@ -129,9 +136,19 @@ class DeviceTarget:
         return DeviceResolution(self.profile, self.requested, self.via_alias).note
 
     @property
+    def agents(self) -> tuple[Agent, ...]:
+        """The device's agents (a pool's, or the one given); () when there are none."""
+        return self.pool.agents if self.pool is not None else ()
+
+    @property
+    def agent(self) -> Agent | None:
+        """The first of the device's agents (the only one, without a pool), else None."""
+        return self.agents[0] if self.agents else None
+
+    @property
     def latency_source(self) -> str:
         """How this target's latencies are obtained: measured here, by the agent, or predicted."""
-        if self.agent is not None:
+        if self.pool is not None:
             return MEASURED_BY_AGENT
         return MEASURED_HERE if self.is_host else PREDICTED
 
@@ -205,18 +222,34 @@ class DeviceTarget:
     def measure(self, path: Path, shapes, *, runtime: str = "onnxruntime", **overrides) -> dict:
         """Measure ``path`` at ``shapes`` ((batch, seq) pairs) on the device: in a fresh process
         here when the device is this host, else through its agent (``path`` must then be a
-        bundle). Returns the report with ``label`` and each of the profile's budgets judged.
+        bundle; with a pool, another agent when one fails). Returns the report with ``label``,
+        ``agent`` (the URL, where an agent measured it) and each of the profile's budgets judged.
 
         Raises:
-            ProfileError: the device is neither this host nor reachable through an agent.
+            ProfileError: the device is neither this host nor reachable through an agent, or
+                every agent of the pool failed.
         """
-        request = self.request(sorted(set(map(tuple, shapes))), runtime=runtime, **overrides)
-        if self.agent is not None:
-            report = profile_remote(Path(path), self.agent.url, token=self.agent.token,
-                                    request=request, ca_file=self.agent.ca_file)  # fmt: skip
-        elif self.is_host:
-            report = run_worker({**request, "target": str(path)})
-            report["label"] = f"measured on {self.name} ({report['environment']['cpu']})"
+        return self.measure_many([(path, shapes)], runtime=runtime, **overrides)[0]
+
+    def measure_many(
+        self, jobs: Iterable[tuple[Path, Sequence]], *, runtime: str = "onnxruntime", **overrides
+    ) -> list[dict]:
+        """Measure every ``(path, shapes)`` of ``jobs`` as :meth:`measure` does, the reports in
+        order: at once over the pool's agents (each agent one at a time), one after another on
+        this host. ``jobs`` is read one item at a time while the agents measure (a generator
+        may export each path as its turn comes).
+
+        Example::
+
+            reports = target.measure_many((b, [(1, 128)]) for b in bundles)
+            [r["agent"] for r in reports]      # the agent that measured each
+        """
+        requests = ((Path(path), self.request(sorted(set(map(tuple, shapes))), runtime=runtime,
+                                               **overrides)) for path, shapes in jobs)  # fmt: skip
+        if self.pool is not None:
+            reports = self.pool.measure_all(requests)
+        elif self.is_host:  # never two at once: a second measurement would disturb the first's
+            reports = [self._measure_here(path, request) for path, request in requests]
         else:
             host = resolve_device("host").profile.name
             raise ProfileError(
@@ -224,8 +257,17 @@ class DeviceTarget:
                 "agent` there, --target http://HOST:9600 here), or ask for a prediction; a "
                 "figure measured here is never reported as the device's"
             )
-        report["device"] = self.name
-        report["budgets"] = budget_verdicts(self.profile.budgets, report["results"])
+        for report in reports:
+            if "agent" in report:
+                where = report.get("environment", {}).get("device") or self.name
+                report["label"] = f"measured on {where} by the agent at {report['agent']}"
+            report["device"] = self.name
+            report["budgets"] = budget_verdicts(self.profile.budgets, report["results"])
+        return reports
+
+    def _measure_here(self, path: Path, request: dict) -> dict:
+        report = run_worker({**request, "target": str(path)})
+        report["label"] = f"measured on {self.name} ({report['environment']['cpu']})"
         return report
 
     def measured_latency(self, path: Path, batch: int, seq_len: int) -> dict:
@@ -239,6 +281,7 @@ class DeviceTarget:
             "batch": batch,
             "seq_len": seq_len,
             "torch_loaded": report.get("environment", {}).get("torch_loaded"),
+            **_by(report),
             "label": report["label"],
         }
 
@@ -282,6 +325,7 @@ class DeviceTarget:
             "memory_hi_mb": g["peak_rss_mb"],
             "prefill_p50_ms": _row(report, shape).get("p50_ms"),
             "torch_loaded": report.get("environment", {}).get("torch_loaded"),
+            **_by(report),
             "label": f"{report['label']}: {rounds} prompts of {budget.seq_len} tokens decoded "
             f"greedily to {budget.context_len} positions; memory = peak RSS of the measuring "
             "process",
@@ -289,32 +333,52 @@ class DeviceTarget:
 
     def measure_candidate(self, student, spec, budget: BudgetSpec, precision: str) -> dict | None:
         """Measure a search candidate (a plain model) as the ONNX its precision implies; None
-        where the device cannot be measured. With an agent, the candidate is bundled first."""
-        if not self.measurable:
-            return None
+        where the device cannot be measured. With agents, the candidate is bundled first."""
+        return self.measure_candidates([student], lambda s: s, spec, budget, precision)[0]
 
-        shape = (budget.batch, budget.seq_len)
+    def measure_candidates(
+        self, candidates: Sequence, make: Callable, spec, budget: BudgetSpec, precision: str
+    ) -> list[dict | None]:
+        """Measure search candidates at the budget's shape, as :meth:`measure_candidate` does:
+        ``make(c)`` gives the plain model of each of ``candidates``, called here one at a time
+        as its turn comes (exported, and bundled for agents, on this machine); the pool's agents
+        measure them at once, this host one after another. Each figure names its ``agent``
+        where one measured it; all None where the device cannot be measured."""
+        if not self.measurable:
+            return [None] * len(candidates)
+        shape, formats = (budget.batch, budget.seq_len), {}
         with tempfile.TemporaryDirectory(prefix="edgec-search-") as tmp:
-            folder = Path(tmp) / "candidate"
-            folder.mkdir()
-            # the graph its precision ships in: the graph, not its values, sets the latency
-            onnx, fmt = timing_onnx(student, folder, precision)
-            path = onnx
-            if self.agent is not None:
-                student.tokenizer.save_pretrained(folder)
-                path = folder.parent / "candidate.edgec"
-                build_bundle(folder, path, target=self, spec=spec, tarball=False)
-            report = self.measure(path, [shape])
-        row = _row(report, shape)
-        return {
-            "p50_ms": row["p50_ms"],
-            "p90_ms": row["p90_ms"],
-            "p99_ms": row["p99_ms"],
-            "peak_rss_mb": row["peak_rss_mb"],
-            "format": fmt,
-            "verdict": budget_verdicts([budget], [row])[0]["verdict"],
-            "label": report["label"],
-        }
+
+            def jobs():
+                for i, c in enumerate(candidates):
+                    path, formats[i] = self._candidate_file(make(c), spec, precision,
+                                                            Path(tmp) / f"c{i}")  # fmt: skip
+                    yield path, [shape]
+
+            reports = self.measure_many(jobs())
+        figures = []
+        for i, report in enumerate(reports):
+            row = _row(report, shape)
+            figures.append({
+                **{k: row[k] for k in ("p50_ms", "p90_ms", "p99_ms", "peak_rss_mb")},
+                "format": formats[i],
+                "verdict": budget_verdicts([budget], [row])[0]["verdict"],
+                **_by(report),
+                "label": report["label"],
+            })  # fmt: skip
+        return figures
+
+    def _candidate_file(self, student, spec, precision: str, folder: Path) -> tuple[Path, str]:
+        """The candidate as the graph its precision ships in (the graph, not its values, sets
+        the latency), bundled when an agent measures it; (path, format)."""
+        folder.mkdir(parents=True)
+        onnx, fmt = timing_onnx(student, folder, precision)
+        if self.pool is None:
+            return onnx, fmt
+        student.tokenizer.save_pretrained(folder)
+        bundle = folder.with_suffix(".edgec")
+        build_bundle(folder, bundle, target=self, spec=spec, tarball=False)
+        return bundle, fmt
 
     def candidate_note(self, count: int, precision: str) -> str:
         """What the search says about how its candidates were (or were not) measured."""
@@ -325,8 +389,13 @@ class DeviceTarget:
                 "(--target URL --token-file F); the figures are predictions"
             )
         where = f"on this host ({self.name})"
-        if self.agent:
+        if len(self.agents) == 1:
             where = f"through the agent at {self.agent.url}"
+        elif self.agents:
+            down = self.pool.down
+            urls = ", ".join(a.url + (f" (down: {down[a.url]})" if a.url in down else "")
+                             for a in self.agents)  # fmt: skip
+            where = f"through a pool of {len(self.agents)} agents at once ({urls})"
 
         fmt = SHIPPED_FORMAT.get(precision, precision)
         return f"top {count} measured {where} as {fmt} graphs (the format {precision} ships in)"
@@ -344,8 +413,21 @@ def _protocol(proto: MeasurementProtocol, overrides: ProfileConfig | None) -> Me
     return dataclasses.replace(proto, **given)
 
 
+def _agent(url: str, token_file: str, ca_cert: str | None) -> Agent:
+    """An agent given by the user, its token read once; a CA file for an http:// URL refused."""
+    client_tls(url, ca_cert)
+    if ca_cert:  # used later, from whatever working directory: resolved against the user's
+        ca_cert = str(Path(ca_cert).expanduser().resolve())
+    return Agent(url, read_token(token_file), str(token_file), ca_cert)
+
+
+def _by(report: dict) -> dict:
+    """``{"agent": URL}`` where an agent measured ``report``, else nothing."""
+    return {"agent": report["agent"]} if "agent" in report else {}
+
+
 def _row(report: dict, shape: tuple[int, int]) -> dict:
     return next(r for r in report["results"] if (r["batch"], r["seq"]) == tuple(shape))
 
 
-__all__ = ["Agent", "DeviceTarget", "MEASURED_BY_AGENT", "MEASURED_HERE", "PREDICTED"]
+__all__ = ["Agent", "AgentPool", "DeviceTarget", "MEASURED_BY_AGENT", "MEASURED_HERE", "PREDICTED"]

@@ -292,7 +292,7 @@ def test_candidates_are_measured_through_the_agent(tmp_path):
 
     from toolchain.config import BudgetSpec
     from toolchain.models.loading import load_model
-    from toolchain.target import Agent, DeviceTarget
+    from toolchain.target import Agent, AgentPool, DeviceTarget
 
     teacher = load_model(
         str(write_tiny_bert(tmp_path / "t", classifier=True, positions=160)),
@@ -307,11 +307,11 @@ def test_candidates_are_measured_through_the_agent(tmp_path):
     assert jetson.candidate_note(1, "fp32").startswith("not measured")
     with start_agent(tmp_path / "agent", "secret-token") as (url, _):
         host = DeviceTarget.resolve("host")
-        through_agent = replace(host, agent=Agent(url, "secret-token", ""))
+        through_agent = replace(host, pool=AgentPool([Agent(url, "secret-token", "")]))
         m = through_agent.measure_candidate(student, TOY_SPEC, budget, "fp32")
         note = through_agent.candidate_note(1, "fp32")
     assert note.startswith(f"top 1 measured through the agent at {url}")
-    assert m["label"].startswith("measured on x86-64-host by edgec agent")
+    assert m["label"] == f"measured on x86-64-host by the agent at {url}" and m["agent"] == url
     assert 0 < m["p50_ms"] <= m["p90_ms"] and m["verdict"] == "met" and m["format"] == "fp32"
 
 

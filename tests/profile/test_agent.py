@@ -167,7 +167,8 @@ def test_edgec_profile_through_the_agent(edgec, agent, tiny_bundle, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert report["label"].endswith("by edgec agent") and report["budgets"]
+    assert report["label"] == f"measured on x86-64-host by the agent at {agent[0]}"
+    assert report["agent"] == agent[0] and report["budgets"]
     (tmp_path / "bad").write_text("short")
     (tmp_path / "bad").chmod(0o600)
     bad = edgec(

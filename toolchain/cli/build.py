@@ -3,6 +3,8 @@
     edgec build --device jetson-orin-nano-8gb --task sst2 --data-dir ../shared/data -o OUT
     edgec build --device host --model DIR --recipe R.yaml --preset full -o OUT
     edgec build --device jetson --target http://HOST:9600 --token-file F -o OUT
+    edgec build --device jetson --target http://A:9600 --target http://B:9600 --token-file F ...
+    edgec build --device jetson --pool agents.yaml -o OUT    # agents with their own tokens
     edgec build --print-recipe [...]    # the effective recipe, defaults filled in
 
 Teacher fine-tune (cached) -> supernet -> search per budget -> distill -> KDLSQ -> export ->
@@ -93,9 +95,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "is unlabelled text for CVT (recipe key data.labelled_fraction)",
     )
     parser.add_argument(
-        "--target", metavar="URL", help="edgec agent on the device (http://HOST:9600)"
+        "--target",
+        action="append",
+        metavar="URL",
+        help="edgec agent on the device (http://HOST:9600); repeatable: a pool of agents on "
+        "copies of the device, measuring candidates at once, one per agent (another takes over "
+        "when one fails)",
     )
-    parser.add_argument("--token-file", metavar="F", help="token file for the agent")
+    parser.add_argument("--token-file", metavar="F", help="token file for the --target agents")
+    parser.add_argument(
+        "--ca-cert",
+        metavar="PEM",
+        help="with an https:// --target: the agents' certificate to trust (a self-signed one); "
+        "default: the system's trust store",
+    )
+    parser.add_argument(
+        "--pool",
+        metavar="FILE",
+        help="a pool file (YAML or JSON): a list of agents, each {url, token_file, ca_cert, "
+        "device}; its agents of another --device are left out",
+    )
     parser.add_argument("-o", "--output", metavar="OUT", help="run directory / output folder")
     parser.add_argument(
         "--force-stage",
@@ -130,8 +149,11 @@ def recipe_from_args(args: argparse.Namespace):
         "budgets": tuple(args.budget) if args.budget else None,
         "seed": args.seed,
         "output": args.output,
-        "profile.target": args.target,
+        # one --target stays a single URL in the recipe; several are a list (a pool)
+        "profile.target": args.target[0] if args.target and len(args.target) == 1 else args.target,
         "profile.token_file": args.token_file,
+        "profile.ca_cert": args.ca_cert,
+        "profile.pool": args.pool,
         "cvt.enabled": True if args.candidates and "cvt" in args.candidates else None,
         "data.labelled_fraction": args.labelled_fraction,
     }

@@ -4,6 +4,7 @@
     edgec profile runs/student-onnx/model.onnx --device host --batch 1,8,32 --seq 32,128 --json
     edgec profile runs/student --device host --runtime pytorch
     edgec profile --import-trtexec trtexec-b1s128.log --device jetson-orin-nano-8gb
+    edgec profile b.edgec --device jetson --target https://A:9600 --token-file F --ca-cert A.crt
 
 TARGET is a bundle, an ONNX file, an export folder or (with --runtime pytorch) a model directory.
 The target runs in a fresh process under the device profile's protocol (warm-up, timed runs,
@@ -99,10 +100,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--target",
         dest="agent_url",
+        action="append",
         metavar="https://HOST:9600",
-        help="measure on the device through its `edgec agent` (TARGET must be a bundle)",
+        help="measure on the device through its `edgec agent` (TARGET must be a bundle); "
+        "repeatable: a pool, another agent measures when one fails",
     )
-    parser.add_argument("--token-file", metavar="F", help="the agent's token (with --target)")
+    parser.add_argument("--token-file", metavar="F", help="the agents' token (with --target)")
+    parser.add_argument(
+        "--pool",
+        metavar="FILE",
+        help="a pool file (YAML or JSON): a list of agents, each {url, token_file, ca_cert, "
+        "device}; its agents of another --device are left out",
+    )
     parser.add_argument(
         "--ca-cert",
         metavar="PEM",
@@ -125,8 +134,9 @@ def run(args: argparse.Namespace) -> int:
     if args.batch or args.seq:
         shapes = [(b, s) for b in (args.batch or [1]) for s in (args.seq or [128])]
     device = api.target(
-        args.device, agent_url=args.agent_url, token_file=args.token_file, ca_cert=args.ca_cert
-    )
+        args.device, agent_url=args.agent_url, token_file=args.token_file, ca_cert=args.ca_cert,
+        pool=args.pool,
+    )  # fmt: skip
     report = api.profile(
         args.target,
         device=device,

@@ -65,10 +65,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", metavar="R.yaml", help="take search settings from a recipe")
     parser.add_argument(
         "--target",
+        action="append",
         metavar="http://HOST:9600",
-        help="the device's `edgec agent`: the top candidates are measured there",
+        help="the device's `edgec agent`: the top candidates are measured there (repeatable: a "
+        "pool, measuring them at once)",
     )
-    parser.add_argument("--token-file", metavar="F", help="the agent's token (with --target)")
+    parser.add_argument("--token-file", metavar="F", help="the agents' token (with --target)")
+    parser.add_argument(
+        "--pool", metavar="FILE", help="a pool file of agents (see `edgec build --help`)"
+    )
     parser.add_argument(
         "--predictors",
         metavar="DIR",
@@ -128,11 +133,12 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output).resolve()
     device = api.target(
         args.device,
-        agent_url=args.target or recipe.profile.target,
+        agent_url=args.target or recipe.profile.targets,
         token_file=args.token_file or recipe.profile.token_file,
         predictors=args.predictors or api.DEFAULT,
         overrides=recipe.profile,
         ca_cert=recipe.profile.ca_cert,
+        pool=args.pool or recipe.profile.pool,
     )
     result = api.search(
         args.teacher,

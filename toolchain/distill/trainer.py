@@ -287,6 +287,7 @@ def _train(run: _DistillRun) -> None:
         )
     )
     stop = False
+    window: dict[str, float] = {}
     while state.step < cfg.steps and not stop:
         epoch, offset = divmod(state.step, per_epoch)
         it = batches(
@@ -297,6 +298,9 @@ def _train(run: _DistillRun) -> None:
             if k < offset * cfg.grad_accumulation:
                 continue  # resumed mid-epoch: these batches were already seen
             terms = _backward(run, batch)
+            for k, v in terms.items():  # the loss terms' running sums since the last evaluation
+                window[k] = window.get(k, 0.0) + v.item()
+            window["n"] = window.get("n", 0.0) + 1
             micro += 1
             if micro % cfg.grad_accumulation and k + 1 < n_micro:
                 continue
@@ -308,7 +312,8 @@ def _train(run: _DistillRun) -> None:
             state.step += 1
             next(bar, None)
             if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
-                stop = _evaluate_and_keep(run, terms)
+                stop = _evaluate_and_keep(run, window)
+                window = {}
             if state.step >= cfg.steps or stop:
                 break
 
@@ -335,10 +340,13 @@ def _backward(run: _DistillRun, batch: dict) -> dict[str, torch.Tensor]:
     return terms
 
 
-def _evaluate_and_keep(run: _DistillRun, terms: dict[str, torch.Tensor]) -> bool:
+def _evaluate_and_keep(run: _DistillRun, window: dict[str, float]) -> bool:
     """Evaluate, keep the weights if best so far, checkpoint; True when early stopping says stop."""
     state, metric = run.state, run.spec.main_metric
-    losses = {k: round(v.item(), 5) for k, v in terms.items()}
+    # the loss terms: their mean over the micro-batches since the last evaluation (and over the
+    # ranks' shares of them)
+    n = window.pop("n", 1.0)
+    losses = {k: round(v, 5) for k, v in dist.mean({k: v / n for k, v in window.items()}).items()}
     # rank 0 evaluates; every rank records the same result and keeps the same best weights
     value = dist.on_main(
         lambda: _evaluate(run.student.model, run.spec, run.val, run.enc_val, run.pad_id, run.device)

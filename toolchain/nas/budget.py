@@ -34,7 +34,9 @@ from toolchain.nas.space import Arch, SearchSpace
 log = logging.getLogger(__name__)
 
 Predict = Callable[[Arch, BudgetSpec], dict]  # -> {"latency_ms", "memory_mb", "label"}
-Measure = Callable[[Arch, BudgetSpec], "dict | None"]  # -> measured figures, None: cannot
+# archs -> their measured figures in order (None: cannot); the caller decides whether they are
+# measured at once (a pool of agents) or one after another (this host)
+Measure = Callable[[list[Arch], BudgetSpec], "list[dict | None]"]
 
 
 @dataclass
@@ -69,8 +71,9 @@ def search_budget(
 
     Args:
         predict: the latency/memory prediction of an arch at the budget's batch and sequence.
-        measure: real figures of an arch (``p50_ms``, ``p90_ms``, ``verdict``, ``label`` ...),
-            or None where the device cannot be measured.
+        measure: real figures of each of a list of archs (``p50_ms``, ``p90_ms``, ``verdict``,
+            ``label`` ...), or None where the device cannot be measured; the whole top-k is
+            handed over at once, so that a pool of agents measures it concurrently.
         note: what to say about the measurement of ``n`` candidates.
     """
     t0 = time.perf_counter()
@@ -215,8 +218,8 @@ def _measure(candidates: list[dict], measure: Measure, budget, cfg, note) -> str
     ``measure_top_k``); says what was done."""
     if cfg.measure_top_k == 0:
         return "not measured (measure_top_k is 0)"
-    for c in candidates[: cfg.measure_top_k]:
-        figures = measure(Arch.parse(c["arch"]), budget)
+    top = candidates[: cfg.measure_top_k]
+    for c, figures in zip(top, measure([Arch.parse(c["arch"]) for c in top], budget), strict=True):
         if figures is None:
             break  # the device cannot be measured: every candidate stays a prediction
         c["measured"] = figures

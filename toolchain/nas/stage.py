@@ -1,7 +1,7 @@
 """The search stage: the trained supernet (:mod:`toolchain.nas.trained`), one subnet per device
 budget (:mod:`toolchain.nas.budget`), the chosen subnets written as plain models, and the Pareto
 output. How latency is predicted and measured comes from the device target it is given (any
-object with ``profile``, ``shape_of``, ``latency_for``, ``predictor``, ``measure_candidate`` and
+object with ``profile``, ``shape_of``, ``latency_for``, ``predictor``, ``measure_candidates`` and
 ``candidate_note``, i.e. a :class:`toolchain.target.DeviceTarget`), so this package imports
 nothing above itself.
 
@@ -177,23 +177,34 @@ def _search_data(spec, data_dir, data_cfg, cfg, seed) -> tuple[list, list]:
 
 
 def _measurer(net: TrainedSupernet, spec, target, cfg):
-    """``measure(arch, budget)``: the device's figures of a subnet at the budget's batch and
+    """``measure(archs, budget)``: the device's figures of each subnet at the budget's batch and
     sequence (None where the device cannot be measured), each shape measured once and its
-    verdict given for the budget asking."""
+    verdict given for the budget asking. The subnets not measured yet go to the target together
+    (a pool of agents measures them at once); each is extracted when its turn comes."""
     supernet, seen = net.supernet, {}
 
-    def measure(arch: Arch, b: BudgetSpec) -> dict | None:
-        key = (str(arch), b.batch, b.seq_len)
-        if key not in seen:
-            student = supernet.extract(arch)
-            student.tokenizer = supernet.adapter.tokenizer
-            seen[key] = target.measure_candidate(student, spec, b, cfg.precision)
-        if seen[key] is None:
-            return None
-        verdict = "met" if fits(None, seen[key], b) else "missed"  # for this budget
-        return {**seen[key], "verdict": verdict}
+    def extract(arch: Arch):
+        student = supernet.extract(arch)
+        student.tokenizer = supernet.adapter.tokenizer
+        return student
+
+    def measure(archs: list[Arch], b: BudgetSpec) -> list[dict | None]:
+        keys = [(str(a), b.batch, b.seq_len) for a in archs]
+        todo = {k: a for k, a in zip(keys, archs, strict=True) if k not in seen}
+        if todo:
+            figures = target.measure_candidates(list(todo.values()), extract, spec, b,
+                                                cfg.precision)  # fmt: skip
+            seen.update(zip(todo, figures, strict=True))
+        # the verdict for the budget asking
+        return [
+            None if seen[k] is None else {**seen[k], "verdict": _verdict(seen[k], b)} for k in keys
+        ]
 
     return measure
+
+
+def _verdict(figures: dict, b: BudgetSpec) -> str:
+    return "met" if fits(None, figures, b) else "missed"
 
 
 def _one_budget(ctx, net: TrainedSupernet, target, budget, cfg, predict, measure):
@@ -234,13 +245,15 @@ def _with_finalists(out: Path, net, teacher, budgets, found, predict, measure, c
         if isinstance(result, BudgetUnmet):
             per_budget[b.name] = result
             continue
-        finalists = []
+        finalists, shape = [], (b.batch, b.seq_len)
+        # the finalists not measured at this shape yet, measured together (a pool: at once)
+        missing = [n for n, e in shortlisted.items() if e["m"].get(shape) is None]
+        missing = missing if cfg.measure_top_k else []
+        fresh = dict(zip(missing, measure([Arch.parse(n) for n in missing], b), strict=True))
         for name, entry in shortlisted.items():
             arch = Arch.parse(name)
             predicted = predict(arch, b)
-            measured = entry["m"].get((b.batch, b.seq_len))
-            if measured is None and cfg.measure_top_k:
-                measured = measure(arch, b)
+            measured = entry["m"].get(shape) or fresh.get(name)
             if fits(predicted, measured, b):
                 finalists.append({
                     "arch": name, "shape": str(arch.shape), "params": models[name][1],

@@ -504,6 +504,23 @@ def read_token(path: str | Path) -> str:
     return token
 
 
+class AgentUnreachable(ProfileError):
+    """The agent could not be reached, or the connection failed (refused, closed, timed out):
+    a fault of the agent or the network, not of what was sent."""
+
+    def __init__(self, message: str, *, url: str, reason: str):
+        super().__init__(message)
+        self.url, self.reason = url, reason
+
+
+class AgentRefused(ProfileError):
+    """The agent answered with an error status (``status``: 400, 401, 413, 422, 500, 503 ...)."""
+
+    def __init__(self, message: str, *, url: str, status: int, detail: str):
+        super().__init__(message)
+        self.url, self.status, self.detail = url, status, detail
+
+
 def profile_remote(
     bundle: Path,
     url: str,
@@ -517,6 +534,10 @@ def profile_remote(
 
     ``url`` is ``http://`` or ``https://``; ``ca_file`` is the certificate to trust for an
     https agent (its self-signed certificate; None: the system's trust store).
+
+    Raises:
+        AgentRefused: the agent answered an error status (its message included).
+        AgentUnreachable: no answer: connection refused, closed or timed out.
     """
     context = client_tls(url, ca_file)
     with tempfile.TemporaryDirectory(prefix="edgec-upload-") as tmp:
@@ -542,15 +563,35 @@ def profile_remote(
             detail = json.loads(e.read() or b"{}").get("error", e.reason)
         except ValueError:
             detail = e.reason
-        raise ProfileError(f"the agent at {url} refused: {e.code} {detail}") from None
+        raise AgentRefused(
+            f"the agent at {url} refused: {e.code} {detail}", url=url, status=e.code,
+            detail=str(detail),
+        ) from None  # fmt: skip
     except urllib.error.URLError as e:
         hint = _hint(e.reason)
-        raise ProfileError(f"cannot reach the agent at {url}: {e.reason}{hint}") from None
-    except (OSError, http.client.HTTPException) as e:
-        raise ProfileError(
-            f"the agent at {url} closed the connection ({e or type(e).__name__}); an https:// "
-            "agent reached with http://, or one busy with --max-connections open?"
+        raise AgentUnreachable(
+            f"cannot reach the agent at {url}: {e.reason}{hint}", url=url, reason=_why(e.reason)
         ) from None
+    except (OSError, http.client.HTTPException) as e:
+        why = str(e) or type(e).__name__
+        raise AgentUnreachable(
+            f"the agent at {url} closed the connection ({why}); an https:// agent reached with "
+            "http://, or one busy with --max-connections open?",
+            url=url,
+            reason=_why(e),
+        ) from None
+
+
+def _why(reason) -> str:
+    """A transport failure in a few words: refused, closed, timed out, or as it came."""
+    detail = str(reason) or type(reason).__name__
+    if isinstance(reason, ConnectionRefusedError):
+        return f"connection refused ({detail})"
+    if isinstance(reason, (ConnectionError, http.client.HTTPException)):
+        return f"connection closed ({detail})"
+    if isinstance(reason, TimeoutError):
+        return f"timed out ({detail})"
+    return detail
 
 
 def _hint(reason) -> str:
