@@ -298,8 +298,8 @@ def _train(run: _DistillRun) -> None:
             if k < offset * cfg.grad_accumulation:
                 continue  # resumed mid-epoch: these batches were already seen
             terms = _backward(run, batch)
-            for k, v in terms.items():  # the loss terms' running sums since the last evaluation
-                window[k] = window.get(k, 0.0) + v.item()
+            for name, value in terms.items():  # running sums since the last evaluation
+                window[name] = window.get(name, 0.0) + value.item()
             window["n"] = window.get("n", 0.0) + 1
             micro += 1
             if micro % cfg.grad_accumulation and k + 1 < n_micro:
