@@ -237,3 +237,44 @@ def test_a_verb_that_does_not_train_is_refused_under_torchrun(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 1
     assert "does not train: run it without torchrun" in proc.stderr
+
+
+def test_a_build_on_two_ranks_trains_together_and_ships_what_one_process_ships(tmp_path):
+    """`edgec build --nproc 2` of the tiny build of tests/test_build.py: the same stages (names
+    and configs, the golden shape), the training stages recorded as trained on 2 ranks, the
+    same exit code (3: one budget cannot be met), bundles that verify, one report."""
+    from conftest import write_fake_predictor
+    from test_build import GOLDEN, RECIPE, build_shape
+
+    from toolchain.bundle.manifest import verify
+
+    write_toy_table(tmp_path / "train.tsv", 200, 0)
+    write_toy_table(tmp_path / "dev.tsv", 40, 1)
+    (tmp_path / "recipe.yaml").write_text(RECIPE)
+    write_fake_predictor(tmp_path / "predictors")
+    write_tiny_bert(tmp_path / "model", positions=160)
+    (tmp_path / "scratch").mkdir()
+    args = ["build", "--recipe", "recipe.yaml", "--model", "model", "--train-file", "train.tsv",
+            "--dev-file", "dev.tsv", "--text-column", "text", "--label-column", "label",
+            "--predictors", "predictors", "--train-device", "cpu", "--teacher-cache", "teachers",
+            "-o", "run", "--nproc", "2"]  # fmt: skip
+    env = {**os.environ, "TMPDIR": str(tmp_path / "scratch")}
+    proc = subprocess.run([sys.executable, "-m", "toolchain", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 3, proc.stderr[-3000:]  # as one process: the impossible budget
+    assert proc.stdout.count("report.md") == 1 and proc.stderr.count("is an alias") == 1
+    assert build_shape(tmp_path) == json.loads(GOLDEN.read_text())
+    ranks = {
+        p.parent.name: json.loads(p.read_text()).get("ranks")
+        for folder in (tmp_path / "run", tmp_path / "teachers")
+        for p in folder.glob("*/stage.json")
+    }
+    trained = {n for n, r in ranks.items() if r}
+    assert trained and all(ranks[n] == {"nproc": 2, "backend": "gloo"} for n in trained)
+    assert {n.split("-")[0] for n in trained} == {"table", "search", "distill", "quantize"}
+    assert all(ranks[n] is None for n in ranks if n.startswith(("export", "bundle")))
+    summary = json.loads((tmp_path / "run" / "build.json").read_text())
+    for b in summary["bundles"]:
+        if b.get("built"):
+            verify(tmp_path / "run" / b["bundle"])
+    assert list((tmp_path / "scratch").glob("edgec-*")) == []

@@ -581,7 +581,9 @@ def build(
         notes: called with each line worth telling the user (e.g. alias resolution).
 
     Returns:
-        The summary written to ``OUT/build.json`` (one row per budget).
+        The summary written to ``OUT/build.json`` (one row per budget). Under torchrun every
+        rank calls it (they train together) and rank 0 alone writes and returns the summary;
+        the others return ``{}``.
 
     Raises:
         ConfigError: a bad recipe, an unknown device or budget, an unsupported task kind (before

@@ -196,6 +196,10 @@ def share(obj: T, src: int = 0) -> T:
     return box[0]
 
 
+class RankZeroFailed(EdgecError):
+    """What the other ranks raise when rank 0 failed (rank 0 reports the error itself)."""
+
+
 def on_main(fn: Callable[[], T], *, alone: bool = True) -> T:
     """Run ``fn`` on rank 0 and give its result to every rank. When it raises there, every
     rank raises (rank 0 the original error, the others an :class:`EdgecError` quoting it).
@@ -221,7 +225,7 @@ def on_main(fn: Callable[[], T], *, alone: bool = True) -> T:
         return share(("ok", result))[1]
     status, value = share(None)
     if status == "error":
-        raise EdgecError(f"rank 0 failed: {value}")
+        raise RankZeroFailed(f"rank 0 failed: {value}")
     return value
 
 
@@ -296,6 +300,7 @@ def describe() -> dict:
 
 
 __all__ = [
+    "RankZeroFailed",
     "active",
     "average_gradients",
     "barrier",

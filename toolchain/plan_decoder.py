@@ -184,9 +184,10 @@ class DecoderBuildPlan(BuildPlan):
             "stage_s": self.stage_s,
             "wall_s": round(time.perf_counter() - started, 1),
         }
-        if dist.is_main():  # under torchrun the other ranks only trained with it
-            (self.out / "build.json").write_text(json.dumps(_jsonable(summary), indent=2) + "\n")
-            write_report(self.out)
+        if not dist.is_main():  # under torchrun the other ranks only trained with rank 0
+            return {}
+        (self.out / "build.json").write_text(json.dumps(_jsonable(summary), indent=2) + "\n")
+        write_report(self.out)
         return summary
 
     # -- teacher ------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ and resumes the first unfinished one; Ctrl-C leaves a resumable run.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -165,6 +166,11 @@ def recipe_from_args(args: argparse.Namespace):
     return api.build_recipe(args.recipe, preset=args.preset, overrides=overrides)
 
 
+def _note(line: str) -> None:
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone speaks
+        print(f"edgec: {line}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     recipe = recipe_from_args(args)
     if args.print_recipe:
@@ -176,8 +182,10 @@ def run(args: argparse.Namespace) -> int:
         teacher_cache=None if args.no_teacher_cache else (args.teacher_cache or api.DEFAULT),
         train_device=args.train_device,
         force=tuple(args.force_stage),
-        notes=lambda line: print(f"edgec: {line}", file=sys.stderr),
+        notes=_note,
     )
+    if not summary:  # under torchrun, a rank other than 0: it trained with rank 0, which reports
+        return 0
     print(f"\n{Path(recipe.output) / 'report.md'}")
     if summary.get("kind") == "language-modeling":
         for b in summary["bundles"]:

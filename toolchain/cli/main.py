@@ -22,6 +22,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from types import ModuleType
 
 from toolchain.errors import EdgecError, NotImplementedYet
@@ -215,8 +216,15 @@ def _without(argv: list[str], flags: tuple[str, ...]) -> list[str]:
     return out
 
 
+# set by `launch` for the ranks: rank 0 writes its exit code there (see `_exit_code`)
+EXIT_FILE = "EDGEC_EXIT_FILE"
+
+
 def launch(argv: list[str], nproc: int, max_restarts: int = 0) -> int:
-    """Run ``edgec ARGV`` on ``nproc`` processes through torchrun; its exit code."""
+    """Run ``edgec ARGV`` on ``nproc`` processes through torchrun; rank 0's exit code (torchrun
+    passes on only whether every process succeeded), or torchrun's when a process crashed."""
+    import tempfile
+
     if nproc < 1:
         raise EdgecError(f"--nproc {nproc}: give 1 or more processes")
     command = [
@@ -225,7 +233,24 @@ def launch(argv: list[str], nproc: int, max_restarts: int = 0) -> int:
         "-m", "toolchain", *_without(argv, ("--nproc", "--max-restarts")),
     ]  # fmt: skip
     print(f"edgec: training on {nproc} processes: {' '.join(command[1:])}", file=sys.stderr)
-    return subprocess.call(command)
+    with tempfile.TemporaryDirectory(prefix="edgec-launch-") as tmp:
+        exit_file = Path(tmp) / "rc"
+        rc = subprocess.call(command, env={**os.environ, EXIT_FILE: str(exit_file)})
+        if rc == 0 and exit_file.is_file():
+            return int(exit_file.read_text() or 0)
+    return rc
+
+
+def _exit_code(rc: int) -> int:
+    """Under `launch`: rank 0 records its exit code, and an answer edgec gave (an error it
+    explained: 1, a partial result: 3) leaves torchrun with success, so that it neither
+    restarts the processes nor prints a traceback of its own; a crash stays a crash."""
+    path = os.environ.get(EXIT_FILE)
+    if not path or "WORLD_SIZE" not in os.environ:
+        return rc
+    if os.environ.get("RANK", "0") == "0":
+        Path(path).write_text(str(rc))
+    return 0 if rc in (0, 1, 3) else rc
 
 
 def _join_ranks(verb: str) -> None:
@@ -266,14 +291,15 @@ def main(argv: list[str] | None = None) -> int:
             return launch(argv, args.nproc, args.max_restarts)
         if "WORLD_SIZE" in os.environ and "RANK" in os.environ:
             _join_ranks(args.verb)
-        return int(mod.run(args) or 0)
+        return _exit_code(int(mod.run(args) or 0))
     except NotImplementedYet as e:
         print(str(e), file=sys.stderr)
         return 2
     except EdgecError as e:
-        where = f" (rank {rank})" if rank != "0" else ""
-        print(f"edgec: error{where}: {e}", file=sys.stderr)
-        return 1
+        if type(e).__name__ != "RankZeroFailed":  # rank 0 says it itself
+            where = f" (rank {rank})" if rank != "0" else ""
+            print(f"edgec: error{where}: {e}", file=sys.stderr)
+        return _exit_code(1)
     except ModuleNotFoundError as e:
         if (e.name or "").split(".")[0] not in TRAINING_STACK:
             raise
