@@ -48,12 +48,14 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
-
-import torch
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from toolchain.errors import EdgecError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -76,6 +78,10 @@ def _dist():
 
 
 def _initialised() -> bool:
+    # no process group without torch.distributed imported: the light paths (the CLI's help, the
+    # pipeline) never import torch to find that out
+    if "torch.distributed" not in sys.modules:
+        return False
     dist = _dist()
     return dist.is_available() and dist.is_initialized()
 
@@ -106,6 +112,8 @@ def is_main() -> bool:
 
 def backend() -> str:
     """gloo on CPU; gloo for CPU tensors and NCCL for CUDA tensors where torch has both."""
+    import torch
+
     dist = _dist()
     if torch.cuda.is_available() and dist.is_nccl_available():
         return "cpu:gloo,cuda:nccl"
@@ -130,6 +138,8 @@ def init(timeout_s: float | None = None) -> bool:
     )
     chosen = backend()
     if "nccl" in chosen:
+        import torch
+
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     dist.init_process_group(backend=chosen, timeout=timeout, store=_store(timeout),
                             rank=int(os.environ["RANK"]),
@@ -175,7 +185,11 @@ def shutdown() -> None:
 def device(requested: str | None) -> str | None:
     """The torch device of this rank: with several ranks on GPUs, ``cuda:<LOCAL_RANK>`` (a bare
     ``cuda`` or no request means this rank's GPU); otherwise what was requested."""
-    if not active() or not torch.cuda.is_available():
+    if not active():
+        return requested
+    import torch
+
+    if not torch.cuda.is_available():
         return requested
     if requested in (None, "cuda"):
         return f"cuda:{local_rank()}"
@@ -254,6 +268,8 @@ def mean(values: dict[str, float]) -> dict[str, float]:
     this rank's shares is over the global batches."""
     if not active() or not values:
         return values
+    import torch
+
     keys = sorted(values)
     t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
     _dist().all_reduce(t, group=_state["control"])
@@ -269,6 +285,8 @@ def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
     """
     if not active():
         return
+    import torch
+
     dist = _dist()
     grads = [p.grad for p in params if p.grad is not None]
     count = torch.tensor([len(grads), -len(grads)], dtype=torch.long)
