@@ -371,15 +371,7 @@ class RunDir:
         """A distributed stage on a rank other than 0: it trains with the others and writes into
         a scratch folder that is deleted; checkpoints are read from rank 0's folder."""
         tmp = Path(tempfile.mkdtemp(prefix=f"edgec-{stage.name}-rank{dist.rank()}-"))
-        ctx = StageContext(
-            name=stage.name,
-            run_dir=self.path,
-            out_dir=tmp,
-            checkpoint_dir=self.checkpoint_dir(stage.name, ihash),
-            config=stage.config,
-            seed=seed,
-            inputs={dep: self.stage_dir(dep) for dep in stage.depends},
-        )
+        ctx = self._context(stage, tmp, self.checkpoint_dir(stage.name, ihash), seed)
         try:
             stage.fn(ctx)
         except EdgecError as e:
@@ -419,15 +411,7 @@ class RunDir:
         tmp.mkdir()
         ckpt = self.checkpoint_dir(stage.name, ihash)
         ckpt.mkdir(parents=True, exist_ok=True)
-        ctx = StageContext(
-            name=stage.name,
-            run_dir=self.path,
-            out_dir=tmp,
-            checkpoint_dir=ckpt,
-            config=stage.config,
-            seed=seed,
-            inputs={dep: self.stage_dir(dep) for dep in stage.depends},
-        )
+        ctx = self._context(stage, tmp, ckpt, seed)
         log.info("stage %s: running", stage.name)
         started = dt.datetime.now(dt.timezone.utc)
         t0 = time.perf_counter()
@@ -472,6 +456,17 @@ class RunDir:
         self._drop_checkpoints(stage.name)
         log.info("stage %s: done in %.1f s", stage.name, record["wall_s"])
         return record
+
+    def _context(self, stage: Stage, out_dir: Path, ckpt: Path, seed: int) -> StageContext:
+        return StageContext(
+            name=stage.name,
+            run_dir=self.path,
+            out_dir=out_dir,
+            checkpoint_dir=ckpt,
+            config=stage.config,
+            seed=seed,
+            inputs={dep: self.stage_dir(dep) for dep in stage.depends},
+        )
 
     def _drop_checkpoints(self, name: str) -> None:
         """After success, remove the stage's checkpoints (also those of older configs)."""

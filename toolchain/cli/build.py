@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from toolchain import api
+from toolchain.cli.options import add_agent_arguments
 from toolchain.cli.teacher import add_task_arguments, task_from_args
 from toolchain.config import recipe_to_yaml
 from toolchain.devices.budgets import resolve_recipe
@@ -95,26 +96,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="keep the labels of this share of the training examples (0 < F <= 1), the rest "
         "is unlabelled text for CVT (recipe key data.labelled_fraction)",
     )
-    parser.add_argument(
-        "--target",
-        action="append",
+    add_agent_arguments(
+        parser,
         metavar="URL",
-        help="edgec agent on the device (http://HOST:9600); repeatable: a pool of agents on "
-        "copies of the device, measuring candidates at once, one per agent (another takes over "
-        "when one fails)",
-    )
-    parser.add_argument("--token-file", metavar="F", help="token file for the --target agents")
-    parser.add_argument(
-        "--ca-cert",
-        metavar="PEM",
-        help="with an https:// --target: the agents' certificate to trust (a self-signed one); "
-        "default: the system's trust store",
-    )
-    parser.add_argument(
-        "--pool",
-        metavar="FILE",
-        help="a pool file (YAML or JSON): a list of agents, each {url, token_file, ca_cert, "
-        "device}; its agents of another --device are left out",
+        target_help="edgec agent on the device (http://HOST:9600); repeatable: a pool of agents "
+        "on copies of the device, measuring candidates at once, one per agent (another takes "
+        "over when one fails)",
+        token_help="token file for the --target agents",
     )
     parser.add_argument("-o", "--output", metavar="OUT", help="run directory / output folder")
     parser.add_argument(

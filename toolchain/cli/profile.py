@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 
 from toolchain import api
+from toolchain.cli.options import add_agent_arguments
 from toolchain.devices.predict import LATENCY_TERMS, FittedPredictor
 from toolchain.export.timing import SHIPPED_FORMAT
 from toolchain.profile.calibrate import design, measure_shapes
@@ -97,26 +98,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "measured on --device, judged against its budgets; --batch/--seq give the shape where "
         "the log names none",
     )
-    parser.add_argument(
-        "--target",
+    add_agent_arguments(
+        parser,
         dest="agent_url",
-        action="append",
         metavar="https://HOST:9600",
-        help="measure on the device through its `edgec agent` (TARGET must be a bundle); "
+        target_help="measure on the device through its `edgec agent` (TARGET must be a bundle); "
         "repeatable: a pool, another agent measures when one fails",
-    )
-    parser.add_argument("--token-file", metavar="F", help="the agents' token (with --target)")
-    parser.add_argument(
-        "--pool",
-        metavar="FILE",
-        help="a pool file (YAML or JSON): a list of agents, each {url, token_file, ca_cert, "
-        "device}; its agents of another --device are left out",
-    )
-    parser.add_argument(
-        "--ca-cert",
-        metavar="PEM",
-        help="with an https:// --target: the agent's certificate to trust (a self-signed one); "
-        "default: the system's trust store",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 

@@ -24,6 +24,7 @@ import json
 from pathlib import Path
 
 from toolchain import api
+from toolchain.cli.options import add_agent_arguments
 from toolchain.cli.teacher import add_task_arguments, task_from_args
 from toolchain.config import load_recipe
 
@@ -63,16 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--recipe", metavar="R.yaml", help="take search settings from a recipe")
-    parser.add_argument(
-        "--target",
-        action="append",
-        metavar="http://HOST:9600",
-        help="the device's `edgec agent`: the top candidates are measured there (repeatable: a "
-        "pool, measuring them at once)",
-    )
-    parser.add_argument("--token-file", metavar="F", help="the agents' token (with --target)")
-    parser.add_argument(
-        "--pool", metavar="FILE", help="a pool file of agents (see `edgec build --help`)"
+    add_agent_arguments(
+        parser,
+        ca_cert=False,
+        target_help="the device's `edgec agent`: the top candidates are measured there "
+        "(repeatable: a pool, measuring them at once)",
     )
     parser.add_argument(
         "--predictors",
