@@ -440,12 +440,18 @@ class QuantizeConfig(StageConfig):
 # over it, or nothing at all): the supernet cache key takes every other field (see
 # SearchConfig.supernet_fields), so a field added later is part of the key unless marked.
 SEARCH_ONLY = {"supernet": False}
+# A field of the task-agnostic supernet route: in the task supernet's key only on that route.
+AGNOSTIC = {"agnostic": True}
 
 
 @dataclass(frozen=True)
 class SearchConfig(StageConfig):
     """NAS-BERT supernet training and per-budget evolutionary search."""
 
+    # "task": the supernet is the task-fine-tuned teacher, trained on the task's data (a supernet
+    # per task); "agnostic": one supernet trained once from the pretrained teacher on unlabelled
+    # text (toolchain.nas.agnostic), then adapted to each task in proxy_steps
+    supernet: Literal["task", "agnostic"] = field(default="task", metadata=AGNOSTIC)
     supernet_steps: int = 2000
     sandwich: int = 4  # subnets per step: largest, smallest, then random ones (>= 1)
     learning_rate: float = 5e-5
@@ -478,10 +484,36 @@ class SearchConfig(StageConfig):
         default="fp32", metadata=SEARCH_ONLY
     )  # of the latency predictors
 
+    # the task-agnostic supernet (supernet: agnostic): block-wise distillation steps, the
+    # unlabelled text (toolchain.data.text: wikitext, text, sst2, conll or a file), the teacher
+    # layers per block, the weight of the attention term, the sentences kept (a seeded sample)
+    agnostic_steps: int = field(default=2000, metadata=AGNOSTIC)
+    agnostic_text: tuple[str, ...] = field(default=("wikitext", "text", "conll"), metadata=AGNOSTIC)
+    agnostic_block_layers: int = field(default=2, metadata=AGNOSTIC)
+    agnostic_attention_weight: float = field(default=1.0, metadata=AGNOSTIC)
+    agnostic_max_sentences: int = field(default=60000, metadata=AGNOSTIC)
+    # per task, the short fine-tune of the agnostic supernet before its subnets are scored
+    # (NAS-BERT's performance approximation); prune_after applies to these steps
+    proxy_steps: int = field(default=300, metadata=AGNOSTIC)
+
     def supernet_fields(self) -> dict:
-        """The fields the trained supernet depends on (every field not marked SEARCH_ONLY)."""
+        """The fields the task's trained supernet depends on (every field not marked
+        SEARCH_ONLY; the agnostic supernet's only when it is the route)."""
         return {
-            f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("supernet", True)
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.metadata.get("supernet", True)
+            and (self.supernet == "agnostic" or not f.metadata.get("agnostic"))
+        }
+
+    def agnostic_fields(self) -> dict:
+        """The fields the task-agnostic supernet depends on: its own and the training settings
+        it shares (learning rate, batch, sequence length, sandwich, schedule)."""
+        shared = ("sandwich", "learning_rate", "batch_size", "max_seq_len", "warmup_ratio",
+                  "weight_decay")  # fmt: skip
+        own = [f.name for f in fields(self) if f.metadata.get("agnostic")]
+        return {
+            n: getattr(self, n) for n in (*shared, *own) if n not in ("proxy_steps", "supernet")
         }
 
     def __post_init__(self):
@@ -506,6 +538,16 @@ class SearchConfig(StageConfig):
         check_range(self, "measure_top_k", lo=0)
         check_range(self, "shrink_evaluations", lo=0)
         check_range(self, "finalists", lo=1, hi=16)
+        check_range(self, "agnostic_steps", lo=1)
+        check_range(self, "agnostic_block_layers", lo=1, hi=64)
+        check_range(self, "agnostic_attention_weight", lo=0.0)
+        check_range(self, "agnostic_max_sentences", lo=1)
+        check_range(self, "proxy_steps", lo=1)
+        require(
+            bool(self.agnostic_text),
+            "agnostic_text",
+            "name at least one text source (wikitext, text, sst2, conll or a file)",
+        )
 
 
 @dataclass(frozen=True)

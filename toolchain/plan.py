@@ -155,6 +155,7 @@ class BuildPlan:
         self.stage_s: dict[str, float] = {}
         self.stage_status: dict[str, str] = {}
         self.run = RunDir(self.out)
+        self._cache: RunDir | None = None  # the teacher cache's run directory, once opened
 
     # -- running stages -----------------------------------------------------------------------
     def _run(self, stage: Stage, run: RunDir | None = None, label: str | None = None) -> dict:
@@ -198,7 +199,8 @@ class BuildPlan:
         )
         teacher = self._teacher()
         self.target = self._predictors()
-        search = SearchResult.from_metrics(self._run(self._search_stage(teacher)))
+        agnostic = self._agnostic()
+        search = SearchResult.from_metrics(self._run(self._search_stage(teacher, agnostic)))
         r = self.recipe
         scorer = self.kind.dev_scorer(self.spec, teacher.dir, r.data_dir,
                                       confidence=r.quality.confidence)  # fmt: skip
@@ -257,16 +259,37 @@ class BuildPlan:
     def _teacher_in_cache(self, stage: Stage, prefix: str) -> Teacher:
         """Run the teacher ``stage`` in the shared teacher cache (named by its settings, so a
         build for another device or budget reuses it), or in the run directory without one."""
+        run, name, metrics = self._in_cache(stage, prefix, "teacher")
+        return Teacher(run.stage_dir(name), metrics, run, name)
+
+    def _in_cache(self, stage: Stage, prefix: str, label: str) -> tuple[RunDir, str, dict]:
+        """Run ``stage`` in the shared teacher cache as ``prefix-<hash of its settings and
+        seed>`` (a later build with the same settings finds it done), or in the run directory
+        without a cache; its run directory, stage name and metrics."""
         if self.options.teacher_cache is None:
-            metrics = self._run(stage)
-            return Teacher(self.run.stage_dir("teacher"), metrics, self.run, "teacher")
+            return self.run, stage.name, self._run(stage)
         ident = json.dumps(_jsonable([stage.config, self.recipe.seed]), sort_keys=True, default=str)
         name = f"{prefix}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
-        cache = RunDir(self.options.teacher_cache)
-        if "teacher" in self.force:
+        if self._cache is None:  # one per build: a run directory is locked by its holder
+            self._cache = RunDir(self.options.teacher_cache)
+        cache = self._cache
+        if stage.name in self.force:
             self.force.add(name)
-        metrics = self._run(replace(stage, name=name), run=cache, label="teacher")
-        return Teacher(cache.stage_dir(name), metrics, cache, name)
+        return cache, name, self._run(replace(stage, name=name), run=cache, label=label)
+
+    def _agnostic(self) -> Path | None:
+        """The task-agnostic supernet's folder (search.supernet: agnostic): trained once per
+        pretrained model, text and settings, in the teacher cache, so a build for any task or
+        device reuses it (None on the task route)."""
+        r = self.recipe
+        if r.search.supernet != "agnostic":
+            return None
+        from toolchain.nas.agnostic import agnostic_stage
+
+        stage = agnostic_stage(teacher=r.teacher, data_dir=r.data_dir, cfg=r.search,
+                               torch_device=self.options.torch_device)  # fmt: skip
+        run, name, _ = self._in_cache(stage, "agnostic-supernet", "agnostic-supernet")
+        return run.stage_dir(name) / "supernet"
 
     def _predictors(self) -> DeviceTarget:
         """The target with its predictors: the user's (a fitted predictor of the device stored
@@ -294,7 +317,7 @@ class BuildPlan:
         self._run(Stage("calibrate", calibrate, config=config))
         return target.with_predictors(self.run.stage_dir("calibrate"))
 
-    def _search_stage(self, teacher: Teacher) -> Stage:
+    def _search_stage(self, teacher: Teacher, agnostic: Path | None = None) -> Stage:
         from toolchain.nas.stage import search_stage
 
         r, cache = self.recipe, self.options.teacher_cache
@@ -310,6 +333,7 @@ class BuildPlan:
             # trained supernets are kept beside the cached teachers: a later build that would
             # train the same one (same teacher, data and training settings) loads it
             supernet_cache=cache and Path(cache) / "supernets",
+            agnostic_dir=agnostic,
         )
 
     def _select(self, search: SearchResult, teacher: Teacher) -> dict:

@@ -41,8 +41,25 @@ def test_a_search_only_setting_reuses_the_supernet(tmp_path, change):
 def test_every_field_is_in_the_key_unless_marked_search_only():
     cfg = SearchConfig()
     marked = {f.name for f in fields(cfg) if f.metadata.get("supernet") is False}
-    assert set(cfg.supernet_fields()) == {f.name for f in fields(cfg)} - marked
+    agnostic = {f.name for f in fields(cfg) if f.metadata.get("agnostic")}
+    assert {"supernet", "agnostic_steps", "agnostic_text", "proxy_steps"} <= agnostic
+    # the task route: the agnostic supernet's settings are not in its key (a changed value would
+    # retrain a supernet that never used them); the agnostic route: they are
+    assert set(cfg.supernet_fields()) == {f.name for f in fields(cfg)} - marked - agnostic
+    assert set(replace(cfg, supernet="agnostic").supernet_fields()) == (
+        {f.name for f in fields(cfg)} - marked
+    )
     assert {"warmup_ratio", "weight_decay", "version"} <= set(cfg.supernet_fields())
+
+
+def test_the_agnostic_settings_key_the_route_that_uses_them(tmp_path):
+    task, agn = SearchConfig(), SearchConfig(supernet="agnostic")
+    assert _key(tmp_path, replace(task, proxy_steps=7)) == _key(tmp_path, task)
+    assert _key(tmp_path, replace(agn, proxy_steps=7)) != _key(tmp_path, agn)
+    assert _key(tmp_path, agn) != _key(tmp_path, task)
+    # the agnostic supernet's own key: its training settings, never the task's search settings
+    assert replace(agn, agnostic_steps=5).agnostic_fields() != agn.agnostic_fields()
+    assert replace(agn, proxy_steps=5, population=3).agnostic_fields() == agn.agnostic_fields()
 
 
 def test_the_seed_and_no_cache(tmp_path):

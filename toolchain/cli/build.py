@@ -90,6 +90,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(cvt: a Cross-View Training BiLSTM tagger; recipe key cvt.enabled)",
     )
     parser.add_argument(
+        "--supernet",
+        choices=("task", "agnostic"),
+        help="task (default): a supernet trained from the task's teacher on the task's data; "
+        "agnostic: one supernet trained once from the pretrained model on unlabelled text "
+        "(cached beside the teachers), adapted to each task briefly (recipe key "
+        "search.supernet)",
+    )
+    parser.add_argument(
+        "--text",
+        action="append",
+        metavar="SRC",
+        help="with --supernet agnostic: the unlabelled text, repeatable: wikitext, text "
+        "(MR/SUBJ), sst2, conll, or your own text file, one sentence per line (recipe key "
+        "search.agnostic_text; default wikitext, text, conll)",
+    )
+    parser.add_argument(
         "--labelled-fraction",
         type=float,
         metavar="F",
@@ -145,6 +161,8 @@ def recipe_from_args(args: argparse.Namespace):
         "profile.pool": args.pool,
         "cvt.enabled": True if args.candidates and "cvt" in args.candidates else None,
         "data.labelled_fraction": args.labelled_fraction,
+        "search.supernet": args.supernet,
+        "search.agnostic_text": tuple(_text_source(t) for t in args.text) if args.text else None,
     }
     for item in args.set:
         key, sep, value = item.partition("=")
@@ -152,6 +170,14 @@ def recipe_from_args(args: argparse.Namespace):
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. distill.steps=2000")
         overrides[key.strip()] = safe_load(value, file=f"--set {key.strip()}")
     return api.build_recipe(args.recipe, preset=args.preset, overrides=overrides)
+
+
+def _text_source(source: str) -> str:
+    """A text source as the recipe keeps it: a name, or a file's absolute path (a path given
+    here is relative to the working directory)."""
+    from toolchain.data.text import TEXT_SOURCES
+
+    return source if source in TEXT_SOURCES else str(Path(source).resolve())
 
 
 def _note(line: str) -> None:

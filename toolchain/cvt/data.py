@@ -22,7 +22,6 @@ Example::
 from __future__ import annotations
 
 import logging
-import re
 from collections import Counter
 from pathlib import Path
 
@@ -30,7 +29,8 @@ import numpy as np
 import torch
 
 from toolchain.bundle.tagger import split_words, word_bytes
-from toolchain.data.readers import DataError, open_text
+from toolchain.data.readers import DataError
+from toolchain.data.text import text_sentences
 from toolchain.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -90,17 +90,10 @@ def collate(sentences: list[list[str]], tokenizer, *, max_word_bytes: int, tags=
 
 def _text_sentences(path: Path, *, tsv_column: int | None = None) -> list[list[str]]:
     out = []
-    for line in open_text(path):
-        line = line.strip()
-        if not line:
-            continue
-        if tsv_column is not None:
-            parts = line.split("\t")
-            line = parts[tsv_column] if len(parts) > tsv_column else parts[-1]
-        for piece in re.split(r"(?<=\s\.)\s+", line):  # WikiText: sentences end " . "
-            words = [w for w, _, _ in split_words(piece)]
-            if len(words) >= 2:
-                out.append(words[:MAX_WORDS])
+    for piece in text_sentences(path, tsv_column=tsv_column):
+        words = [w for w, _, _ in split_words(piece)]
+        if len(words) >= 2:
+            out.append(words[:MAX_WORDS])
     return out
 
 

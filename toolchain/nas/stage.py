@@ -58,12 +58,22 @@ def search_stage(
     torch_device: str | None = None,
     name: str = "search",
     supernet_cache: str | Path | None = None,
+    agnostic_dir: str | Path | None = None,
 ) -> Stage:
     """A pipeline :class:`~toolchain.pipeline.Stage` running the whole search for ``target``.
 
     ``supernet_cache``: a folder where trained supernets are kept (see
     :mod:`toolchain.nas.trained`), so a later search that would train the same supernet, for any
-    device, loads it instead (``edgec build`` keeps them beside the cached teachers)."""
+    device, loads it instead (``edgec build`` keeps them beside the cached teachers).
+    ``agnostic_dir``: a task-agnostic supernet (:mod:`toolchain.nas.agnostic`, needed when
+    ``cfg.supernet`` is ``"agnostic"``): the search adapts it to the task instead of training a
+    supernet from the task teacher."""
+    if (cfg.supernet == "agnostic") != (agnostic_dir is not None):
+        raise ConfigError(
+            "search.supernet: agnostic needs the task-agnostic supernet's folder (and only it "
+            "takes one): `edgec build --supernet agnostic` trains or finds it",
+            key="search.supernet",
+        )
     chosen = list(resolve_budgets(target.profile, budgets))
     data_cfg = data_cfg or DataConfig()
     config = {
@@ -74,9 +84,12 @@ def search_stage(
         "budgets": chosen,
         "search": cfg,
         "data": data_cfg,
+        **({"agnostic_supernet": str(agnostic_dir)} if agnostic_dir is not None else {}),
         "measured_by": target.agent.url if target.agent else "this host where it is the device",
     }
     teacher_files = teacher_inputs(teacher_dir, spec, data_dir)
+    if agnostic_dir is not None:
+        teacher_files = (*teacher_files, Path(agnostic_dir))
     inputs = teacher_files
     if target.has_fitted_predictor():
         inputs = (*inputs, target.predictors_dir / f"{target.profile.name}.json")
@@ -93,7 +106,7 @@ def search_stage(
         result = run_search(
             ctx, teacher_dir=teacher_dir, spec=spec, data_dir=data_dir, target=target,
             budgets=chosen, cfg=cfg, data_cfg=data_cfg, torch_device=torch_device,
-            supernet_cache=cache,
+            supernet_cache=cache, agnostic=agnostic_dir and Path(agnostic_dir),
         )  # fmt: skip
         return result.to_metrics() if result is not None else None
 
@@ -112,6 +125,7 @@ def run_search(
     data_cfg: DataConfig,
     torch_device,
     supernet_cache: Path | None = None,
+    agnostic: Path | None = None,
 ) -> SearchResult | None:
     """Train (or load) the supernet, search every budget, write the subnets and the Pareto
     output into ``ctx.out_dir``. Under torchrun every rank trains the supernet and rank 0 alone
@@ -128,6 +142,7 @@ def run_search(
     net = prepare_supernet(
         teacher, spec, train, val, cfg, seed=ctx.seed, device=device,
         checkpoint=ctx.checkpoint_dir / "supernet.pt", cache_dir=supernet_cache,
+        agnostic=agnostic,
     )  # fmt: skip
     if not dist.is_main():  # the training is shared; rank 0 alone searches and measures
         return None

@@ -35,6 +35,7 @@ from toolchain.nas.space import Arch, SearchSpace
 
 SUPERNET_FILE = "supernet.json"
 _HEADS = ("BertForSequenceClassification", "BertForTokenClassification")
+_HEADLESS = "BertModel"  # the task-agnostic supernet (toolchain.nas.agnostic): no task head
 FAMILIES = ("bert",)  # config.json model_type values the supernet takes
 
 
@@ -84,14 +85,16 @@ class SuperNet(nn.Module):
 
     def __init__(self, adapter: ModelAdapter, space: SearchSpace | None = None):
         super().__init__()
-        if adapter.family != "bert" or type(adapter.model).__name__ not in _HEADS:
+        kind = type(adapter.model).__name__
+        if adapter.family != "bert" or kind not in (*_HEADS, _HEADLESS):
             raise ConfigError(
                 f"the supernet takes a BERT-family encoder with a classification head "
-                f"({', '.join(_HEADS)}); got {type(adapter.model).__name__}. Decoders compress "
+                f"({', '.join(_HEADS)}) or none ({_HEADLESS}); got {kind}. Decoders compress "
                 "by `edgec distill --init truncation`"
             )
         self.adapter = adapter
         self.model = adapter.model
+        self.bert = getattr(self.model, "bert", self.model)  # the encoder, with or without a head
         self.space = space or SearchSpace.for_teacher(adapter.shape)
         if self.space.teacher_layers != adapter.num_layers:
             raise ConfigError(
@@ -118,6 +121,10 @@ class SuperNet(nn.Module):
         self.active = self.space.sample(rng)
         return self.active
 
+    @property
+    def headless(self) -> bool:
+        return self.bert is self.model
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -125,12 +132,31 @@ class SuperNet(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         **_: object,
     ) -> AdapterOutput:
-        """The active subnet's logits and hidden states (embeddings, then each kept layer),
-        computed with the leading slices of the shared weights."""
-        arch, cfg, bert = self.active, self.model.config, self.model.bert
+        """The active subnet's logits (headless: its last hidden state) and hidden states
+        (embeddings, then each kept layer), computed with the leading slices of the shared
+        weights."""
+        arch, cfg = self.active, self.model.config
         h = arch.hidden
         drop = cfg.hidden_dropout_prob if self.training else 0.0
-        emb = bert.embeddings
+        x = self.embed(input_ids, token_type_ids)
+        states = [x]
+        x = F.dropout(x, drop, self.training)
+        bias = self.mask_bias(input_ids, attention_mask, x.dtype)
+        for i in arch.layers:
+            x = self.layer(i, x, bias)
+            states.append(x)
+        if self.headless:
+            return AdapterOutput(x, tuple(states))
+        if type(self.model).__name__ == "BertForSequenceClassification":
+            pool = self.bert.pooler.dense
+            x = torch.tanh(F.linear(x[:, 0], pool.weight[:h, :h], pool.bias[:h]))
+        x = F.dropout(x, drop, self.training)
+        head = self.model.classifier
+        return AdapterOutput(F.linear(x, head.weight[:, :h], head.bias), tuple(states))
+
+    def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None):
+        """The embeddings block's output at the active hidden width (before dropout)."""
+        h, emb = self.active.hidden, self.bert.embeddings
         seq = input_ids.shape[1]
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
@@ -139,26 +165,23 @@ class SuperNet(nn.Module):
             + F.embedding(token_type_ids, emb.token_type_embeddings.weight[:, :h])
             + emb.position_embeddings.weight[:seq, :h]
         )
-        x = _ln(x, emb.LayerNorm, h, cfg.layer_norm_eps)
-        states = [x]
-        x = F.dropout(x, drop, self.training)
+        return _ln(x, emb.LayerNorm, h, self.model.config.layer_norm_eps)
+
+    @staticmethod
+    def mask_bias(input_ids, attention_mask, dtype) -> torch.Tensor:
+        """The additive attention bias of the padding mask, (B, 1, 1, T)."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        bias = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
-        for i in arch.layers:
-            x = self._layer(bert.encoder.layer[i], x, bias, drop)
-            states.append(x)
-        if type(self.model).__name__ == "BertForSequenceClassification":
-            pool = bert.pooler.dense
-            x = torch.tanh(F.linear(x[:, 0], pool.weight[:h, :h], pool.bias[:h]))
-        x = F.dropout(x, drop, self.training)
-        head = self.model.classifier
-        return AdapterOutput(F.linear(x, head.weight[:, :h], head.bias), tuple(states))
+        return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
 
-    def _layer(self, layer, x, bias, drop):
+    def layer(self, i: int, x: torch.Tensor, bias: torch.Tensor, probs: list | None = None):
+        """Teacher layer ``i`` at the active widths on ``x``; its attention probabilities are
+        appended to ``probs`` when given."""
         arch, cfg = self.active, self.model.config
+        layer = self.bert.encoder.layer[i]
+        drop = cfg.hidden_dropout_prob if self.training else 0.0
         h, f, heads, dh = arch.hidden, arch.ffn, arch.heads, arch.head_size
-        full_dh = self.model.config.hidden_size // self.model.config.num_attention_heads
+        full_dh = cfg.hidden_size // cfg.num_attention_heads
         rows = _head_rows(heads, dh, full_dh, x.device)
         att = layer.attention.self
         b, t, _ = x.shape
@@ -168,9 +191,11 @@ class SuperNet(nn.Module):
             return out.view(b, t, heads, dh).transpose(1, 2)
 
         q, k, v = project(att.query), project(att.key), project(att.value)
-        probs = torch.softmax(q @ k.transpose(-1, -2) * dh**-0.5 + bias, dim=-1)
-        probs = F.dropout(probs, cfg.attention_probs_dropout_prob, self.training)
-        ctx = (probs @ v).transpose(1, 2).reshape(b, t, heads * dh)
+        p = torch.softmax(q @ k.transpose(-1, -2) * dh**-0.5 + bias, dim=-1)
+        if probs is not None:
+            probs.append(p)
+        p = F.dropout(p, cfg.attention_probs_dropout_prob, self.training)
+        ctx = (p @ v).transpose(1, 2).reshape(b, t, heads * dh)
         out = layer.attention.output
         a = F.linear(ctx, out.dense.weight[:h, rows], out.dense.bias[:h])
         x = _ln(F.dropout(a, drop, self.training) + x, out.LayerNorm, h, cfg.layer_norm_eps)
@@ -220,9 +245,12 @@ class SuperNet(nn.Module):
             raise ConfigError(f"{path} is not a supernet directory (no {SUPERNET_FILE})")
         meta = json.loads(meta_file.read_text())
         config = json.loads((path / "config.json").read_text())
+        kinds = config.get("architectures", [])
         head = (
             "token-classification"
-            if "BertForTokenClassification" in config.get("architectures", [])
+            if "BertForTokenClassification" in kinds
+            else "base"
+            if _HEADLESS in kinds
             else "sequence-classification"
         )
         return cls(load_model(str(path), head=head), SearchSpace.from_dict(meta["space"]))

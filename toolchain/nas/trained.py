@@ -30,6 +30,7 @@ from toolchain import distributed as dist
 from toolchain.config import DataConfig, SearchConfig
 from toolchain.data.tasks import TaskSpec
 from toolchain.distill.importance import importance
+from toolchain.models.finetune import seed_everything
 from toolchain.nas.search import prune_space
 from toolchain.nas.supernet import SUPERNET_FILE, SuperNet
 from toolchain.nas.train import SubnetScorer, frozen_teacher, train_supernet
@@ -84,9 +85,14 @@ def prepare_supernet(
     device,
     checkpoint: Path,
     cache_dir: Path | None = None,
+    agnostic: Path | None = None,
 ) -> TrainedSupernet:
     """The trained supernet: loaded from ``cache_dir`` when it holds one, else trained (resuming
-    from ``checkpoint``) and, with a ``cache_dir``, stored there (whole, then renamed)."""
+    from ``checkpoint``) and, with a ``cache_dir``, stored there (whole, then renamed).
+
+    ``agnostic``: the folder of a task-agnostic supernet (:mod:`toolchain.nas.agnostic`); the
+    supernet is then that one with the task's head, fine-tuned ``cfg.proxy_steps`` against the
+    task teacher, instead of the task teacher trained ``cfg.supernet_steps``."""
     if cache_dir is not None and (cache_dir / SUPERNET_FILE).is_file():
         supernet = SuperNet.load(cache_dir)  # trained before, with its pruned space
         meta = json.loads((cache_dir / SUPERNET_FILE).read_text())
@@ -94,24 +100,34 @@ def prepare_supernet(
         scorer = SubnetScorer(supernet, spec, val, max_len=cfg.max_seq_len, device=device)
         log.info("supernet: the one trained before (%s)", cache_dir)
         return TrainedSupernet(supernet, scorer, trained, meta.get("pruning"), 0.0)
-    sample = random.Random(seed).sample(train, min(512, len(train)))
-    scores = importance(teacher, spec, sample, max_len=cfg.max_seq_len, device=device)
-    supernet = SuperNet.from_teacher(teacher, scores)
-    scorer = SubnetScorer(supernet, spec, val, max_len=cfg.max_seq_len, device=device)
     t0 = time.perf_counter()
-    first = int(cfg.supernet_steps * cfg.prune_after)
+    if agnostic is not None:  # the agnostic supernet, given the task's head
+        from toolchain.nas.agnostic import adapt_to_task
+
+        seed_everything(seed)
+        supernet, frozen = adapt_to_task(agnostic, teacher, spec)
+        steps = cfg.proxy_steps
+    else:
+        sample = random.Random(seed).sample(train, min(512, len(train)))
+        scores = importance(teacher, spec, sample, max_len=cfg.max_seq_len, device=device)
+        supernet = SuperNet.from_teacher(teacher, scores)
+        frozen, steps = frozen_teacher(supernet), cfg.supernet_steps
+    scorer = SubnetScorer(supernet, spec, val, max_len=cfg.max_seq_len, device=device)
+    first = int(steps * cfg.prune_after)
     trained = train_supernet(
         supernet,
-        frozen_teacher(supernet),
+        frozen,
         spec,
         train,
         cfg,
-        steps=cfg.supernet_steps,
+        steps=steps,
         seed=seed,
         checkpoint=checkpoint,
         device=device,
-        after_step=_pruning(scorer, cfg, seed, first),
+        after_step=_pruning(scorer, cfg, seed, first, steps),
     )
+    if agnostic is not None:
+        trained["agnostic"] = str(agnostic)
     pruning = trained.pop("events", {}).get(str(first))
     net = TrainedSupernet(supernet, scorer, trained, pruning, round(time.perf_counter() - t0, 1))
     if cache_dir is not None and dist.is_main():
@@ -119,9 +135,11 @@ def prepare_supernet(
     return net
 
 
-def _pruning(scorer: SubnetScorer, cfg: SearchConfig, seed: int, first: int) -> dict | None:
+def _pruning(
+    scorer: SubnetScorer, cfg: SearchConfig, seed: int, first: int, steps: int
+) -> dict | None:
     """``{step: prune}``: drop dominated choices after the first round (None when off)."""
-    if not 0 < first < cfg.supernet_steps:
+    if not 0 < first < steps:
         return None
 
     def prune(net) -> dict:
