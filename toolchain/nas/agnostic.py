@@ -21,9 +21,10 @@ Downstream (:func:`adapt_to_task`, NAS-BERT's performance approximation): the su
 task's head and a short fine-tune of the whole supernet (``proxy_steps`` of sandwich steps, logit
 KD plus per-layer hidden-state KD from the task teacher,
 :func:`toolchain.nas.train.train_supernet`), after which subnets are scored with inherited
-weights on the task's validation subset. The task teacher is fine-tuned from the same pretrained model; its units are put in the supernet's order
-(the same function) so that its hidden states line up with the supernet's, and its pooler and
-classifier (reordered likewise) start the supernet's head: a better start than a random head.
+weights on the task's validation subset. The task teacher is fine-tuned from the same pretrained
+model; its units are put in the supernet's order (the same function) so that its hidden states
+line up with the supernet's, and its pooler and classifier (reordered likewise) start the
+supernet's head: a better start than a random head.
 
 Label-free importance is written here because the Taylor scores of
 :mod:`toolchain.distill.importance` need a task loss; it follows the magnitude criteria of
