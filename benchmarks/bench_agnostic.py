@@ -72,8 +72,8 @@ def main() -> int:
     from toolchain.data.tasks import get_task
     from toolchain.devices.predict import FittedPredictor
     from toolchain.distill.stage import distill_stage
-    from toolchain.nas.space import Arch
     from toolchain.nas.agnostic import agnostic_stage
+    from toolchain.nas.space import Arch
     from toolchain.nas.stage import search_stage
     from toolchain.pipeline import RunDir
     from toolchain.target import DeviceTarget
@@ -221,7 +221,8 @@ def _markdown(r: dict) -> str:
         f"- task route: a supernet per task from its fine-tuned teacher, {s['task_steps']} steps "
         "on the task's data.",
         f"- agnostic route: one supernet, {s['agnostic_steps']} block-wise steps on "
-        f"{r['agnostic'].get('sentences')} unlabelled sentences ({', '.join(r['agnostic'].get('text', []))}) "
+        f"{r['agnostic'].get('sentences')} unlabelled sentences "
+        f"({', '.join(r['agnostic'].get('text', []))}) "
         f"in {r['supernet_train_s']} s, then per task {s['proxy_steps']} steps of task "
         "fine-tuning (NAS-BERT's performance approximation).",
         f"- both: batch {s['batch_size']}, seq 64, sandwich 3, the same search (population 12, "

@@ -29,6 +29,7 @@ from toolchain.config import (
     DataConfig,
     DistillConfig,
     ExportConfig,
+    GAConfig,
     ProfileConfig,
     PruneConfig,
     QuantizeConfig,
@@ -245,21 +246,77 @@ def search(
     data_cfg: DataConfig = DataConfig(),
     train_device: str | None = None,
     supernet_cache: str | Path | None = None,
+    agnostic: str | Path | None = None,
     seed: int = 0,
     force: bool = False,
 ) -> Result:
     """Train a NAS-BERT supernet from ``teacher`` and choose one subnet per budget of ``device``
-    (a :class:`DeviceTarget`, or a name resolved with the default predictors, no agent)."""
+    (a :class:`DeviceTarget`, or a name resolved with the default predictors, no agent).
+
+    ``agnostic``: a task-agnostic supernet (:func:`agnostic_supernet`'s folder, or its
+    ``supernet/`` inside); the search then adapts it to the task in ``cfg.proxy_steps`` instead
+    of training a supernet from ``teacher``, which is the task's teacher all the same."""
     from toolchain.nas.stage import search_stage
 
     out = _out(out)
+    if agnostic is not None:
+        agnostic = Path(agnostic).resolve()
+        if (agnostic / "supernet" / "supernet.json").is_file():
+            agnostic = agnostic / "supernet"
+        cfg = replace(cfg, supernet="agnostic")
     stage = search_stage(
         teacher_dir=str(teacher), spec=_task(task), data_dir=data_dir,
         target=_device(device),
         budgets=tuple(budgets), cfg=cfg, data_cfg=data_cfg, torch_device=train_device,
-        name=out.name, supernet_cache=supernet_cache,
+        name=out.name, supernet_cache=supernet_cache, agnostic_dir=agnostic,
     )  # fmt: skip
     return _run(stage, out, seed, force)
+
+
+def agnostic_supernet(
+    out: str | Path,
+    *,
+    model: str = "default",
+    cfg: SearchConfig = SearchConfig(),
+    data_dir=None,
+    train_device: str | None = None,
+    seed: int = 0,
+    force: bool = False,
+) -> Result:
+    """Train the task-agnostic supernet of the pretrained ``model`` on ``cfg.agnostic_text``
+    (:mod:`toolchain.nas.agnostic`) into ``out/supernet``; :func:`search` takes it for any
+    task (``agnostic=out``)."""
+    from toolchain.nas.agnostic import agnostic_stage
+
+    out = _out(out)
+    stage = agnostic_stage(teacher=str(model), data_dir=data_dir, cfg=cfg,
+                           torch_device=train_device, name=out.name)  # fmt: skip
+    return _run(stage, out, seed, force)
+
+
+def search_mapping(
+    out: str | Path,
+    *,
+    student_shape: str,
+    model: str = "default",
+    cfg: GAConfig | None = None,
+    init: str = "truncation",
+    data_dir=None,
+    train_device: str | None = None,
+    seed: int = 0,
+) -> dict:
+    """The task-agnostic GA search of the layer mapping (:mod:`toolchain.distill.ga_agnostic`)
+    for students of ``student_shape`` of the pretrained ``model``, written to the JSON file
+    ``out``; ``distill.ga.mapping_file`` reuses it for any task. An interrupted search resumes
+    from ``out.state.json``."""
+    from toolchain.distill.ga_agnostic import search_agnostic_mapping
+    from toolchain.models.adapters import Shape
+    from toolchain.models.finetune import pick_device
+
+    return search_agnostic_mapping(
+        str(model), Shape.parse(student_shape), cfg or GAConfig(), data_dir=data_dir, out=_out(out),
+        init=init, seed=seed, device=pick_device(train_device),
+    )  # fmt: skip
 
 
 def export(

@@ -170,6 +170,18 @@ class GAConfig:
     mutation_rate: float = 0.2
     proxy_fraction: float = 0.1  # share of the training data for each fitness run
     proxy_steps: int = 200
+    # a mapping found before (toolchain.distill.ga_agnostic: `edgec mapping`), reused instead
+    # of searching: the task-agnostic GA's output serves every task
+    mapping_file: str | None = None
+    # the task-agnostic GA (`edgec mapping`): proxy distillation on this unlabelled text
+    # (proxy_sentences of it, proxy_steps), fitness from these representative tasks, each a
+    # fine-tune of task_steps on task_train_samples, scored on task_val_samples
+    text: tuple[str, ...] = ("wikitext", "text", "conll")
+    proxy_sentences: int = 2000
+    tasks: tuple[str, ...] = ("sst2", "cola")
+    task_steps: int = 60
+    task_train_samples: int = 2000
+    task_val_samples: int = 500
 
     def __post_init__(self):
         check_range(self, "population", lo=2, hi=10000)
@@ -178,6 +190,10 @@ class GAConfig:
         check_range(self, "mutation_rate", lo=0.0, hi=1.0)
         check_range(self, "proxy_fraction", lo=1e-4, hi=1.0)
         check_range(self, "proxy_steps", lo=1)
+        for key in ("proxy_sentences", "task_steps", "task_train_samples", "task_val_samples"):
+            check_range(self, key, lo=1)
+        require(bool(self.tasks), "tasks", "name at least one representative task (sst2, cola)")
+        require(bool(self.text), "text", "name at least one unlabelled text source")
 
 
 STUDENT_SHAPE = re.compile(r"L(\d+):H(\d+):A(\d+):F(\d+)")

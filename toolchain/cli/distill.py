@@ -83,6 +83,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="start from this model's weights and shape (e.g. a subnet of `edgec search`)",
     )
     d.add_argument("--mapping", choices=("none", "uniform", "last", "rail", "ga"))
+    d.add_argument(
+        "--ga-mapping-file",
+        metavar="F",
+        help="with --mapping ga: the mapping `edgec mapping` found (task-agnostic), reused "
+        "instead of searching one for this task",
+    )
     d.add_argument("--rail-variant", choices=("layer", "concat"))
     d.add_argument("--temperature", type=float)
     d.add_argument("--kd-weight", type=float, help="logit-KD share (hard loss: 1 - this)")
@@ -105,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
     overrides["distill.theseus.replace_start"] = args.theseus_replace_start
     overrides["distill.theseus.successor_fraction"] = args.theseus_successor_fraction
     overrides["seed"] = args.seed
+    if args.ga_mapping_file:  # relative to the working directory
+        overrides["distill.ga.mapping_file"] = str(Path(args.ga_mapping_file).resolve())
     if args.no_clean:
         overrides["data.clean"] = False
     recipe = load_recipe(args.recipe, overrides=overrides)

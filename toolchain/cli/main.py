@@ -36,6 +36,8 @@ VERBS = (
     "prune",
     "quantize",
     "search",
+    "supernet",
+    "mapping",
     "export",
     "profile",
     "bundle",

@@ -64,6 +64,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--recipe", metavar="R.yaml", help="take search settings from a recipe")
+    parser.add_argument(
+        "--agnostic",
+        metavar="DIR",
+        help="a task-agnostic supernet (`edgec supernet -o DIR`): adapt it to this task in "
+        "--proxy-steps instead of training a supernet from --teacher",
+    )
+    parser.add_argument(
+        "--proxy-steps", type=int, help="with --agnostic: steps of task fine-tuning (300)"
+    )
     add_agent_arguments(
         parser,
         ca_cert=False,
@@ -123,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
     spec = task_from_args(args)
     overrides = {f"search.{k}": getattr(args, k) for k in _FIELDS}
     overrides["seed"] = args.seed
+    overrides["search.proxy_steps"] = args.proxy_steps
     if args.no_clean:
         overrides["data.clean"] = False
     recipe = load_recipe(args.recipe, overrides=overrides)
@@ -146,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir or recipe.data_dir,
         data_cfg=recipe.data,
         train_device=args.train_device,
+        agnostic=args.agnostic,
         seed=recipe.seed,
         force=args.force,
     )

@@ -21,6 +21,8 @@ Example::
 from __future__ import annotations
 
 import logging
+import math
+import random
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,4 +131,23 @@ def unlabelled_text(sources, data_dir, *, min_words: int = 2) -> list[str]:
     return out
 
 
-__all__ = ["TEXT_SOURCES", "read_source", "text_sentences", "unlabelled_text"]
+def text_batches(
+    texts: list[str], tokenizer, *, max_len: int, batch_size: int, seed: int, skip: int = 0
+):
+    """Endless shuffled batches of tokenised ``texts`` (a new order every pass, seeded by the
+    pass), the first ``skip`` left out (a resumed run)."""
+    per_pass = math.ceil(len(texts) / batch_size)
+    epoch, first = divmod(skip, per_pass)
+    while True:
+        order = list(range(len(texts)))
+        random.Random(seed + epoch).shuffle(order)
+        for start in range(first * batch_size, len(order), batch_size):
+            rows = [texts[i] for i in order[start : start + batch_size]]
+            enc = tokenizer(rows, truncation=True, max_length=max_len, padding=True,
+                            return_tensors="pt")  # fmt: skip
+            yield {key: enc[key] for key in ("input_ids", "attention_mask",
+                                                       "token_type_ids") if key in enc}  # fmt: skip
+        epoch, first = epoch + 1, 0
+
+
+__all__ = ["TEXT_SOURCES", "read_source", "text_batches", "text_sentences", "unlabelled_text"]

@@ -9,10 +9,17 @@ head-pruning work without needing head-mask support in the model.
 - FFN neurons: on the input of each layer's FFN down projection;
 - hidden dimensions: on every hidden state (embeddings and each layer's output).
 
+Without labels (:func:`label_free_importance`, for the task-agnostic supernet and mapping
+search): the magnitude criteria of pruning work, a unit's expected contribution to the residual
+stream: mean |activation| x the norm of its output weights for FFN neurons, the norm of each
+head's projected output for heads, the mean |value| of each hidden dimension over all hidden
+states.
+
 Example::
 
     scores = importance(teacher, spec, examples[:512])
     scores["heads"]  # (layers, heads) tensor
+    scores = label_free_importance(pretrained, sentences[:512])   # same keys, no labels
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import torch
 from toolchain.data.encode import batches, encode, lm_labels
 from toolchain.data.readers import DataError
 from toolchain.data.tasks import TaskSpec
+from toolchain.errors import EdgecError
 from toolchain.evaluate.evaluate import pad_id_of
 from toolchain.log import progress
 from toolchain.models.adapters import ModelAdapter
@@ -117,3 +125,68 @@ def importance(
         "ffn": torch.stack([t.total for t in ffn]).float(),
         "hidden": hidden.float(),
     }
+
+
+@torch.no_grad()
+def label_free_importance(
+    teacher: ModelAdapter, texts: list[str], *, max_len: int = 128, batch_size: int = 32,
+    device="cpu",
+) -> dict:  # fmt: skip
+    """``{"hidden": (H,), "heads": (layers, heads), "ffn": (layers, F)}`` scores of a BERT
+    encoder's units on ``texts`` (see the module docstring); higher is more important."""
+    model = teacher.model.to(device).eval()
+    bert = getattr(model, "bert", model)
+    layers = bert.encoder.layer
+    n, heads, dh = len(layers), teacher.num_heads, teacher.head_size
+    ffn = torch.zeros(n, teacher.ffn_size, dtype=torch.float64)
+    head = torch.zeros(n, heads, dtype=torch.float64)
+    hidden = torch.zeros(teacher.hidden_size, dtype=torch.float64)
+    tokens = 0
+    mask_now: list[torch.Tensor] = []
+
+    def on_down(i):
+        w_norm = layers[i].output.dense.weight.norm(dim=0).double().cpu()  # (F,)
+
+        def hook(_module, args):
+            act = args[0].abs().double() * mask_now[0]
+            ffn[i] += act.sum((0, 1)).cpu() * w_norm
+
+        return hook
+
+    def on_attn_out(i):
+        w = layers[i].attention.output.dense.weight  # (H, heads*dh)
+
+        def hook(_module, args):
+            ctx = args[0]
+            b, t, _ = ctx.shape
+            per_head = torch.einsum(
+                "btad,had->btah", ctx.view(b, t, heads, dh), w.view(-1, heads, dh)
+            )  # each head's share of the output: (B, T, heads, H)
+            norms = per_head.norm(dim=-1).double() * mask_now[0]
+            head[i] += norms.sum((0, 1)).cpu()
+
+        return hook
+
+    handles = []
+    for i, layer in enumerate(layers):
+        handles.append(layer.output.dense.register_forward_pre_hook(on_down(i)))
+        handles.append(layer.attention.output.dense.register_forward_pre_hook(on_attn_out(i)))
+    try:
+        for start in range(0, len(texts), batch_size):
+            rows = texts[start : start + batch_size]
+            enc = teacher.tokenizer(
+                rows, truncation=True, max_length=max_len, padding=True, return_tensors="pt"
+            )
+            enc = {k: v.to(device) for k, v in enc.items()}
+            m = enc["attention_mask"].double()
+            mask_now[:] = [m[..., None]]
+            out = bert(**enc, output_hidden_states=True)
+            for state in out.hidden_states:
+                hidden += (state.abs().double() * m[..., None]).sum((0, 1)).cpu()
+            tokens += int(m.sum())
+    finally:
+        for h in handles:
+            h.remove()
+    if tokens == 0:
+        raise EdgecError("label-free importance: the text gave no tokens")
+    return {"hidden": hidden / tokens, "heads": head / tokens, "ffn": ffn / tokens}

@@ -90,6 +90,8 @@ def distill_stage(
         )
 
     inputs = teacher_inputs(teacher_dir, spec, data_dir)
+    if cfg.mapping == "ga" and cfg.ga.mapping_file:  # a changed mapping file re-runs the stage
+        inputs = (*inputs, Path(cfg.ga.mapping_file))
     if init_from is not None:
         inputs = (*inputs, Path(init_from))
     # distillation (any mapping, GA included) trains on every rank under torchrun; Theseus's
@@ -239,7 +241,14 @@ def _importance_and_mapping(
         else None
     )
     genome, ga = None, None
-    if cfg.mapping == "ga":
+    if cfg.mapping == "ga" and cfg.ga.mapping_file:  # found before (task-agnostic): reused
+        from toolchain.distill.ga_agnostic import load_mapping
+
+        genome, report = load_mapping(cfg.ga.mapping_file, teacher_layers=teacher.num_layers,
+                                      student_layers=shape.layers)  # fmt: skip
+        ga = {"best": genome, "mapping_file": str(cfg.ga.mapping_file),
+              "tasks": report.get("tasks"), "evaluations": 0, "search_s": 0.0}  # fmt: skip
+    elif cfg.mapping == "ga":
         genome, ga = search_mapping(
             teacher,
             shape,

@@ -26,11 +26,8 @@ model; its units are put in the supernet's order (the same function) so that its
 line up with the supernet's, and its pooler and classifier (reordered likewise) start the
 supernet's head: a better start than a random head.
 
-Label-free importance is written here because the Taylor scores of
-:mod:`toolchain.distill.importance` need a task loss; it follows the magnitude criteria of
-pruning work (a unit's expected contribution to the residual stream: mean |activation| x the norm
-of its output weights for FFN neurons, the norm of each head's projected output for heads, the
-mean |value| of each hidden dimension over all hidden states).
+The units are ordered by an importance measured without labels
+(:func:`toolchain.distill.importance.label_free_importance`): the Taylor scores need a task loss.
 
 Example::
 
@@ -45,7 +42,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import time
 from pathlib import Path
@@ -55,7 +51,9 @@ import torch
 from toolchain import distributed as dist
 from toolchain.config import SearchConfig
 from toolchain.data.tasks import TaskSpec
+from toolchain.data.text import text_batches
 from toolchain.distill import losses as L
+from toolchain.distill.importance import label_free_importance
 from toolchain.distill.init import extract
 from toolchain.errors import ConfigError, EdgecError
 from toolchain.log import progress
@@ -68,92 +66,6 @@ from toolchain.nas.train import _end_step, _start, frozen_teacher, sandwich
 log = logging.getLogger(__name__)
 
 EMBEDDINGS = "embeddings"  # the block of the embeddings (a block is otherwise a tuple of layers)
-
-
-# -- text ---------------------------------------------------------------------------------------
-def text_batches(
-    texts: list[str], tokenizer, *, max_len: int, batch_size: int, seed: int, skip: int = 0
-):
-    """Endless shuffled batches of tokenised ``texts`` (a new order every pass, seeded by the
-    pass), the first ``skip`` left out (a resumed run)."""
-    per_pass = math.ceil(len(texts) / batch_size)
-    epoch, first = divmod(skip, per_pass)
-    while True:
-        order = list(range(len(texts)))
-        random.Random(seed + epoch).shuffle(order)
-        for start in range(first * batch_size, len(order), batch_size):
-            rows = [texts[i] for i in order[start : start + batch_size]]
-            enc = tokenizer(rows, truncation=True, max_length=max_len, padding=True,
-                            return_tensors="pt")  # fmt: skip
-            yield {key: enc[key] for key in ("input_ids", "attention_mask",
-                                                       "token_type_ids") if key in enc}  # fmt: skip
-        epoch, first = epoch + 1, 0
-
-
-# -- label-free importance ------------------------------------------------------------------------
-@torch.no_grad()
-def label_free_importance(
-    teacher: ModelAdapter, texts: list[str], *, max_len: int = 128, batch_size: int = 32,
-    device="cpu",
-) -> dict:  # fmt: skip
-    """``{"hidden": (H,), "heads": (layers, heads), "ffn": (layers, F)}`` scores of a BERT
-    encoder's units on ``texts`` (see the module docstring); higher is more important."""
-    model = teacher.model.to(device).eval()
-    bert = getattr(model, "bert", model)
-    layers = bert.encoder.layer
-    n, heads, dh = len(layers), teacher.num_heads, teacher.head_size
-    ffn = torch.zeros(n, teacher.ffn_size, dtype=torch.float64)
-    head = torch.zeros(n, heads, dtype=torch.float64)
-    hidden = torch.zeros(teacher.hidden_size, dtype=torch.float64)
-    tokens = 0
-    mask_now: list[torch.Tensor] = []
-
-    def on_down(i):
-        w_norm = layers[i].output.dense.weight.norm(dim=0).double().cpu()  # (F,)
-
-        def hook(_module, args):
-            act = args[0].abs().double() * mask_now[0]
-            ffn[i] += act.sum((0, 1)).cpu() * w_norm
-
-        return hook
-
-    def on_attn_out(i):
-        w = layers[i].attention.output.dense.weight  # (H, heads*dh)
-
-        def hook(_module, args):
-            ctx = args[0]
-            b, t, _ = ctx.shape
-            per_head = torch.einsum(
-                "btad,had->btah", ctx.view(b, t, heads, dh), w.view(-1, heads, dh)
-            )  # each head's share of the output: (B, T, heads, H)
-            norms = per_head.norm(dim=-1).double() * mask_now[0]
-            head[i] += norms.sum((0, 1)).cpu()
-
-        return hook
-
-    handles = []
-    for i, layer in enumerate(layers):
-        handles.append(layer.output.dense.register_forward_pre_hook(on_down(i)))
-        handles.append(layer.attention.output.dense.register_forward_pre_hook(on_attn_out(i)))
-    try:
-        for start in range(0, len(texts), batch_size):
-            rows = texts[start : start + batch_size]
-            enc = teacher.tokenizer(
-                rows, truncation=True, max_length=max_len, padding=True, return_tensors="pt"
-            )
-            enc = {k: v.to(device) for k, v in enc.items()}
-            m = enc["attention_mask"].double()
-            mask_now[:] = [m[..., None]]
-            out = bert(**enc, output_hidden_states=True)
-            for state in out.hidden_states:
-                hidden += (state.abs().double() * m[..., None]).sum((0, 1)).cpu()
-            tokens += int(m.sum())
-    finally:
-        for h in handles:
-            h.remove()
-    if tokens == 0:
-        raise EdgecError("label-free importance: the text gave no tokens")
-    return {"hidden": hidden / tokens, "heads": head / tokens, "ffn": ffn / tokens}
 
 
 def unit_order(teacher: ModelAdapter, scores: dict) -> dict:
