@@ -20,6 +20,8 @@ ISSUE_VERBS = (
     "prune",  # issue 22
     "quantize",
     "search",
+    "supernet",  # issue 25: the task-agnostic supernet
+    "mapping",  # issue 25: the task-agnostic GA layer mapping
     "export",
     "profile",
     "bundle",
