@@ -531,6 +531,8 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
     if recipe:
         md += ["", "```yaml", recipe.rstrip(), "```"]
     md += ["", f"Search space: {summary.get('search', {}).get('space')}.", ""]
+    if _supernet_line(summary):
+        md[-1:] = [_supernet_line(summary), ""]
     (run_dir / "report.md").write_text("\n".join(md) + "\n")
 
     e = html.escape
@@ -565,7 +567,19 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
         f"<details><summary>{e(summary.get('recipe_file') or 'recipe')}</summary>"
         f"<pre>{e(recipe)}</pre></details>" if recipe else "",
         f"<p>Search space: {e(str(summary.get('search', {}).get('space')))}.</p>",
+        f"<p>{e(_supernet_line(summary))}</p>" if _supernet_line(summary) else "",
         "</body></html>",
     ]  # fmt: skip
     (run_dir / "report.html").write_text("\n".join(page) + "\n")
     return run_dir / "report.md", run_dir / "report.html"
+
+
+def _supernet_line(summary: dict) -> str:
+    """Where the searched supernet came from, when it was the task-agnostic one."""
+    search = summary.get("search") or {}
+    if not search.get("supernet_agnostic"):
+        return ""
+    return (
+        f"Supernet: the task-agnostic one ({search['supernet_agnostic']}), trained once on "
+        f"unlabelled text, adapted to this task in {search.get('supernet_steps')} steps."
+    )

@@ -236,6 +236,8 @@ class BuildSummary:
                 "space": self.search.space,
                 "supernet_steps": self.search.supernet.get("steps"),
                 "supernet_from_cache": self.search.supernet.get("cached"),
+                # the task-agnostic supernet this task's one was adapted from (None: task route)
+                "supernet_agnostic": self.search.supernet.get("agnostic"),
             },
             "bundles": self.bundles,
             "selection": self.selection,
