@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from toolchain import api
-from toolchain.cli.options import add_agent_arguments
+from toolchain.cli.options import add_agent_arguments, text_sources
 from toolchain.cli.teacher import add_task_arguments, task_from_args
 from toolchain.config import recipe_to_yaml
 from toolchain.devices.budgets import resolve_recipe
@@ -162,7 +162,7 @@ def recipe_from_args(args: argparse.Namespace):
         "cvt.enabled": True if args.candidates and "cvt" in args.candidates else None,
         "data.labelled_fraction": args.labelled_fraction,
         "search.supernet": args.supernet,
-        "search.agnostic_text": tuple(_text_source(t) for t in args.text) if args.text else None,
+        "search.agnostic_text": text_sources(args.text),
     }
     for item in args.set:
         key, sep, value = item.partition("=")
@@ -170,14 +170,6 @@ def recipe_from_args(args: argparse.Namespace):
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. distill.steps=2000")
         overrides[key.strip()] = safe_load(value, file=f"--set {key.strip()}")
     return api.build_recipe(args.recipe, preset=args.preset, overrides=overrides)
-
-
-def _text_source(source: str) -> str:
-    """A text source as the recipe keeps it: a name, or a file's absolute path (a path given
-    here is relative to the working directory)."""
-    from toolchain.data.text import TEXT_SOURCES
-
-    return source if source in TEXT_SOURCES else str(Path(source).resolve())
 
 
 def _note(line: str) -> None:

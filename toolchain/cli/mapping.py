@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from toolchain import api
+from toolchain.cli.options import text_sources
 from toolchain.config import load_recipe
 
 HELP = "search a task-agnostic layer mapping for distillation (GA, unlabelled text)"
@@ -48,14 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from toolchain.data.text import TEXT_SOURCES
-
     overrides = {f"distill.ga.{k}": getattr(args, k) for k in _FIELDS}
     overrides["distill.ga.tasks"] = tuple(args.task) if args.task else None
-    if args.text:
-        overrides["distill.ga.text"] = tuple(
-            t if t in TEXT_SOURCES else str(Path(t).resolve()) for t in args.text
-        )
+    overrides["distill.ga.text"] = text_sources(args.text)
     overrides["seed"] = args.seed
     recipe = load_recipe(args.recipe, overrides=overrides)
     out = Path(args.output).resolve()

@@ -32,3 +32,16 @@ def add_agent_arguments(
             help="with an https:// --target: the agents' certificate to trust (a self-signed "
             "one); default: the system's trust store",
         )
+
+
+def text_sources(given: list[str] | None) -> tuple[str, ...] | None:
+    """``--text`` values as a recipe keeps them: a source name (wikitext, text, sst2, conll), or
+    a file's absolute path (a path given on the command line is relative to the working
+    directory); None when none was given."""
+    if not given:
+        return None
+    from pathlib import Path
+
+    from toolchain.data.text import TEXT_SOURCES
+
+    return tuple(t if t in TEXT_SOURCES else str(Path(t).resolve()) for t in given)

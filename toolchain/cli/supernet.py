@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 from toolchain import api
+from toolchain.cli.options import text_sources
 from toolchain.config import load_recipe
 
 HELP = "train the task-agnostic supernet (once, on unlabelled text) for any task"
@@ -62,13 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from toolchain.data.text import TEXT_SOURCES
-
     overrides = {f"search.{k}": getattr(args, k) for k in _FIELDS}
-    if args.text:  # a file is relative to the working directory
-        overrides["search.agnostic_text"] = tuple(
-            t if t in TEXT_SOURCES else str(Path(t).resolve()) for t in args.text
-        )
+    overrides["search.agnostic_text"] = text_sources(args.text)
     overrides["seed"] = args.seed
     recipe = load_recipe(args.recipe, overrides=overrides)
     out = Path(args.output).resolve()

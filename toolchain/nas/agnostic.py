@@ -61,7 +61,7 @@ from toolchain.models.adapters import ModelAdapter
 from toolchain.models.finetune import autocast_for, make_optimizer, seed_everything
 from toolchain.nas.space import Arch, SearchSpace
 from toolchain.nas.supernet import SUPERNET_FILE, SuperNet, order_by_importance
-from toolchain.nas.train import _end_step, _start, frozen_teacher, sandwich
+from toolchain.nas.train import _end_step, _start, frozen_teacher, sandwich_step
 
 log = logging.getLogger(__name__)
 
@@ -182,29 +182,16 @@ def train_agnostic(
     while run.state["step"] < steps:
         batch, weight = dist.shard(next(it))
         batch = {key: v.to(device) for key, v in batch.items()}
-        total = 0.0
         with torch.no_grad(), autocast_for(torch.device(device)):
             t_states, t_probs = teacher_pass(teacher, batch)
-        for arch in sandwich(supernet.space, cfg.sandwich, run.rng):
-            with autocast_for(torch.device(device)):
-                parts = [block_loss(supernet, arch, b, batch, t_states, t_probs,
-                                    cfg.agnostic_attention_weight) for b in blocks]  # fmt: skip
-                parts = [p for p in parts if p is not None]
-            if not parts:
-                continue
-            loss = sum(parts) / len(parts)
-            if not torch.isfinite(loss):
-                raise EdgecError(
-                    f"agnostic supernet loss became {loss.item()} at step {run.state['step']} "
-                    f"(subnet {arch}); lower search.learning_rate"
-                )
-            (loss * (weight / cfg.sandwich)).backward()
-            total += loss.item() / cfg.sandwich
-        dist.average_gradients(supernet.model.parameters())
-        torch.nn.utils.clip_grad_norm_(supernet.model.parameters(), 1.0)
-        run.opt.step()
-        run.sched.step()
-        run.opt.zero_grad(set_to_none=True)
+
+        def loss_of(arch: Arch, batch=batch, t_states=t_states, t_probs=t_probs):
+            parts = [block_loss(supernet, arch, b, batch, t_states, t_probs,
+                                cfg.agnostic_attention_weight) for b in blocks]  # fmt: skip
+            parts = [p for p in parts if p is not None]
+            return sum(parts) / len(parts) if parts else None
+
+        total = sandwich_step(run, loss_of, weight, cfg, device, "agnostic supernet")
         run.state["step"] += 1
         run.window.append(total)
         next(bar, None)

@@ -185,14 +185,34 @@ def _train_step(
     inputs = {key: v for key, v in batch.items() if key != "labels"}
     with torch.no_grad(), autocast_for(torch.device(device)):
         t_out = teacher(**inputs, output_hidden_states=True)
-    total = 0.0
+
+    def loss_of(arch: Arch) -> torch.Tensor:
+        return subnet_loss(supernet, arch, batch, t_out.logits, t_out.hidden_states, spec, cfg)
+
+    return sandwich_step(run, loss_of, weight, cfg, device)
+
+
+def sandwich_step(
+    run: _Run,
+    loss_of: Callable[[Arch], torch.Tensor | None],
+    weight: float,
+    cfg: SearchConfig,
+    device,
+    what: str = "supernet",
+) -> float:
+    """One optimizer step over the sandwich subnets of ``run``: each subnet's loss (None: none
+    to train) scaled by ``weight`` (this rank's share of the batch), gradients accumulated into
+    the shared weights, averaged over the ranks, clipped; returns the subnets' mean loss."""
+    supernet, total = run.supernet, 0.0
     for arch in sandwich(supernet.space, cfg.sandwich, run.rng):
         with autocast_for(torch.device(device)):
-            loss = subnet_loss(supernet, arch, batch, t_out.logits, t_out.hidden_states, spec, cfg)
+            loss = loss_of(arch)
+        if loss is None:
+            continue
         if not torch.isfinite(loss):
             raise EdgecError(
-                f"supernet loss became {loss.item()} at step {run.state['step']} "
-                f"(subnet {arch}); lower the learning rate"
+                f"{what} loss became {loss.item()} at step {run.state['step']} "
+                f"(subnet {arch}); lower search.learning_rate"
             )
         # gradients of all the subnets accumulate into the shared weights
         (loss * (weight / cfg.sandwich)).backward()
