@@ -62,7 +62,8 @@ def test_the_agnostic_search_writes_a_mapping_that_other_tasks_reuse(tmp_path, s
                             steps=4, eval_every=2, batch_size=8, max_seq_len=16,
                             ga=replace(GA, mapping_file=str(out)))  # fmt: skip
         stage = distill_stage(teacher_dir=str(tmp_path / f"teacher-{task}"), spec=spec,
-                              data_dir=None, cfg=cfg, data_cfg=DataConfig(), name=f"student-{task}")  # fmt: skip
+                              data_dir=None, cfg=cfg, data_cfg=DataConfig(),
+                              name=f"student-{task}")  # fmt: skip
         m = run_single(stage, tmp_path / f"student-{task}", seed=0).record["metrics"]
         assert m["mapping"] == mapping
         assert m["ga"]["mapping_file"] == str(out) and m["ga"]["evaluations"] == 0
