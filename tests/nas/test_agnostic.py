@@ -170,3 +170,21 @@ def test_a_folder_that_is_not_an_agnostic_supernet_is_refused(tmp_path):
 
     with pytest.raises(ConfigError, match="not a task-agnostic supernet"):
         read_meta(tmp_path)
+
+
+def test_edgec_supernet_from_another_directory_with_relative_paths(tmp_path, edgec):
+    write_tiny_bert(tmp_path / "base")
+    (tmp_path / "notes.txt").write_text("\n".join(_texts(30)) + "\n")
+    args = ["supernet", "--model", "base", "--text", "notes.txt", "--steps", "2",
+            "--batch-size", "4", "--max-seq-len", "16", "--block-layers", "1",
+            "--train-device", "cpu", "-o", "out/agnostic"]  # fmt: skip
+    done = edgec(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "2 steps on 30 sentences" in done.stdout
+    net = SuperNet.load(tmp_path / "out" / "agnostic" / "supernet")
+    assert net.headless and read_meta(tmp_path / "out" / "agnostic" / "supernet")["sentences"] == 30
+    again = edgec(*args, cwd=tmp_path)  # the same command again: nothing to do
+    assert again.returncode == 0 and "up to date (cached)" in again.stdout
+    bad = edgec(*[a if a != "notes.txt" else "missing.txt" for a in args], cwd=tmp_path)
+    assert bad.returncode == 1 and "neither one of wikitext" in bad.stderr
+    assert "Traceback" not in bad.stderr
