@@ -41,6 +41,10 @@ GOAL_POINTS = 1.0  # each task's bundle within this many points of its task-spec
 
 
 def _args():
+    return _parser().parse_args()
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default=None)
     p.add_argument("--teacher", action="append", required=True, metavar="TASK=DIR",
@@ -49,6 +53,7 @@ def _args():
     p.add_argument("--predictors", required=True, help="folder with x86-64-host.json")
     p.add_argument("--run-dir", default=str(REPO / "runs" / "bench_agnostic"))
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    p.add_argument("--name", default="agnostic", help="the results' file stem (NAME.json, .md)")
     p.add_argument("--task-steps", type=int, default=100, help="a task's supernet (quick: 100)")
     p.add_argument("--agnostic-steps", type=int, default=150)
     p.add_argument("--proxy-steps", type=int, default=30)
@@ -59,7 +64,7 @@ def _args():
     p.add_argument("--timing-steps", type=int, default=10, help="steps per timing round")
     p.add_argument("--timing-rounds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
-    return p.parse_args()
+    return p
 
 
 def main() -> int:
@@ -208,11 +213,11 @@ def main() -> int:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "agnostic.json.tmp"
+    tmp = out / f"{args.name}.json.tmp"
     tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    tmp.replace(out / "agnostic.json")
-    (out / "agnostic.md").write_text(_markdown(report))
-    print((out / "agnostic.md").read_text())
+    tmp.replace(out / f"{args.name}.json")
+    (out / f"{args.name}.md").write_text(_markdown(report))
+    print((out / f"{args.name}.md").read_text())
     return 0
 
 
@@ -259,6 +264,14 @@ def step_times(args, sst2_teacher: str, agnostic_dir: Path, cfg) -> dict:
     return {k: round(min(v), 3) for k, v in times.items()}
 
 
+def _changed(settings: dict) -> dict:
+    """The settings given on the command line that differ from the defaults."""
+    keys = ("task_steps", "agnostic_steps", "proxy_steps", "distill_steps", "batch_size",
+            "budget_fraction", "name")  # fmt: skip
+    defaults = vars(_parser().parse_args(["--teacher", "x=y", "--predictors", "p"]))
+    return {k: settings[k] for k in keys if settings.get(k) != defaults.get(k)}
+
+
 def _trivial(spec, dev) -> float:
     """The main metric of always answering the most common dev label (MCC: 0)."""
     from collections import Counter
@@ -277,7 +290,9 @@ def _markdown(r: dict) -> str:
         f"Measured {r['date']} on {r['environment']['cpu']} ({r['environment']['cores']} cores). "
         "Command: `python benchmarks/bench_agnostic.py --data-dir ../shared/data --teacher "
         "sst2=runs/loyalty/teacher-sst2 --teacher cola=runs/loyalty/teacher-cola5 --teacher "
-        "rte=runs/agnostic/teacher-rte --predictors runs/ner-host/calibrate`.",
+        "rte=runs/agnostic/teacher-rte --predictors runs/ner-host/calibrate"
+        + "".join(f" --{k.replace('_', '-')} {v}" for k, v in _changed(s).items())
+        + "`.",
         "",
         f"- task route: a supernet per task from its fine-tuned teacher, {s['task_steps']} steps "
         "on the task's data.",
