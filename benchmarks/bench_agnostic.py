@@ -122,9 +122,13 @@ def main() -> int:
             description=f"{args.budget_fraction} x the teacher's predicted p50",
         )  # fmt: skip
         for route, cfg in (("task", base), ("agnostic", agn_cfg)):
+            # the stages of another proxy length sit beside the default's in the same run folder
+            # (the task route and the agnostic supernet are shared)
+            stem = f"{task}-{route}" + (f"-p{args.proxy_steps}" if route == "agnostic"
+                                        and args.proxy_steps != 30 else "")  # fmt: skip
             search = search_stage(
                 teacher_dir=tdir, spec=spec, data_dir=args.data_dir, target=target,
-                budgets=(budget,), cfg=cfg, data_cfg=DataConfig(), name=f"search-{task}-{route}",
+                budgets=(budget,), cfg=cfg, data_cfg=DataConfig(), name=f"search-{stem}",
                 agnostic_dir=agnostic_dir if route == "agnostic" else None,
             )  # fmt: skip
             (sres,) = run.run([search], seed=args.seed)
@@ -132,12 +136,12 @@ def main() -> int:
             model = Path(args.run_dir) / search.name / found["model"]
             (dres,) = run.run([distill_stage(
                 teacher_dir=tdir, spec=spec, data_dir=args.data_dir, cfg=dcfg,
-                data_cfg=DataConfig(), name=f"distill-{task}-{route}", init_from=str(model),
+                data_cfg=DataConfig(), name=f"distill-{stem}", init_from=str(model),
             )], seed=args.seed)  # fmt: skip
             m = dres.record["metrics"]
             name = f"{task}-{route}"
-            finals[name] = export_onnx(Path(args.run_dir) / f"distill-{task}-{route}",
-                                       Path(args.run_dir) / f"{name}.onnx")  # fmt: skip
+            finals[name] = export_onnx(Path(args.run_dir) / f"distill-{stem}",
+                                       Path(args.run_dir) / f"{stem}.onnx")  # fmt: skip
             dev = m["dev"]
             rows.append({
                 "task": task, "route": route, "subnet": found["subnet"],
