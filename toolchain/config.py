@@ -22,7 +22,7 @@ Example::
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
 
@@ -521,6 +521,15 @@ class SearchConfig(StageConfig):
             if f.metadata.get("supernet", True)
             and (self.supernet == "agnostic" or not f.metadata.get("agnostic"))
         }
+
+    def for_route(self) -> SearchConfig:
+        """This config with the fields its route does not use at their defaults (the task
+        route ignores the agnostic supernet's settings), so that a stage's record changes only
+        with what it uses."""
+        if self.supernet == "agnostic":
+            return self
+        unused = {f.name: f.default for f in fields(self) if f.metadata.get("agnostic")}
+        return replace(self, **unused)
 
     def agnostic_fields(self) -> dict:
         """The fields the task-agnostic supernet depends on: its own and the training settings

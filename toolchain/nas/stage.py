@@ -76,6 +76,7 @@ def search_stage(
         )
     chosen = list(resolve_budgets(target.profile, budgets))
     data_cfg = data_cfg or DataConfig()
+    cfg = cfg.for_route()
     config = {
         "teacher": teacher_dir,
         "task": spec.name,
