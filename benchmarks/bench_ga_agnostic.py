@@ -22,18 +22,23 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).parent))
 
 
+# the search and distillation settings' defaults (the command line in the results names the others)
+DEFAULTS = {"student_shape": "L3:H384:A12:F1536", "population": 6, "generations": 2,
+            "proxy_steps": 40, "task_steps": 40, "distill_steps": 200}  # fmt: skip
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default=None)
     p.add_argument("--teacher", action="append", required=True, metavar="TASK=DIR")
     p.add_argument("--run-dir", default=str(REPO / "runs" / "bench_ga_agnostic"))
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
-    p.add_argument("--student-shape", default="L3:H384:A12:F1536")
-    p.add_argument("--population", type=int, default=6)
-    p.add_argument("--generations", type=int, default=2)
-    p.add_argument("--proxy-steps", type=int, default=40)
-    p.add_argument("--task-steps", type=int, default=40)
-    p.add_argument("--distill-steps", type=int, default=200)
+    p.add_argument("--student-shape", default=DEFAULTS["student_shape"])
+    p.add_argument("--population", type=int, default=DEFAULTS["population"])
+    p.add_argument("--generations", type=int, default=DEFAULTS["generations"])
+    p.add_argument("--proxy-steps", type=int, default=DEFAULTS["proxy_steps"])
+    p.add_argument("--task-steps", type=int, default=DEFAULTS["task_steps"])
+    p.add_argument("--distill-steps", type=int, default=DEFAULTS["distill_steps"])
     args = p.parse_args()
 
     from bench_agnostic import _trivial
@@ -102,7 +107,9 @@ def main() -> int:
         "",
         f"Measured {result['date']} on {result['environment']['cpu']}. Command: `python "
         "benchmarks/bench_ga_agnostic.py --data-dir ../shared/data --teacher "
-        "sst2=runs/loyalty/teacher-sst2 --teacher cola=runs/loyalty/teacher-cola5`.",
+        "sst2=runs/loyalty/teacher-sst2 --teacher cola=runs/loyalty/teacher-cola5"
+        + "".join(f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+                  if k in DEFAULTS and v != DEFAULTS[k]) + "`.",
         "",
         f"Search: {report['evaluations']} mappings of {args.student_shape} onto the 6 teacher "
         f"layers in {report['search_s']} s (population {args.population}, {args.generations} "
