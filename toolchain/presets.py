@@ -45,6 +45,10 @@ PRESETS: dict[str, dict] = {
         "teacher_finetune.eval_every": 100,
         "teacher_finetune.time_budget_s": 600,
         "search.supernet_steps": 100,
+        # --supernet agnostic: an agnostic step costs ~1.3 s here (2.9x a task step,
+        # benchmarks/results/agnostic.md): 300 steps ~7 min, paid once; 30 steps per task
+        "search.agnostic_steps": 300,
+        "search.proxy_steps": 30,
         "search.sandwich": 3,
         "search.learning_rate": 2e-4,
         "search.max_seq_len": 64,
@@ -77,6 +81,8 @@ PRESETS: dict[str, dict] = {
     "standard": {  # the teacher: TeacherConfig's defaults (2 epochs, seq 128, batch 32)
         "teacher_finetune.time_budget_s": 1200,
         "search.supernet_steps": 400,
+        "search.agnostic_steps": 1000,
+        "search.proxy_steps": 100,
         "search.sandwich": 3,
         "search.learning_rate": 2e-4,
         "search.max_seq_len": 64,
@@ -104,6 +110,8 @@ PRESETS: dict[str, dict] = {
     "full": {
         "teacher_finetune.epochs": 3.0,
         "search.supernet_steps": 20000,
+        "search.agnostic_steps": 20000,
+        "search.proxy_steps": 2000,
         "search.population": 64,
         "search.generations": 20,
         "search.eval_samples": 2000,
